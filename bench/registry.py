@@ -1,0 +1,113 @@
+"""Named plugin registries, in the style of timm's ``register_model`` / ``create_model``.
+
+A plugin is a callable with a name. Built-in plugins register themselves when their package is
+imported; third-party packages register through Python entry points (``[project.entry-points."bench.schedules"]``
+and friends), which are loaded the first time a registry is asked for a name, so installing a package is
+all it takes to make its plugins appear in ``bench list``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Generic, TypeVar
+
+T = TypeVar("T", bound=Callable)
+
+
+class UnknownPluginError(ValueError):
+    """Raised for a name that no plugin registered; the message lists the names that exist."""
+
+
+@dataclass(frozen=True)
+class Plugin(Generic[T]):
+    name: str
+    obj: T
+    description: str
+    source: str  # "builtin" or the distribution / entry point that provided it
+
+
+def first_line(doc: str | None) -> str:
+    lines = (doc or "").strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
+class Registry(Generic[T]):
+    """A dictionary of plugins of one kind, extended by the entry-point group ``group``."""
+
+    def __init__(self, kind: str, group: str) -> None:
+        self.kind = kind
+        self.group = group
+        self._plugins: dict[str, Plugin[T]] = {}
+        self._entry_points_loaded = False
+
+    def register(self, name: str, obj: T | None = None, *, description: str | None = None, source: str = "builtin"):
+        """Register ``obj`` under ``name``; usable as ``@registry.register("name")``.
+
+        The description defaults to the first line of the object's docstring, which is what ``bench list``
+        prints, so a plugin documents itself in one place.
+        """
+        if not name or not isinstance(name, str):
+            raise ValueError(f"a {self.kind} name must be a non-empty string, got {name!r}")
+
+        def decorator(fn: T) -> T:
+            if name in self._plugins and self._plugins[name].obj is not fn:
+                raise ValueError(
+                    f"{self.kind} {name!r} is already registered (by {self._plugins[name].source}); "
+                    "choose another name"
+                )
+            text = description if description is not None else first_line(fn.__doc__)
+            self._plugins[name] = Plugin(name=name, obj=fn, description=text, source=source)
+            return fn
+
+        return decorator(obj) if obj is not None else decorator
+
+    def _load_entry_points(self) -> None:
+        if self._entry_points_loaded:
+            return
+        self._entry_points_loaded = True
+        for ep in entry_points(group=self.group):
+            if ep.name in self._plugins:
+                continue
+            try:
+                obj = ep.load()
+            except Exception as exc:  # a broken third-party plugin must not break the built-ins
+                warnings.warn(f"could not load {self.kind} plugin {ep.name!r} ({ep.value}): {exc}", stacklevel=2)
+                continue
+            dist = getattr(ep, "dist", None)
+            origin = f"{dist.name} (entry point)" if dist is not None else f"{ep.value} (entry point)"
+            self.register(ep.name, obj, source=origin)
+
+    def get(self, name: str) -> T:
+        """Return the plugin called ``name`` or raise :class:`UnknownPluginError` listing the known names."""
+        return self.plugin(name).obj
+
+    def plugin(self, name: str) -> Plugin[T]:
+        self._load_entry_points()
+        try:
+            return self._plugins[name]
+        except KeyError:
+            known = self.names()
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UnknownPluginError(
+                f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(known) or '(none)'}.{hint}"
+            ) from None
+
+    def names(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(self._plugins)
+
+    def plugins(self) -> list[Plugin[T]]:
+        return [self._plugins[n] for n in self.names()]
+
+    def __contains__(self, name: object) -> bool:
+        self._load_entry_points()
+        return name in self._plugins
+
+    def reload_entry_points(self) -> None:
+        """Forget which entry points were loaded, so packages installed since are found (used by tests)."""
+        self._entry_points_loaded = False

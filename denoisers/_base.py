@@ -1,0 +1,60 @@
+"""The denoiser contract: what a plugin builds and what it declares to the shared trainer and sampler."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from bench.registry import Registry
+
+PREDICTIONS = ("eps", "x0", "v")
+TIMESTEP_MODES = ("all", "terminal")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a denoiser is trained and sampled, declared by the plugin so shared code never branches on names.
+
+    prediction: what ``net(x_t, t)`` returns: the noise ``eps``, the clean image ``x0``, or ``v``.
+    timesteps:  which t the trainer draws: ``"all"`` (uniform over 0..T-1, as in DDPM) or ``"terminal"``
+                (only t = T-1, i.e. the network sees pure noise: the one-shot design).
+    sampler:    the sampling method this design is meant for (``ancestral``, ``ddim`` or ``one_shot``).
+    """
+
+    prediction: str = "eps"
+    timesteps: str = "all"
+    sampler: str = "ancestral"
+
+    def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}")
+        if self.timesteps not in TIMESTEP_MODES:
+            raise ValueError(f"timesteps must be one of {', '.join(TIMESTEP_MODES)}, got {self.timesteps!r}")
+
+
+DenoiserFactory = Callable[..., nn.Module]
+"""``factory(image_shape: tuple[int, int, int], **options) -> nn.Module`` whose ``.recipe`` is a :class:`Recipe`."""
+
+REGISTRY: Registry[DenoiserFactory] = Registry("denoiser", "bench.denoisers")
+register = REGISTRY.register
+
+
+def recipe_of(net: nn.Module) -> Recipe:
+    """The recipe a denoiser declares; a clear error if the module does not follow the contract."""
+    recipe = getattr(net, "recipe", None)
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"{type(net).__name__} has no `recipe` attribute of type denoisers.Recipe")
+    return recipe
+
+
+def check_image_shape(image_shape: object) -> tuple[int, int, int]:
+    """Return ``image_shape`` as a (C, H, W) tuple of positive ints or raise a ValueError saying so."""
+    try:
+        shape = tuple(int(s) for s in image_shape)  # type: ignore[union-attr]
+    except TypeError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {image_shape!r}")
+    return shape  # type: ignore[return-value]
