@@ -1,8 +1,8 @@
 """Named plugin registries, in the style of timm's ``register_model`` / ``create_model``.
 
 A plugin is a callable with a name. Built-in plugins register themselves when their package is
-imported; third-party packages register through Python entry points (``[project.entry-points."bench.schedules"]``
-and friends), which are loaded the first time a registry is asked for a name, so installing a package is
+imported; third-party packages register through Python entry points
+(``[project.entry-points."bench.schedules"]`` and friends), which are loaded the first time a registry is asked for a name, so installing a package is
 all it takes to make its plugins appear in ``bench list``.
 """
 
@@ -44,7 +44,9 @@ class Registry(Generic[T]):
         self._plugins: dict[str, Plugin[T]] = {}
         self._entry_points_loaded = False
 
-    def register(self, name: str, obj: T | None = None, *, description: str | None = None, source: str = "builtin"):
+    def register(
+        self, name: str, obj: T | None = None, *, description: str | None = None, source: str = "builtin"
+    ):
         """Register ``obj`` under ``name``; usable as ``@registry.register("name")``.
 
         The description defaults to the first line of the object's docstring, which is what ``bench list``
@@ -75,7 +77,9 @@ class Registry(Generic[T]):
             try:
                 obj = ep.load()
             except Exception as exc:  # a broken third-party plugin must not break the built-ins
-                warnings.warn(f"could not load {self.kind} plugin {ep.name!r} ({ep.value}): {exc}", stacklevel=2)
+                warnings.warn(
+                    f"could not load {self.kind} plugin {ep.name!r} ({ep.value}): {exc}", stacklevel=2
+                )
                 continue
             dist = getattr(ep, "dist", None)
             origin = f"{dist.name} (entry point)" if dist is not None else f"{ep.value} (entry point)"

@@ -21,7 +21,9 @@ def make(name: str, T: int, *, zero_terminal_snr: bool = False, **params: float)
     """Betas of schedule ``name`` for ``T`` steps, checked, optionally rescaled to zero terminal SNR."""
     betas = get(name)(check_num_timesteps(T), **params)
     if not (isinstance(betas, torch.Tensor) and betas.shape == (T,)):
-        raise ValueError(f"schedule {name!r} must return a tensor of shape [{T}], got {getattr(betas, 'shape', betas)!r}")
+        raise ValueError(
+            f"schedule {name!r} must return a tensor of shape [{T}], got {getattr(betas, 'shape', betas)!r}"
+        )
     betas = betas.to(torch.float64)
     if zero_terminal_snr:
         betas = rescale_zero_terminal_snr(betas)

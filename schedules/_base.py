@@ -12,6 +12,9 @@ from bench.registry import Registry
 Schedule = Callable[..., torch.Tensor]
 """A schedule maps the number of timesteps ``T`` (and keyword parameters) to float64 betas of shape [T]."""
 
+MAX_BETA = 0.999
+"""The usual cap on a single beta (Nichol & Dhariwal 2021): keeps every step invertible."""
+
 REGISTRY: Registry[Schedule] = Registry("schedule", "bench.schedules")
 register = REGISTRY.register
 
@@ -32,7 +35,9 @@ def check_in_range(name: str, value: float, low: float, high: float, *, closed_h
     return float(value)
 
 
-def betas_from_alpha_bar(alpha_bar_fn: Callable[[torch.Tensor], torch.Tensor], T: int, max_beta: float) -> torch.Tensor:
+def betas_from_alpha_bar(
+    alpha_bar_fn: Callable[[torch.Tensor], torch.Tensor], T: int, max_beta: float
+) -> torch.Tensor:
     """Discretise a continuous ``alpha_bar(tau)``, tau in [0, 1], into T betas (Nichol & Dhariwal 2021, eq. 17).
 
     ``beta[t] = min(1 - alpha_bar((t+1)/T) / alpha_bar(t/T), max_beta)``; the cap keeps the last steps

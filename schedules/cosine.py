@@ -6,11 +6,11 @@ import math
 
 import torch
 
-from ._base import betas_from_alpha_bar, check_in_range, check_num_timesteps, register
+from ._base import MAX_BETA, betas_from_alpha_bar, check_in_range, check_num_timesteps, register
 
 
 @register("cosine")
-def cosine(T: int, *, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+def cosine(T: int, *, s: float = 0.008, max_beta: float = MAX_BETA) -> torch.Tensor:
     """Cosine alpha_bar, offset s=0.008, betas capped at 0.999 (Nichol & Dhariwal 2021)."""
     T = check_num_timesteps(T)
     check_in_range("s", s, 0.0, 1.0)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from ._base import check_in_range, check_num_timesteps, register
+from ._base import MAX_BETA, check_in_range, check_num_timesteps, register
 
 
-def _linspace_ends(T: int, beta_start: float | None, beta_end: float | None, default_start: float, default_end: float):
-    # improved-diffusion scales both ends by 1000/T so that any T gives the same total noise as T=1000.
+def _linspace_ends(
+    T: int, beta_start: float | None, beta_end: float | None, default_start: float, default_end: float
+):
+    # improved-diffusion scales both ends by 1000/T so that any T gives about the same total noise as
+    # T=1000; for T < 50 that would pass beta = 1, so the scaled defaults are capped at 0.999.
     scale = 1000.0 / T
-    start = default_start * scale if beta_start is None else beta_start
-    end = default_end * scale if beta_end is None else beta_end
+    start = min(default_start * scale, MAX_BETA) if beta_start is None else beta_start
+    end = min(default_end * scale, MAX_BETA) if beta_end is None else beta_end
     check_in_range("beta_start", start, 0.0, 1.0)
     check_in_range("beta_end", end, 0.0, 1.0)
     if end < start:

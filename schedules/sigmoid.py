@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import torch
 
-from ._base import betas_from_alpha_bar, check_in_range, check_num_timesteps, register
+from ._base import MAX_BETA, betas_from_alpha_bar, check_in_range, check_num_timesteps, register
 
 
 @register("sigmoid")
 def sigmoid(
-    T: int, *, start: float = -3.0, end: float = 3.0, tau: float = 1.0, max_beta: float = 0.999
+    T: int, *, start: float = -3.0, end: float = 3.0, tau: float = 1.0, max_beta: float = MAX_BETA
 ) -> torch.Tensor:
     """Sigmoid alpha_bar (Jabri et al. 2023; Chen 2023), start=-3, end=3, tau=1: gentler at both ends."""
     T = check_num_timesteps(T)

@@ -15,7 +15,9 @@ import torch
 def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     """Shift and scale sqrt(alpha_bar) so that its first value is kept and its last becomes 0."""
     if betas.ndim != 1 or betas.numel() < 2:
-        raise ValueError(f"zero terminal SNR needs a 1-D schedule with T >= 2, got shape {tuple(betas.shape)}")
+        raise ValueError(
+            f"zero terminal SNR needs a 1-D schedule with T >= 2, got shape {tuple(betas.shape)}"
+        )
     sqrt_ab = torch.cumprod(1.0 - betas.double(), dim=0).sqrt()
     first, last = sqrt_ab[0].clone(), sqrt_ab[-1].clone()
     sqrt_ab = (sqrt_ab - last) * first / (first - last)

@@ -1,0 +1,200 @@
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+import schedules
+from bench.diffusion import Diffusion, discretized_gaussian_log_likelihood, nats_to_bits_per_dim, normal_kl
+
+
+@pytest.fixture(scope="module")
+def diffusion() -> Diffusion:
+    return Diffusion(schedules.get("linear")(1000))
+
+
+def long(*values: int) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.long)
+
+
+def test_precomputed_terms_match_their_definitions(diffusion):
+    betas = schedules.get("linear")(1000)
+    ab = 1.0
+    for t in (0, 1, 2, 10, 999):
+        ab_t = math.prod(1 - betas[i].item() for i in range(t + 1))
+        assert diffusion.alpha_bar[t].item() == pytest.approx(ab_t, rel=1e-10)
+        prev = 1.0 if t == 0 else math.prod(1 - betas[i].item() for i in range(t))
+        assert diffusion.alpha_bar_prev[t].item() == pytest.approx(prev, rel=1e-10)
+    assert ab == 1.0 and diffusion.alpha_bar.dtype == torch.float64
+
+
+def test_q_xt_x0_is_the_seed_formula_and_broadcasts(diffusion):
+    x0 = torch.randn(3, 2, 5, 4)
+    t = long(0, 500, 999)
+    mean, var = diffusion.q_xt_x0(x0, t)
+    ab = diffusion.alpha_bar[t].float()
+    assert var.shape == (3, 1, 1, 1)
+    assert torch.allclose(mean, ab.sqrt().view(3, 1, 1, 1) * x0)
+    assert torch.allclose(var.flatten(), (1 - diffusion.alpha_bar[t]).float())  # computed in float64
+    # any data shape: vectors too
+    mean2, var2 = diffusion.q_xt_x0(torch.ones(3, 7), t)
+    assert mean2.shape == (3, 7) and var2.shape == (3, 1)
+
+
+@pytest.mark.parametrize("t", [0, 100, 700, 999])
+def test_q_sample_empirical_mean_and_variance(diffusion, t):
+    n = 200_000
+    x0 = torch.full((n, 1), 0.7, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(t)
+    xt = diffusion.q_sample(x0, torch.full((n,), t, dtype=torch.long), generator=gen)
+    ab = diffusion.alpha_bar[t].item()
+    var = 1 - ab
+    se_mean = math.sqrt(var / n)
+    assert abs(xt.mean().item() - math.sqrt(ab) * 0.7) < 5 * se_mean
+    assert xt.var().item() == pytest.approx(var, rel=5 * math.sqrt(2 / n))
+
+
+def test_q_sample_with_given_eps_is_exact(diffusion):
+    x0, eps = torch.randn(4, 3), torch.randn(4, 3)
+    t = long(1, 2, 3, 4)
+    mean, var = diffusion.q_xt_x0(x0, t)
+    assert torch.equal(diffusion.q_sample(x0, t, eps), mean + var.sqrt() * eps)
+
+
+def test_posterior_matches_the_paper_formula(diffusion):
+    x0, xt = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
+    t = long(0, 1, 400, 999)
+    mean, var = diffusion.q_posterior(x0, xt, t)
+    b, a = diffusion.betas[t], diffusion.alphas[t]
+    ab, abp = diffusion.alpha_bar[t], diffusion.alpha_bar_prev[t]
+    expected_mean = (abp.sqrt() * b / (1 - ab))[:, None] * x0 + (a.sqrt() * (1 - abp) / (1 - ab))[
+        :, None
+    ] * xt
+    assert torch.allclose(mean, expected_mean, atol=1e-12)
+    assert torch.allclose(var.flatten(), b * (1 - abp) / (1 - ab), atol=1e-15)
+    assert var[0].item() == 0.0  # t = 0: x_{-1} is x_0 itself
+
+
+@pytest.mark.parametrize("t", [1, 5, 250, 999])
+def test_posterior_equals_direct_gaussian_conditioning(diffusion, t):
+    """Condition the joint Gaussian of (x_{t-1}, x_t) given x0 by the textbook formula."""
+    x0, xt = 0.3, -0.8
+    ab_prev = diffusion.alpha_bar[t - 1].item()
+    a = diffusion.alphas[t].item()
+    # x_{t-1} = sqrt(ab_prev) x0 + sqrt(1 - ab_prev) e1;  x_t = sqrt(a) x_{t-1} + sqrt(1 - a) e2
+    mu1, mu2 = math.sqrt(ab_prev) * x0, math.sqrt(a * ab_prev) * x0
+    var1 = 1 - ab_prev
+    cov12 = math.sqrt(a) * var1
+    var2 = a * var1 + (1 - a)
+    cond_mean = mu1 + cov12 / var2 * (xt - mu2)
+    cond_var = var1 - cov12**2 / var2
+    mean, var = diffusion.q_posterior(
+        torch.tensor([[x0]], dtype=torch.float64), torch.tensor([[xt]], dtype=torch.float64), long(t)
+    )
+    assert mean.item() == pytest.approx(cond_mean, rel=1e-9, abs=1e-12)
+    assert var.item() == pytest.approx(cond_var, rel=1e-9)
+
+
+def test_eps_x0_v_round_trips(diffusion):
+    x0, eps = torch.randn(5, 3, 4, 4, dtype=torch.float64), torch.randn(5, 3, 4, 4, dtype=torch.float64)
+    t = long(0, 10, 500, 900, 999)
+    xt = diffusion.q_sample(x0, t, eps)
+    assert torch.allclose(diffusion.x0_from_eps(xt, t, eps), x0, atol=1e-8)
+    assert torch.allclose(diffusion.eps_from_x0(xt, t, x0), eps, atol=1e-6)
+    v = diffusion.v_from(x0, eps, t)
+    assert torch.allclose(diffusion.x0_from_v(xt, t, v), x0, atol=1e-10)
+    assert torch.allclose(diffusion.eps_from_v(xt, t, v), eps, atol=1e-10)
+    for prediction, output in (("eps", eps), ("x0", x0), ("v", v)):
+        x0_hat, eps_hat = diffusion.split_prediction(prediction, output, xt, t)
+        assert torch.allclose(x0_hat, x0, atol=1e-8) and torch.allclose(eps_hat, eps, atol=1e-6)
+
+
+def test_clipped_x0_keeps_eps_consistent(diffusion):
+    xt, t = torch.randn(4, 8, dtype=torch.float64) * 3, long(900, 900, 900, 900)
+    x0_hat, eps_hat = diffusion.split_prediction(
+        "eps", torch.randn(4, 8, dtype=torch.float64), xt, t, clip_x0=True
+    )
+    assert x0_hat.abs().max() <= 1
+    assert torch.allclose(diffusion.q_sample(x0_hat, t, eps_hat), xt, atol=1e-10)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_training_loss_is_mse_to_the_target(diffusion, prediction):
+    x0, eps, t = torch.randn(6, 1, 4, 4), torch.randn(6, 1, 4, 4), long(0, 1, 2, 300, 600, 999)
+    target = diffusion.target(prediction, x0, eps, t)
+    exact = diffusion.training_loss(lambda xt, tt: target, x0, t, prediction=prediction, eps=eps)
+    assert exact.shape == (6,) and torch.allclose(exact, torch.zeros(6), atol=1e-12)
+    zero = diffusion.training_loss(lambda xt, tt: torch.zeros_like(xt), x0, t, prediction=prediction, eps=eps)
+    assert torch.allclose(zero, target.pow(2).flatten(1).mean(1), rtol=1e-5)
+
+
+def test_normal_kl_matches_torch_distributions():
+    m1, m2 = torch.randn(50, dtype=torch.float64), torch.randn(50, dtype=torch.float64)
+    lv1, lv2 = torch.randn(50, dtype=torch.float64), torch.randn(50, dtype=torch.float64)
+    expected = kl_divergence(Normal(m1, (0.5 * lv1).exp()), Normal(m2, (0.5 * lv2).exp()))
+    assert torch.allclose(normal_kl(m1, lv1, m2, lv2), expected, atol=1e-12)
+
+
+def test_discretized_gaussian_matches_cdf_differences_and_sums_to_one():
+    levels = torch.linspace(-1, 1, 256, dtype=torch.float64)
+    mean, log_scale = torch.tensor(0.13, dtype=torch.float64), torch.tensor(-2.0, dtype=torch.float64)
+    logp = discretized_gaussian_log_likelihood(levels, mean.expand(256), log_scale.expand(256))
+    assert logp.exp().sum().item() == pytest.approx(1.0, abs=1e-9)
+    dist = Normal(mean, log_scale.exp())
+    h = 1 / 255
+    for i in (0, 1, 100, 200, 254, 255):
+        x = levels[i]
+        lo = dist.cdf(x - h) if i > 0 else torch.tensor(0.0, dtype=torch.float64)
+        hi = dist.cdf(x + h) if i < 255 else torch.tensor(1.0, dtype=torch.float64)
+        assert logp[i].exp().item() == pytest.approx(
+            (hi - lo).item(), rel=1e-8, abs=2e-12
+        )  # bins below 1e-12 are floored
+
+
+def test_vb_terms(diffusion):
+    x0 = torch.rand(3, 1, 4, 4, dtype=torch.float64) * 2 - 1
+    x0 = (((x0 + 1) * 127.5).round() / 127.5 - 1).clamp(-1, 1)  # on the 256-level grid
+    t = long(0, 10, 999)
+    xt = diffusion.q_sample(x0, t)
+    # a perfect x0 prediction with the posterior variance has zero KL for t > 0
+    terms = diffusion.vb_term("x0", x0, x0, xt, t, variance="posterior")
+    assert torch.allclose(terms[1:], torch.zeros(2, dtype=torch.float64), atol=1e-9)
+    # at t = 0 the term is the decoder NLL: positive, and it shrinks as the decoder variance does
+    assert terms[0] > 0
+    # L_T against the closed form KL(N(m, v) || N(0, 1)) = 0.5 (v + m^2 - 1 - log v), summed over pixels
+    ab = diffusion.alpha_bar[-1]
+    closed = 0.5 * (1 - ab + ab * x0.pow(2) - 1 - torch.log(1 - ab)).flatten(1).sum(1)
+    assert torch.allclose(diffusion.prior_kl(x0), closed, rtol=1e-9)
+    assert nats_to_bits_per_dim(torch.tensor(16 * math.log(2.0)), 16).item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("betas", "match"),
+    [
+        (torch.tensor([0.1, 0.0, 0.2]), r"betas\[1\] = 0.0"),
+        (torch.tensor([0.1, -0.5]), r"betas\[1\] = -0.5"),
+        (torch.tensor([0.1, 1.5]), r"\(0, 1\]"),
+        (torch.tensor([1.0, 0.5]), "only the last beta"),
+        (torch.ones(2, 2) * 0.1, "1-D"),
+        (torch.tensor([]), "1-D"),
+    ],
+)
+def test_bad_betas(betas, match):
+    with pytest.raises(ValueError, match=match):
+        Diffusion(betas)
+
+
+def test_bad_shapes_and_names(diffusion):
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match="one shape"):
+        diffusion.q_posterior(x, torch.randn(2, 4), long(1, 2))
+    with pytest.raises(ValueError, match=r"shape \[B\] = \[2\]"):
+        diffusion.q_xt_x0(x, long(1, 2, 3))
+    with pytest.raises(ValueError, match="integer"):
+        diffusion.q_sample(x, torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="eps must have the shape"):
+        diffusion.q_sample(x, long(1, 2), torch.randn(3, 3))
+    with pytest.raises(ValueError, match="prediction must be one of eps, x0, v, got 'score'"):
+        diffusion.target("score", x, x, long(1, 2))
+    with pytest.raises(ValueError, match="variance must be 'beta' or 'posterior'"):
+        diffusion.p_mean_variance("eps", x, x, long(1, 2), variance="learned")

@@ -1,0 +1,270 @@
+"""Samplers against analytic oracles: for Gaussian (and Gaussian-mixture) data the exact E[eps | x_t] is
+known in closed form, and a correct sampler fed it must reproduce the data distribution."""
+
+import math
+
+import pytest
+import torch
+
+import schedules
+from bench.diffusion import Diffusion
+from bench.sampling import SAMPLERS, ddim_timesteps, sample
+
+M, S = 0.4, 0.3  # data x0 ~ N(M, S^2) per dimension
+
+
+@pytest.fixture(scope="module")
+def diffusion() -> Diffusion:
+    return Diffusion(schedules.get("linear")(1000))
+
+
+def gaussian_oracle(diffusion: Diffusion, prediction: str = "eps"):
+    """The exact minimiser of L_simple for x0 ~ N(M, S^2): E[target | x_t], linear in x_t."""
+
+    def model(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a = diffusion.sqrt_alpha_bar[t].view(-1, *[1] * (x_t.ndim - 1)).to(x_t)
+        b = diffusion.sqrt_one_minus_alpha_bar[t].view(-1, *[1] * (x_t.ndim - 1)).to(x_t)
+        resid = (x_t - a * M) / (a**2 * S**2 + b**2)
+        eps, x0 = b * resid, M + a * S**2 * resid
+        return {"eps": eps, "x0": x0, "v": a * eps - b * x0}[prediction]
+
+    return model
+
+
+def mixture_oracle(diffusion: Diffusion, weights, means, std):
+    """Exact E[eps | x_t] for 1-D data from a mixture of Gaussians with a common std."""
+    w, m = torch.tensor(weights, dtype=torch.float64), torch.tensor(means, dtype=torch.float64)
+
+    def model(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x = x_t.double()
+        a = diffusion.sqrt_alpha_bar[t].view(-1, 1)
+        b = diffusion.sqrt_one_minus_alpha_bar[t].view(-1, 1)
+        var = a**2 * std**2 + b**2  # (B, 1)
+        log_r = torch.log(w) - 0.5 * (x - a * m) ** 2 / var  # (B, K), the common normaliser cancels
+        r = torch.softmax(log_r, dim=1)
+        return (r * b * (x - a * m) / var).sum(1, keepdim=True).to(x_t.dtype)
+
+    return model
+
+
+def moments(x: torch.Tensor) -> tuple[float, float]:
+    return x.mean().item(), x.std().item()
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "tol"),
+    [
+        ("ancestral", {"variance": "beta"}, 0.03),
+        ("ancestral", {"variance": "posterior"}, 0.03),
+        ("ddim", {"eta": 0.0}, 0.03),
+        ("ddim", {"eta": 1.0}, 0.03),
+        ("ddim", {"eta": 0.0, "steps": 50}, 0.10),  # Euler error of the ODE: see the next test
+    ],
+)
+def test_sampler_with_gaussian_oracle_reproduces_the_data(diffusion, method, kwargs, tol):
+    x = sample(
+        diffusion,
+        gaussian_oracle(diffusion),
+        (20_000, 2),
+        method=method,
+        generator=torch.Generator().manual_seed(0),
+        **kwargs,
+    )
+    mean, std = moments(x)
+    assert mean == pytest.approx(M, rel=tol)
+    assert std == pytest.approx(S, rel=tol)
+
+
+def ddim_moments_exact(diffusion: Diffusion, steps: int) -> tuple[float, float]:
+    """Mean and std of deterministic DDIM's output from x_T ~ N(0, 1) with the Gaussian oracle, computed
+    by propagating its affine update x_s = k x_t + c step by step (the discretisation, not the ODE)."""
+    from bench.sampling import ddim_timesteps
+
+    mean, std = 0.0, 1.0
+    seq = ddim_timesteps(diffusion.num_timesteps, steps)
+    for i, t in enumerate(seq):
+        ab_t = diffusion.alpha_bar[t].item()
+        ab_s = diffusion.alpha_bar[seq[i + 1]].item() if i + 1 < len(seq) else 1.0
+        a, b = math.sqrt(ab_t), math.sqrt(1 - ab_t)
+        d = a**2 * S**2 + b**2
+        # x0_hat = M + a S^2 (x - a M) / d ;  eps_hat = b (x - a M) / d
+        k = (math.sqrt(ab_s) * a * S**2 + math.sqrt(1 - ab_s) * b) / d
+        c = math.sqrt(ab_s) * M - k * a * M
+        mean, std = k * mean + c, abs(k) * std
+    return mean, std
+
+
+@pytest.mark.parametrize("steps", [50, 10])
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_few_step_ddim_matches_its_exact_discretisation(schedule, steps):
+    diffusion = Diffusion(schedules.get(schedule)(1000))
+    x = sample(
+        diffusion,
+        gaussian_oracle(diffusion),
+        (20_000, 2),
+        method="ddim",
+        steps=steps,
+        generator=torch.Generator().manual_seed(0),
+    )
+    exact_mean, exact_std = ddim_moments_exact(diffusion, steps)
+    mean, std = moments(x)
+    assert mean == pytest.approx(exact_mean, abs=0.01)
+    assert std == pytest.approx(exact_std, rel=0.02)
+    # and the discretisation converges to the data as steps grow
+    assert abs(ddim_moments_exact(diffusion, 1000)[1] - S) < 0.01 * S
+
+
+@pytest.mark.parametrize("prediction", ["x0", "v"])
+def test_every_prediction_type_samples_the_same_distribution(diffusion, prediction):
+    kwargs = {"method": "ddim", "steps": 50, "generator": torch.Generator().manual_seed(1)}
+    ref = sample(diffusion, gaussian_oracle(diffusion, "eps"), (4000, 1), prediction="eps", **kwargs)
+    kwargs["generator"] = torch.Generator().manual_seed(1)
+    out = sample(
+        diffusion, gaussian_oracle(diffusion, prediction), (4000, 1), prediction=prediction, **kwargs
+    )
+    assert torch.allclose(out, ref, atol=1e-4)
+
+
+def test_mixture_oracle_recovers_modes_and_weights(diffusion):
+    weights, means, std = (0.3, 0.7), (-0.6, 0.5), 0.1
+    x = sample(
+        diffusion,
+        mixture_oracle(diffusion, weights, means, std),
+        (20_000, 1),
+        method="ddim",
+        steps=100,
+        generator=torch.Generator().manual_seed(2),
+    ).flatten()
+    left, right = x[x < 0], x[x >= 0]
+    assert left.numel() / x.numel() == pytest.approx(0.3, abs=0.015)
+    assert left.mean().item() == pytest.approx(-0.6, abs=0.01)
+    assert right.mean().item() == pytest.approx(0.5, abs=0.01)
+    assert right.std().item() == pytest.approx(std, rel=0.1)
+
+
+def test_ancestral_step_is_ddpm_algorithm_2(diffusion):
+    """Reproduce Algorithm 2 literally with the same noise and compare."""
+    torch.manual_seed(0)
+    weight = torch.randn(3, 3) * 0.1
+
+    def model(x_t, t):
+        return torch.tanh(x_t @ weight + t.view(-1, 1) / 1000)
+
+    out = sample(diffusion, model, (5, 3), method="ancestral", generator=torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 3, generator=gen)
+    for t in range(999, -1, -1):
+        beta, alpha, ab = (
+            diffusion.betas[t].item(),
+            diffusion.alphas[t].item(),
+            diffusion.alpha_bar[t].item(),
+        )
+        eps = model(x, torch.full((5,), t))
+        x = (x - beta / math.sqrt(1 - ab) * eps) / math.sqrt(alpha)
+        if t > 0:
+            x = x + math.sqrt(beta) * torch.randn(5, 3, generator=gen)
+    assert torch.allclose(out, x, atol=1e-4)
+
+
+def test_ddim_eta_one_with_all_steps_is_ancestral_with_posterior_variance(diffusion):
+    model = gaussian_oracle(diffusion)
+    a = sample(diffusion, model, (64, 2), method="ddim", eta=1.0, generator=torch.Generator().manual_seed(4))
+    b = sample(
+        diffusion,
+        model,
+        (64, 2),
+        method="ancestral",
+        variance="posterior",
+        generator=torch.Generator().manual_seed(4),
+    )
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_one_shot_calls_the_model_once_at_the_last_step(diffusion):
+    calls = []
+
+    def model(x_t, t):
+        calls.append(t.clone())
+        return torch.full_like(x_t, 0.25)
+
+    out = sample(diffusion, model, (3, 4), method="one_shot", prediction="x0")
+    assert len(calls) == 1 and calls[0].tolist() == [999, 999, 999]
+    assert torch.equal(out, torch.full((3, 4), 0.25))
+
+
+def test_sampling_is_deterministic_given_a_generator_and_runs_in_inference_mode(diffusion):
+    def model(x_t, t):
+        assert torch.is_inference_mode_enabled()
+        return 0.5 * x_t
+
+    runs = [
+        sample(
+            diffusion,
+            model,
+            (4, 2),
+            method="ddim",
+            steps=20,
+            eta=1.0,
+            generator=torch.Generator().manual_seed(s),
+        )
+        for s in (7, 7, 8)
+    ]
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+def test_clip_x0_keeps_samples_in_range(diffusion):
+    out = sample(diffusion, lambda x, t: -3 * x, (16, 4), method="ddim", steps=10, clip_x0=True)
+    assert out.abs().max() <= 1.0
+
+
+def test_ddim_timesteps():
+    assert ddim_timesteps(1000, 1) == [999]
+    assert ddim_timesteps(1000, 2) == [999, 0]
+    seq = ddim_timesteps(1000, 50)
+    assert len(seq) == 50 and seq[0] == 999 and seq[-1] == 0 and len(set(seq)) == 50
+    assert ddim_timesteps(10, 10) == list(range(9, -1, -1))
+
+
+def test_zero_terminal_snr_needs_x0_or_v(diffusion):
+    ztsnr = Diffusion(schedules.make("linear", 1000, zero_terminal_snr=True))
+    with pytest.raises(ValueError, match="zero-terminal-SNR.*'v' or 'x0'"):
+        sample(ztsnr, lambda x, t: x, (2, 2), method="ddim", steps=5)
+    out = sample(
+        ztsnr,
+        gaussian_oracle(ztsnr, "v"),
+        (8000, 1),
+        method="ddim",
+        steps=50,
+        prediction="v",
+        generator=torch.Generator().manual_seed(5),
+    )
+    assert moments(out)[0] == pytest.approx(M, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "euler"}, r"unknown sampler 'euler'; known samplers: ancestral, ddim, one_shot"),
+        ({"prediction": "score"}, "prediction must be one of eps, x0, v"),
+        ({"method": "ancestral", "steps": 50}, "ancestral sampler runs all T=1000 steps"),
+        ({"method": "ddim", "steps": 0}, r"steps must be an integer in 1..T=1000, got 0"),
+        ({"method": "ddim", "steps": 1001}, "got 1001"),
+        ({"method": "one_shot", "steps": 3}, "exactly one step"),
+        ({"eta": 1.5}, r"eta must be in \[0, 1\]"),
+        ({"variance": "learned"}, "variance must be one of beta, posterior"),
+    ],
+)
+def test_bad_sampler_options(diffusion, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sample(diffusion, lambda x, t: x, (2, 2), **kwargs)
+
+
+def test_bad_shape_and_x_T(diffusion):
+    with pytest.raises(ValueError, match="positive sizes"):
+        sample(diffusion, lambda x, t: x, (0, 2))
+    with pytest.raises(ValueError, match="x_T has shape"):
+        sample(diffusion, lambda x, t: x, (2, 2), x_T=torch.zeros(3, 2))
+
+
+def test_samplers_are_a_registry():
+    assert SAMPLERS.names() == ["ancestral", "ddim", "one_shot"]
