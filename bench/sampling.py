@@ -56,12 +56,12 @@ def ancestral(
     generator: torch.Generator | None,
     progress: bool,
 ) -> torch.Tensor:
-    """DDPM Algorithm 2: all T steps, x_{t-1} = posterior mean at x0_hat + sigma_t z (sigma^2 = beta or beta~)."""
+    """DDPM Algorithm 2 over all T steps: x_{t-1} = posterior mean at x0_hat + sigma_t z."""
     T = diffusion.num_timesteps
     if steps not in (None, T):
         raise ValueError(
-            f"the ancestral sampler runs all T={T} steps, got steps={steps!r}; use method='ddim' (eta=1 for a "
-            "stochastic sampler) for fewer steps"
+            f"the ancestral sampler runs all T={T} steps, got steps={steps!r}; "
+            "use method='ddim' (eta=1 for a stochastic sampler) for fewer steps"
         )
     sigmas = (0.5 * diffusion._log_variance(variance)).exp().tolist()
     coef_x0 = diffusion.posterior_mean_coef_x0.tolist()

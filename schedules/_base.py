@@ -38,7 +38,8 @@ def check_in_range(name: str, value: float, low: float, high: float, *, closed_h
 def betas_from_alpha_bar(
     alpha_bar_fn: Callable[[torch.Tensor], torch.Tensor], T: int, max_beta: float
 ) -> torch.Tensor:
-    """Discretise a continuous ``alpha_bar(tau)``, tau in [0, 1], into T betas (Nichol & Dhariwal 2021, eq. 17).
+    """Discretise a continuous ``alpha_bar(tau)``, tau in [0, 1], into T betas (Nichol & Dhariwal 2021,
+    eq. 17).
 
     ``beta[t] = min(1 - alpha_bar((t+1)/T) / alpha_bar(t/T), max_beta)``; the cap keeps the last steps
     from being singular when ``alpha_bar(1)`` is (nearly) zero.
