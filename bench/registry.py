@@ -2,8 +2,8 @@
 
 A plugin is a callable with a name. Built-in plugins register themselves when their package is
 imported; third-party packages register through Python entry points
-(``[project.entry-points."bench.schedules"]`` and friends), which are loaded the first time a registry is asked for a name, so installing a package is
-all it takes to make its plugins appear in ``bench list``.
+(``[project.entry-points."bench.schedules"]`` and friends), which are loaded the first time a registry
+is asked for a name, so installing a package is all it takes to make its plugins appear in ``bench list``.
 """
 
 from __future__ import annotations
