@@ -1,0 +1,67 @@
+"""Checkpoints: plain dicts of tensors and JSON-like values, loaded with ``weights_only=True`` and checked
+against the run they are asked to continue."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .io import torch_save_atomic
+
+FORMAT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, corrupt, or made for another model."""
+
+
+def identity(
+    denoiser: str, options: dict[str, Any], image_shape: tuple[int, ...], num_timesteps: int
+) -> dict:
+    """What must match between a checkpoint and the model it is loaded into."""
+    return {
+        "format": FORMAT_VERSION,
+        "denoiser": denoiser,
+        "denoiser_options": dict(sorted(options.items())),
+        "image_shape": list(image_shape),
+        "num_timesteps": num_timesteps,
+    }
+
+
+def save_checkpoint(path: Path, meta: dict, state: dict) -> None:
+    torch_save_atomic(path, {"meta": meta, **state})
+
+
+def load_checkpoint(
+    path: Path, expected: dict | None = None, map_location: str | torch.device = "cpu"
+) -> dict:
+    """Load a checkpoint safely (no arbitrary unpickling) and check that it fits ``expected``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {str(path)!r}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupt or not a ddpm-bench checkpoint: {first}"
+        ) from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("meta"), dict) or "model" not in ckpt:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a ddpm-bench checkpoint (no meta/model entries)"
+        )
+    if expected is not None:
+        meta = ckpt["meta"]
+        diffs = [
+            f"{key}: checkpoint has {meta.get(key)!r}, the run asks for {value!r}"
+            for key, value in expected.items()
+            if meta.get(key) != value
+        ]
+        if diffs:
+            raise CheckpointError(f"checkpoint {str(path)!r} does not match this run: " + "; ".join(diffs))
+    return ckpt

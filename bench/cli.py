@@ -1,0 +1,298 @@
+"""The ``bench`` command line: parses and validates options, then calls the library functions that the
+tests call directly. Usage errors exit with code 2 and name the bad option and what is allowed."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import AUTO_SAMPLER, PRECISIONS, DiffusionConfig, RunConfig, TrainConfig
+from .environment import DEVICES
+
+DEFAULTS = RunConfig()
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as a Python literal when it is one (``3``, ``0.1``, ``(1,2,2)``,
+    ``True``), else kept as a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise click.BadParameter(f"expected KEY=VALUE, got {text!r}", param_hint="'-o' / '--option'")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return key.strip().replace("-", "_"), value
+
+
+def check_name(registry_get, value: str, option: str) -> str:
+    try:
+        registry_get(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+    return value
+
+
+def positive_int(ctx, param, value):
+    if value is not None and value < 1:
+        raise click.BadParameter(f"must be a positive integer, got {value}")
+    return value
+
+
+def usage_errors(fn):
+    """Run ``fn`` and turn the library's ValueErrors about input into click usage errors (exit code 2)."""
+    try:
+        return fn()
+    except (ValueError, FileExistsError, FileNotFoundError, PermissionError) as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="ddpm-bench")
+def main() -> None:
+    """Benchmark denoiser designs for DDPM diffusion models: train, sample, measure, compare."""
+
+
+@main.command("list")
+@click.option("--shape", default="1,28,28", show_default=True, help="Image shape C,H,W for parameter counts.")
+def list_plugins(shape: str) -> None:
+    """List every registered schedule, denoiser, sampler and dataset plugin."""
+    from .listing import plugin_table
+
+    try:
+        image_shape = tuple(int(s) for s in shape.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected C,H,W integers, got {shape!r}", param_hint="'--shape'") from None
+    click.echo(plugin_table(image_shape))
+
+
+def run_options(fn):
+    """The options ``bench run`` shares with ``bench sweep``."""
+    options = [
+        click.option(
+            "--denoiser", default=DEFAULTS.denoiser, show_default=True, help="Denoiser plugin (bench list)."
+        ),
+        click.option(
+            "--schedule", default=DEFAULTS.diffusion.schedule, show_default=True, help="Schedule plugin."
+        ),
+        click.option("--dataset", default=DEFAULTS.dataset, show_default=True, help="Dataset plugin."),
+        click.option(
+            "--data-root",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Folder of torchvision datasets or of an image folder.",
+        ),
+        click.option(
+            "--download", is_flag=True, help="Let torchvision download the dataset (needs internet)."
+        ),
+        click.option(
+            "--image-size", type=int, default=None, callback=positive_int, help="Resize images to this size."
+        ),
+        click.option(
+            "--preset", default=None, help="Denoiser size preset (e.g. small, ddpm-cifar10, DiT-S/2)."
+        ),
+        click.option(
+            "--target",
+            type=click.Choice(["eps", "x0", "v"]),
+            default=None,
+            help="Override what the denoiser predicts.",
+        ),
+        click.option(
+            "-o",
+            "--option",
+            "options",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Denoiser option, repeatable (e.g. -o base_channels=64 -o channel_mult=(1,2)).",
+        ),
+        click.option(
+            "--timesteps",
+            type=int,
+            default=DEFAULTS.diffusion.timesteps,
+            show_default=True,
+            callback=positive_int,
+            help="Diffusion steps T.",
+        ),
+        click.option("--zero-terminal-snr", is_flag=True, help="Rescale the schedule so alpha_bar[T-1] = 0."),
+        click.option(
+            "--steps",
+            type=int,
+            default=DEFAULTS.train.steps,
+            show_default=True,
+            callback=positive_int,
+            help="Training budget in optimizer steps.",
+        ),
+        click.option(
+            "--minutes", type=float, default=None, help="Training budget in minutes (first one wins)."
+        ),
+        click.option(
+            "--batch-size",
+            type=int,
+            default=DEFAULTS.train.batch_size,
+            show_default=True,
+            callback=positive_int,
+            help="Batch size per process (global = this x processes).",
+        ),
+        click.option(
+            "--lr", type=float, default=DEFAULTS.train.lr, show_default=True, help="AdamW learning rate."
+        ),
+        click.option("--warmup-steps", type=int, default=DEFAULTS.train.warmup_steps, show_default=True),
+        click.option("--ema-decay", type=float, default=DEFAULTS.train.ema_decay, show_default=True),
+        click.option("--grad-clip", type=float, default=DEFAULTS.train.grad_clip, show_default=True),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True),
+        click.option(
+            "--compile/--no-compile", default=False, show_default=True, help="torch.compile the model."
+        ),
+        click.option(
+            "--checkpoint-every",
+            type=int,
+            default=DEFAULTS.train.checkpoint_every,
+            show_default=True,
+            callback=positive_int,
+        ),
+        click.option(
+            "--sampler",
+            default=AUTO_SAMPLER,
+            show_default=True,
+            help="ancestral, ddim, one_shot, or auto (one_shot for pure-noise designs, else ddim).",
+        ),
+        click.option(
+            "--sample-steps",
+            type=int,
+            default=DEFAULTS.sample.steps,
+            show_default=True,
+            callback=positive_int,
+            help="DDIM steps.",
+        ),
+        click.option(
+            "--eta", type=float, default=0.0, show_default=True, help="DDIM noise (0 deterministic)."
+        ),
+        click.option(
+            "--n-samples",
+            type=int,
+            default=DEFAULTS.sample.n,
+            show_default=True,
+            callback=positive_int,
+            help="Samples drawn for the grid and the metrics.",
+        ),
+        click.option("--no-eval", is_flag=True, help="Skip the quality metrics."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def config_from_options(kw: dict[str, Any]) -> RunConfig:
+    """Build (and validate) a RunConfig from ``run_options``' values."""
+    import denoisers
+    import schedules
+
+    from . import datasets
+    from .sampling import SAMPLERS
+
+    check_name(denoisers.get, kw["denoiser"], "'--denoiser'")
+    check_name(schedules.get, kw["schedule"], "'--schedule'")
+    check_name(datasets.get, kw["dataset"], "'--dataset'")
+    if kw["sampler"] != AUTO_SAMPLER:
+        check_name(SAMPLERS.get, kw["sampler"], "'--sampler'")
+    options = dict(parse_option(o) for o in kw["options"])
+    if kw["preset"]:
+        options["preset"] = kw["preset"]
+    if kw["target"]:
+        options["target"] = kw["target"]
+    return usage_errors(
+        lambda: RunConfig(
+            denoiser=kw["denoiser"],
+            denoiser_options=options,
+            dataset=kw["dataset"],
+            data_root=kw["data_root"],
+            image_size=kw["image_size"],
+            diffusion=DiffusionConfig(kw["schedule"], kw["timesteps"], kw["zero_terminal_snr"]),
+            train=TrainConfig(
+                steps=kw["steps"],
+                minutes=kw["minutes"],
+                batch_size=kw["batch_size"],
+                lr=kw["lr"],
+                warmup_steps=kw["warmup_steps"],
+                ema_decay=kw["ema_decay"],
+                grad_clip=kw["grad_clip"],
+                precision=kw["precision"],
+                compile=kw["compile"],
+                checkpoint_every=kw["checkpoint_every"],
+            ),
+            sample=replace(
+                DEFAULTS.sample,
+                method=kw["sampler"],
+                steps=kw["sample_steps"],
+                eta=kw["eta"],
+                n=kw["n_samples"],
+                batch_size=min(DEFAULTS.sample.batch_size, kw["n_samples"]),
+            ),
+            evaluate=not kw["no_eval"],
+            seed=kw["seed"],
+            device=kw["device"],
+        )
+    )
+
+
+@main.command()
+@run_options
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results"),
+    show_default=True,
+    help="Folder that receives the run folder.",
+)
+@click.option(
+    "--run-id", default=None, help="Name of the run folder (default: time, design and a random tag)."
+)
+@click.option(
+    "--resume",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Continue the run in this folder with its saved config.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars; print only the run folder.")
+def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **kw: Any) -> None:
+    """Train a denoiser, sample it, measure it; results land in OUT/<run-id>/.
+
+    Under torchrun (e.g. `torchrun --nproc-per-node 2 -m bench.cli run ...`) training uses
+    DistributedDataParallel; --batch-size is per process.
+    """
+    from . import run as runner
+    from .checkpoint import CheckpointError
+
+    if resume is not None:
+        config = usage_errors(lambda: runner.load_run_config(resume))
+    else:
+        config = config_from_options(kw)
+    try:
+        run_dir = runner.execute(
+            config, out=out, run_id=run_id, resume=resume, download=kw["download"], progress=not quiet
+        )
+    except CheckpointError as exc:
+        raise click.UsageError(str(exc)) from None
+    except KeyboardInterrupt as exc:
+        click.echo(f"interrupted: {exc}", err=True)
+        sys.exit(130)
+    except (ValueError, FileExistsError, FileNotFoundError, PermissionError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not quiet:
+        click.echo(f"run folder: {run_dir}")
+        click.echo(f"samples:    {run_dir / 'samples.png'}")
+    else:
+        click.echo(str(run_dir))
+
+
+if __name__ == "__main__":
+    main()

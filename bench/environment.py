@@ -1,0 +1,82 @@
+"""Where a run ran: versions, device, threads and the code's git commit, saved beside its results."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else CPU; CUDA asked for without a GPU is an error, not a fallback."""
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise ValueError(f"device must be one of {', '.join(DEVICES)} (or cuda:N), got {name!r}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for, but torch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_model() or platform.processor() or "cpu"
+
+
+def cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def environment(device: torch.device, world_size: int = 1) -> dict:
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": {n: package_version(n) for n in ("ddpm-bench", "torch", "torchvision", "timm", "numpy")},
+        "device": str(device),
+        "device_name": device_name(device),
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "world_size": world_size,
+        "git_commit": git_commit(),
+        "command": sys.argv,
+    }

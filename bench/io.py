@@ -1,0 +1,86 @@
+"""Atomic file writes and run-folder creation: a reader (or a crash) never sees half a file, and a run
+never overwrites another."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to a temporary file in the same folder, fsync it, then rename it over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def torch_save_atomic(path: str | Path, obj: Any) -> Path:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return obj.item()
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if isinstance(obj, tuple | set):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def check_writable_dir(path: Path) -> None:
+    """Create ``path`` if needed and check a file can be written there, with an error that names it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise PermissionError(
+            f"cannot write to the results folder {str(path)!r}: {exc.strerror or exc}"
+        ) from None
+
+
+def create_run_dir(root: Path, run_id: str) -> Path:
+    """Create ``root/run_id``; ``os.mkdir`` fails if it exists, so two runs can never share a folder."""
+    check_writable_dir(root)
+    run_dir = root / run_id
+    try:
+        run_dir.mkdir()
+    except FileExistsError:
+        raise FileExistsError(
+            f"run folder {str(run_dir)!r} already exists; choose another --run-id, or continue it with "
+            f"`bench run --resume {run_dir}`"
+        ) from None
+    return run_dir

@@ -1,0 +1,293 @@
+"""``bench run``: build the pieces a RunConfig names, train, sample, measure, and keep everything in a run
+folder ``results/<run-id>/`` that describes itself and can be resumed."""
+
+from __future__ import annotations
+
+import csv
+import io
+import secrets
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import denoisers
+import schedules
+
+from . import datasets
+from .checkpoint import CHECKPOINT_NAME, identity, load_checkpoint, save_checkpoint
+from .config import AUTO_SAMPLER, RunConfig, SampleConfig
+from .diffusion import Diffusion
+from .distributed import DistInfo, barrier, broadcast_object, init_distributed, shutdown
+from .environment import environment, resolve_device
+from .images import save_grid, save_samples_npz
+from .io import create_run_dir, read_json, write_json_atomic, write_text_atomic
+from .sampling import sample
+from .trainer import NonFiniteLossError, Trainer, TrainLog
+
+CONFIG_NAME, STATUS_NAME, METRICS_NAME, LOSS_NAME = "config.json", "status.json", "metrics.json", "loss.csv"
+
+
+@dataclass
+class Experiment:
+    """The objects a RunConfig resolves to."""
+
+    config: RunConfig
+    data: datasets.ImageData
+    diffusion: Diffusion
+    model: nn.Module
+    recipe: denoisers.Recipe
+    device: torch.device
+
+    @property
+    def identity(self) -> dict:
+        return identity(
+            self.config.denoiser,
+            self.config.denoiser_options,
+            self.data.image_shape,
+            self.diffusion.num_timesteps,
+        )
+
+
+def build_experiment(config: RunConfig, *, download: bool = False) -> Experiment:
+    """Resolve every name in ``config`` to an object; raises ValueError/FileNotFoundError on bad input."""
+    device = resolve_device(config.device)
+    data = datasets.load(
+        config.dataset, root=config.data_root, download=download, image_size=config.image_size
+    )
+    betas = schedules.make(
+        config.diffusion.schedule,
+        config.diffusion.timesteps,
+        zero_terminal_snr=config.diffusion.zero_terminal_snr,
+    )
+    factory = denoisers.get(config.denoiser)
+    torch.manual_seed(config.seed)  # the initial weights
+    model = factory(data.image_shape, **config.denoiser_options)
+    return Experiment(config, data, Diffusion(betas), model, denoisers.recipe_of(model), device)
+
+
+def resolve_sampler(sample_cfg: SampleConfig, recipe: denoisers.Recipe) -> SampleConfig:
+    """Turn ``method="auto"`` into a concrete sampler: one shot for a denoiser trained only at t = T-1, DDIM
+    with ``steps`` steps otherwise; refuse iterative sampling of a model that never saw t < T-1."""
+    method = sample_cfg.method
+    if method == AUTO_SAMPLER:
+        method = recipe.sampler if recipe.timesteps == "terminal" else "ddim"
+    if recipe.timesteps == "terminal" and method != "one_shot":
+        raise ValueError(
+            f"this denoiser is trained only on pure noise (t = T-1), so it can only be sampled with "
+            f"method 'one_shot', not {method!r}"
+        )
+    steps = sample_cfg.steps
+    if method == "one_shot":
+        steps = 1
+    elif method == "ancestral":
+        steps = None
+    return replace(sample_cfg, method=method, steps=steps)
+
+
+def new_run_id(config: RunConfig) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    design = f"{config.denoiser}-{config.diffusion.schedule}-{config.dataset}-s{config.seed}"
+    return f"{stamp}-{design}-{secrets.token_hex(2)}"
+
+
+def write_status(run_dir: Path, state: str, **extra) -> None:
+    write_json_atomic(run_dir / STATUS_NAME, {"state": state, "updated": time.time(), **extra})
+
+
+def write_loss_curve(run_dir: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(run_dir / LOSS_NAME, buf.getvalue())
+
+
+def read_loss_curve(run_dir: Path) -> list[dict]:
+    path = run_dir / LOSS_NAME
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) if k != "step" else int(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def generate(
+    exp: Experiment, model: nn.Module, sample_cfg: SampleConfig, n: int, *, seed: int, progress: bool
+) -> tuple[torch.Tensor, float]:
+    """``n`` samples in [-1, 1] (on CPU) in batches, and the seconds it took (device synchronised)."""
+    gen = torch.Generator().manual_seed(seed)
+    model.eval()
+    chunks, start = [], time.perf_counter()
+    for i in range(0, n, sample_cfg.batch_size):
+        b = min(sample_cfg.batch_size, n - i)
+        x = sample(
+            exp.diffusion,
+            model,
+            (b, *exp.data.image_shape),
+            method=sample_cfg.method,
+            steps=sample_cfg.steps,
+            prediction=exp.recipe.prediction,
+            eta=sample_cfg.eta,
+            variance=sample_cfg.variance,
+            clip_x0=sample_cfg.clip_x0,
+            generator=gen,
+            device=exp.device,
+            progress=progress,
+        )
+        chunks.append(x.float().cpu())
+    if exp.device.type == "cuda":
+        torch.cuda.synchronize(exp.device)
+    return torch.cat(chunks).clamp(-1, 1), time.perf_counter() - start
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def execute(
+    config: RunConfig,
+    *,
+    out: Path = Path("results"),
+    run_id: str | None = None,
+    resume: Path | None = None,
+    download: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train, sample and measure one run; returns its folder. ``resume`` continues a run folder instead."""
+    dist = init_distributed(resolve_device(config.device).type)
+    try:
+        return _execute(
+            config, dist, out=out, run_id=run_id, resume=resume, download=download, progress=progress
+        )
+    finally:
+        shutdown(dist)
+
+
+def _execute(
+    config: RunConfig,
+    dist: DistInfo,
+    *,
+    out: Path,
+    run_id: str | None,
+    resume: Path | None,
+    download: bool,
+    progress: bool,
+) -> Path:
+    phases: dict[str, float] = {}
+    t0 = time.perf_counter()
+    exp = build_experiment(config, download=download)
+    sample_cfg = resolve_sampler(config.sample, exp.recipe)
+    phases["setup_s"] = time.perf_counter() - t0
+    progress = progress and dist.is_main
+
+    if dist.is_main:
+        run_dir = resume if resume is not None else create_run_dir(out, run_id or new_run_id(config))
+    else:
+        run_dir = None
+    run_dir = Path(broadcast_object(str(run_dir) if run_dir else None, dist))
+
+    trainer = Trainer(
+        exp.model,
+        exp.diffusion,
+        exp.data.train_images,
+        config.train,
+        exp.recipe,
+        device=exp.device,
+        seed=config.seed,
+        dist=dist,
+    )
+    history: list[dict] = []
+    if resume is not None:
+        ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME, exp.identity)
+        trainer.load_state_dict(ckpt)
+        history = [row for row in read_loss_curve(run_dir) if row["step"] <= trainer.step]
+    if dist.is_main:
+        write_json_atomic(run_dir / CONFIG_NAME, config.to_dict())
+        write_json_atomic(run_dir / "environment.json", environment(exp.device, dist.world_size))
+        write_status(run_dir, "training", step=trainer.step)
+
+    def checkpoint(tr: Trainer) -> None:
+        if dist.is_main:
+            save_checkpoint(run_dir / CHECKPOINT_NAME, exp.identity, tr.state_dict())
+            write_loss_curve(run_dir, history + tr.log.intervals)
+            write_status(run_dir, "training", step=tr.step)
+        barrier(dist)
+
+    t0 = time.perf_counter()
+    try:
+        log = trainer.run(progress=progress, on_checkpoint=checkpoint)
+    except NonFiniteLossError as exc:
+        if dist.is_main:
+            write_loss_curve(run_dir, history + trainer.log.intervals)
+            write_status(run_dir, "failed", step=trainer.step, reason=str(exc))
+        raise
+    phases["train_s"] = time.perf_counter() - t0
+    checkpoint(trainer)
+    if log.stop_reason == "interrupted":
+        if dist.is_main:
+            write_status(run_dir, "interrupted", step=trainer.step)
+        raise KeyboardInterrupt(
+            f"stopped at step {trainer.step}; continue with `bench run --resume {run_dir}`"
+        )
+
+    if dist.is_main:
+        finish(exp, trainer, log, sample_cfg, run_dir, phases, progress=progress)
+    barrier(dist)
+    return run_dir
+
+
+def finish(
+    exp: Experiment,
+    trainer: Trainer,
+    log: TrainLog,
+    sample_cfg: SampleConfig,
+    run_dir: Path,
+    phases: dict[str, float],
+    *,
+    progress: bool,
+) -> None:
+    """Sample from the trained model, write the grid and the metrics, and mark the run complete."""
+    write_status(run_dir, "sampling", step=trainer.step)
+    model = trainer.ema.module if sample_cfg.use_ema else trainer.model
+    samples, sample_s = generate(
+        exp, model, sample_cfg, sample_cfg.n, seed=exp.config.seed, progress=progress
+    )
+    phases["sample_s"] = sample_s
+    save_grid(run_dir / "samples.png", samples[:64])
+    save_samples_npz(run_dir / "samples.npz", samples)
+    metrics = {
+        "run_id": run_dir.name,
+        "parameters": count_parameters(trainer.model),
+        "train": {
+            "steps": trainer.step,
+            "images_seen": trainer.step * exp.config.train.batch_size * trainer.dist.world_size,
+            "images_per_s": log.images_per_second,
+            "data_wait_s": log.data_seconds,
+            "final_loss": (log.intervals[-1]["loss"] if log.intervals else None),
+            "stop_reason": log.stop_reason,
+            "train_seconds_total": trainer.train_seconds,
+        },
+        "sample": {
+            "method": sample_cfg.method,
+            "steps": sample_cfg.steps,
+            "eta": sample_cfg.eta,
+            "n": samples.shape[0],
+            "images_per_s": samples.shape[0] / sample_s,
+            "ema": sample_cfg.use_ema,
+        },
+        "phases": phases,
+    }
+    write_json_atomic(run_dir / METRICS_NAME, metrics)
+    write_status(run_dir, "complete", step=trainer.step)
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a run folder: it has no {CONFIG_NAME}")
+    return RunConfig.from_dict(read_json(path))

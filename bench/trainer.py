@@ -1,0 +1,290 @@
+"""The one trainer every denoiser shares: AdamW with warm-up, gradient clipping, EMA, the timesteps and
+target the denoiser declares, a budget in steps or minutes, optional autocast and ``torch.compile``,
+DistributedDataParallel when launched by ``torchrun``, and exact resume on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from denoisers import Recipe
+
+from .config import TrainConfig
+from .diffusion import Diffusion
+from .distributed import DistInfo
+from .ema import EMA
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last checkpoint written before it is kept."""
+
+
+@dataclass
+class TrainLog:
+    """What the trainer measured; ``intervals`` holds one row per ``log_every`` steps for the loss curve."""
+
+    intervals: list[dict] = field(default_factory=list)
+    stop_reason: str = ""
+    timed_images: int = 0  # images processed after the first (warm-up) log interval
+    timed_seconds: float = 0.0
+    data_seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float | None:
+        return self.timed_images / self.timed_seconds if self.timed_seconds > 0 else None
+
+
+@dataclass
+class _Interval:
+    """The steps since the loss was last read back: summed on the device, read once."""
+
+    loss_sum: torch.Tensor
+    steps: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+
+def sample_timesteps(
+    recipe: Recipe, num_timesteps: int, batch: int, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """Draw the training timesteps the denoiser declares: uniform over 0..T-1, or only T-1 (pure noise)."""
+    if recipe.timesteps == "terminal":
+        return torch.full((batch,), num_timesteps - 1, dtype=torch.long, device=device)
+    return torch.randint(0, num_timesteps, (batch,), generator=generator, device=device)
+
+
+class Trainer:
+    """Holds the training state (model, EMA, optimizer, step, RNG) and runs the loop until a budget ends."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        diffusion: Diffusion,
+        images: torch.Tensor,
+        config: TrainConfig,
+        recipe: Recipe,
+        *,
+        device: torch.device,
+        seed: int,
+        dist: DistInfo | None = None,
+    ) -> None:
+        self.config = config
+        self.recipe = recipe
+        self.device = device
+        self.seed = seed
+        self.dist = dist or DistInfo()
+        self.diffusion = diffusion
+        self.model = model.to(device)
+        self.images = images.to(device)
+        self.ema = EMA(self.model, config.ema_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            **fused_or_foreach(device),
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+        self.step = 0
+        self.train_seconds = 0.0
+        # Timesteps and noise come from a generator of their own (one stream per process), so that
+        # resuming restores them exactly; dropout uses the global RNG, which is saved too.
+        self.generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + self.dist.rank)
+        self.net = self._wrap(self.model)
+        self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+        self._stop_requested = False
+        self.log = TrainLog()
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        net: nn.Module = model
+        if self.dist.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = DistributedDataParallel(model, device_ids=ids)
+        if self.config.compile:
+            net = torch.compile(net)
+        return net
+
+    # ------------------------------------------------------------------------------------------- data
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """Indices of this process's batch at ``step``: consecutive slices of an endless stream of seeded
+        per-epoch permutations, split across processes like a DistributedSampler. A pure function of
+        ``step``, so a resumed run sees exactly the batches it would have seen."""
+        n, b, world = self.images.shape[0], self.config.batch_size, self.dist.world_size
+        start = (step * world + self.dist.rank) * b
+        chunks = []
+        while b > 0:
+            epoch, offset = divmod(start, n)
+            if epoch != self._perm_epoch:
+                gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+                self._perm_epoch, self._perm = epoch, torch.randperm(n, generator=gen)
+            take = min(b, n - offset)
+            chunks.append(self._perm[offset : offset + take])
+            start, b = start + take, b - take
+        return torch.cat(chunks).to(self.device, non_blocking=True)
+
+    # ------------------------------------------------------------------------------------------ steps
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up to the base learning rate, then constant (as in DDPM)."""
+        warmup = self.config.warmup_steps
+        return self.config.lr * min(1.0, (step + 1) / warmup) if warmup > 0 else self.config.lr
+
+    def train_step(self, x0: torch.Tensor) -> torch.Tensor:
+        """One optimisation step; returns the batch loss as a device tensor (no host sync)."""
+        cfg = self.config
+        t = sample_timesteps(
+            self.recipe, self.diffusion.num_timesteps, x0.shape[0], self.generator, self.device
+        )
+        autocast = (
+            torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[cfg.precision])
+            if cfg.precision in AUTOCAST_DTYPES
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            loss = self.diffusion.training_loss(
+                self.net, x0, t, prediction=self.recipe.prediction, generator=self.generator
+            ).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.ema.update()
+        self.step += 1
+        return loss.detach()
+
+    @contextlib.contextmanager
+    def graceful_interrupt(self) -> Iterator[None]:
+        """The first Ctrl-C asks the loop to stop after the current step (so the checkpoint is consistent);
+        a second one interrupts at once."""
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            yield  # not the main thread, or someone else handles SIGINT
+            return
+
+        def handler(signum, frame):
+            self._stop_requested = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def run(
+        self,
+        *,
+        progress: bool = True,
+        on_checkpoint: Callable[[Trainer], None] | None = None,
+    ) -> TrainLog:
+        """Train until ``config.steps`` or ``config.minutes`` is reached, or Ctrl-C.
+
+        The loss is read back to the host once per ``log_every`` steps (never per step); that is also where
+        NaN/inf is detected, before any checkpoint, so a checkpoint never holds a diverged model.
+        """
+        cfg = self.config
+        log = self.log = TrainLog()
+        budget_s = cfg.minutes * 60 if cfg.minutes is not None else math.inf
+        self.model.train()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not progress)
+        interval = _Interval(torch.zeros((), device=self.device))
+        with self.graceful_interrupt():
+            while True:
+                log.stop_reason = self._stop_reason(budget_s)
+                if log.stop_reason:
+                    break
+                t0 = time.perf_counter()
+                x0 = self.images[self.batch_indices(self.step)]
+                log.data_seconds += time.perf_counter() - t0
+                interval.loss_sum += self.train_step(x0)
+                interval.steps += 1
+                checkpoint_due = self.step % cfg.checkpoint_every == 0
+                if self.step % cfg.log_every == 0 or checkpoint_due or self.step >= cfg.steps:
+                    row = self._close_interval(interval, log)
+                    bar.update(row["steps"])
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
+                    if on_checkpoint is not None and checkpoint_due:
+                        on_checkpoint(self)
+                    interval = _Interval(interval.loss_sum.zero_())
+        bar.close()
+        return log
+
+    def _stop_reason(self, budget_s: float) -> str:
+        if self.step >= self.config.steps:
+            return "steps"
+        if self.train_seconds >= budget_s:
+            return "minutes"
+        return "interrupted" if self._stop_requested else ""
+
+    def _close_interval(self, interval: _Interval, log: TrainLog) -> dict:
+        """Read the interval's mean loss (the one host sync), check it, and add a row to the loss curve."""
+        mean_loss = (interval.loss_sum / interval.steps).item()
+        elapsed = time.perf_counter() - interval.start
+        self.train_seconds += elapsed
+        if not math.isfinite(mean_loss):
+            raise NonFiniteLossError(
+                f"the training loss became {mean_loss} between steps {self.step - interval.steps + 1} and "
+                f"{self.step}; lower --lr or use --precision fp32. The last good checkpoint is kept."
+            )
+        images = interval.steps * self.config.batch_size * self.dist.world_size
+        if log.intervals:  # the first interval holds warm-up (allocation, compilation): not timed
+            log.timed_images += images
+            log.timed_seconds += elapsed
+        row = {
+            "step": self.step,
+            "loss": mean_loss,
+            "lr": self.lr_at(self.step - 1),
+            "images_per_s": images / elapsed,
+            "train_seconds": self.train_seconds,
+        }
+        log.intervals.append(row)
+        return {**row, "steps": interval.steps}
+
+    # ---------------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit-for-bit on CPU; only tensors and plain types, so it loads with
+        ``torch.load(..., weights_only=True)``."""
+        rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "step": self.step,
+            "train_seconds": self.train_seconds,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.train_seconds = float(state["train_seconds"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["generator"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+
+def fused_or_foreach(device: torch.device) -> dict:
+    """The fastest AdamW implementation available: fused kernels on CUDA, multi-tensor (foreach) elsewhere."""
+    return {"fused": True} if device.type == "cuda" else {"foreach": True}

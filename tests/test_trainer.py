@@ -1,0 +1,133 @@
+import math
+
+import pytest
+import torch
+
+import schedules
+from bench.config import TrainConfig
+from bench.diffusion import Diffusion
+from bench.ema import EMA
+from bench.trainer import NonFiniteLossError, Trainer, sample_timesteps
+from denoisers import Recipe
+from tests.helpers import TinyDenoiser, toy_images
+
+CPU = torch.device("cpu")
+
+
+def make_trainer(steps: int, seed: int = 0, **cfg) -> Trainer:
+    torch.manual_seed(seed)
+    config = TrainConfig(steps=steps, batch_size=16, log_every=5, checkpoint_every=5, warmup_steps=3, **cfg)
+    model = TinyDenoiser()
+    return Trainer(
+        model,
+        Diffusion(schedules.get("linear")(100)),
+        toy_images(),
+        config,
+        model.recipe,
+        device=CPU,
+        seed=seed,
+    )
+
+
+def test_training_reduces_the_loss():
+    trainer = make_trainer(60)
+    log = trainer.run(progress=False)
+    assert log.stop_reason == "steps" and trainer.step == 60
+    assert log.intervals[-1]["loss"] < log.intervals[0]["loss"]
+    assert log.images_per_second and log.images_per_second > 0
+
+
+def test_resume_is_exact():
+    """N steps, save, load into a fresh trainer, N more == 2N straight (same weights, EMA and optimizer)."""
+    straight = make_trainer(20)
+    straight.run(progress=False)
+
+    first = make_trainer(10)
+    first.run(progress=False)
+    state = first.state_dict()
+    torch.manual_seed(12345)  # disturb the global RNG: resume must restore it
+    resumed = make_trainer(20, seed=0)
+    resumed.load_state_dict(state)
+    resumed.run(progress=False)
+
+    assert resumed.step == straight.step == 20
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(
+        straight.ema.module.state_dict().values(), resumed.ema.module.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+
+
+def test_checkpoint_callback_runs_every_interval():
+    seen = []
+    make_trainer(15).run(progress=False, on_checkpoint=lambda tr: seen.append(tr.step))
+    assert seen == [5, 10, 15]
+
+
+def test_nan_loss_stops_with_a_clear_error_before_checkpointing():
+    trainer = make_trainer(50)
+    saved = []
+
+    def poison(tr):
+        saved.append(tr.step)
+        with torch.no_grad():
+            next(tr.model.parameters()).fill_(math.nan)
+
+    with pytest.raises(NonFiniteLossError, match="loss became nan between steps 6 and 10"):
+        trainer.run(progress=False, on_checkpoint=poison)
+    assert saved == [5]  # no checkpoint after the loss went bad
+
+
+def test_minutes_budget_stops_training():
+    trainer = make_trainer(10_000, minutes=0.02)
+    log = trainer.run(progress=False)
+    assert log.stop_reason == "minutes" and trainer.step < 10_000
+
+
+def test_batches_cover_each_epoch_once():
+    trainer = make_trainer(1)
+    n, b = trainer.images.shape[0], trainer.config.batch_size
+    epoch = torch.cat([trainer.batch_indices(s) for s in range(n // b)])
+    assert sorted(epoch.tolist()) == list(range(n))
+    assert torch.equal(trainer.batch_indices(3), make_trainer(1).batch_indices(3))
+
+
+def test_timesteps_follow_the_recipe():
+    g = torch.Generator().manual_seed(0)
+    t_all = sample_timesteps(Recipe(timesteps="all"), 50, 4000, g, CPU)
+    assert t_all.min() == 0 and t_all.max() == 49
+    t_term = sample_timesteps(
+        Recipe(prediction="x0", timesteps="terminal", sampler="one_shot"), 50, 8, g, CPU
+    )
+    assert t_term.tolist() == [49] * 8
+
+
+def test_ema_follows_the_warmup_rule():
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = EMA(model, decay=0.9)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update()  # decay = min(0.9, 2/11)
+    assert ema.module.weight.item() == pytest.approx(1 - 2 / 11)
+    for _ in range(100):
+        ema.update()
+    assert ema.module.weight.item() == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"steps": 0}, "steps must be a positive integer"),
+        ({"batch_size": -1}, "batch_size"),
+        ({"precision": "fp8"}, "precision must be one of fp32, bf16, fp16"),
+        ({"ema_decay": 1.0}, "ema_decay"),
+        ({"minutes": -1.0}, "minutes"),
+        ({"lr": 0.0}, "lr"),
+    ],
+)
+def test_bad_train_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
