@@ -294,5 +294,50 @@ def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **kw: A
         click.echo(str(run_dir))
 
 
+@main.command("sample")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--n", type=int, default=64, show_default=True, callback=positive_int, help="Number of samples."
+)
+@click.option("--method", default=AUTO_SAMPLER, show_default=True, help="ancestral, ddim, one_shot or auto.")
+@click.option("--steps", type=int, default=50, show_default=True, callback=positive_int, help="DDIM steps.")
+@click.option("--eta", type=float, default=0.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-ema", is_flag=True, help="Sample the raw weights instead of their EMA.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("-q", "--quiet", is_flag=True)
+def sample_cmd(
+    run_dir: Path,
+    n: int,
+    method: str,
+    steps: int,
+    eta: float,
+    seed: int,
+    no_ema: bool,
+    device: str,
+    quiet: bool,
+) -> None:
+    """Sample a finished (or checkpointed) run; writes RUN_DIR/samples/<name>.png and .npz."""
+    from . import run as runner
+    from .checkpoint import CheckpointError
+
+    try:
+        paths = runner.sample_run(
+            run_dir,
+            n=n,
+            method=method,
+            steps=steps,
+            eta=eta,
+            seed=seed,
+            use_ema=not no_ema,
+            device=device,
+            progress=not quiet,
+        )
+    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc)) from None
+    for path in paths:
+        click.echo(str(path))
+
+
 if __name__ == "__main__":
     main()

@@ -291,3 +291,47 @@ def load_run_config(run_dir: Path) -> RunConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{str(run_dir)!r} is not a run folder: it has no {CONFIG_NAME}")
     return RunConfig.from_dict(read_json(path))
+
+
+def load_run(run_dir: Path, *, device: str | None = None) -> tuple[Experiment, dict]:
+    """Rebuild a run's experiment from its folder and load its checkpoint (checked against its config)."""
+    config = load_run_config(run_dir)
+    if device is not None:
+        config = replace(config, device=device)
+    exp = build_experiment(config)
+    ckpt = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME, exp.identity)
+    return exp, ckpt
+
+
+def sample_run(
+    run_dir: Path,
+    *,
+    n: int,
+    method: str,
+    steps: int | None,
+    eta: float,
+    seed: int,
+    use_ema: bool = True,
+    device: str = "auto",
+    progress: bool = True,
+) -> list[Path]:
+    """Sample ``n`` images from a run into ``run_dir/samples/``, never touching the run's own files."""
+    exp, ckpt = load_run(run_dir, device=device)
+    exp.model.load_state_dict(ckpt["ema"]["module"] if use_ema else ckpt["model"])
+    exp.model.to(exp.device)
+    cfg = resolve_sampler(
+        replace(
+            exp.config.sample,
+            method=method,
+            steps=steps,
+            eta=eta,
+            batch_size=min(exp.config.sample.batch_size, n),
+        ),
+        exp.recipe,
+    )
+    samples, seconds = generate(exp, exp.model, cfg, n, seed=seed, progress=progress)
+    out = Path(run_dir) / "samples"
+    out.mkdir(exist_ok=True)
+    stem = f"{cfg.method}-{cfg.steps or exp.diffusion.num_timesteps}steps-eta{cfg.eta:g}-n{n}-seed{seed}"
+    stem = f"{stem}-{'ema' if use_ema else 'raw'}-{secrets.token_hex(2)}"
+    return [save_grid(out / f"{stem}.png", samples[:64]), save_samples_npz(out / f"{stem}.npz", samples)]
