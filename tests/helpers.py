@@ -29,3 +29,13 @@ class TinyDenoiser(nn.Module):
 def toy_images(n: int = 96, size: int = 8, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, 1, size, size, generator=g) * 2 - 1
+
+
+def tiny_factory(image_shape, *, target: str = "eps", terminal: bool = False) -> TinyDenoiser:
+    """A tiny conv denoiser for tests of the run machinery."""
+    recipe = Recipe(
+        prediction=target,
+        timesteps="terminal" if terminal else "all",
+        sampler="one_shot" if terminal else "ancestral",
+    )
+    return TinyDenoiser(image_shape[0], recipe)

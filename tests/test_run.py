@@ -1,0 +1,167 @@
+"""`bench run` end to end on the embedded 8x8 digits with a tiny denoiser: the run folder, resume,
+`bench sample`, and the bad-input matrix (clear message, exit code 2, nothing on disk damaged)."""
+
+import json
+import os
+import stat
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bench.cli import main
+
+FAST = [
+    "--denoiser",
+    "tiny-test",
+    "--dataset",
+    "digits",
+    "--steps",
+    "10",
+    "--batch-size",
+    "16",
+    "--checkpoint-every",
+    "5",
+    "--n-samples",
+    "8",
+    "--sample-steps",
+    "5",
+    "--timesteps",
+    "50",
+    "--no-eval",
+    "--device",
+    "cpu",
+]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def run_ok(tmp_path, *extra: str, run_id: str = "r1"):
+    result = invoke("run", *FAST, *extra, "--out", str(tmp_path), "--run-id", run_id, "--quiet")
+    assert result.exit_code == 0, result.output
+    return tmp_path / run_id
+
+
+def test_run_writes_a_complete_run_folder(tmp_path):
+    run_dir = run_ok(tmp_path)
+    names = {p.name for p in run_dir.iterdir()}
+    assert {
+        "config.json",
+        "environment.json",
+        "loss.csv",
+        "checkpoint.pt",
+        "samples.png",
+        "samples.npz",
+        "metrics.json",
+        "status.json",
+    } <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 10 and metrics["parameters"] > 0
+    assert metrics["sample"]["method"] == "ddim" and metrics["sample"]["steps"] == 5
+    assert metrics["sample"]["images_per_s"] > 0 and set(metrics["phases"]) >= {"train_s", "sample_s"}
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "complete"
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert env["packages"]["torch"] and env["device"] == "cpu"
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 10 and ckpt["meta"]["denoiser"] == "tiny-test"
+
+
+def test_resume_continues_to_the_same_weights(tmp_path):
+    straight = run_ok(tmp_path, run_id="straight")
+    half = run_ok(tmp_path, "--steps", "5", run_id="half")
+    config = json.loads((half / "config.json").read_text())
+    config["train"]["steps"] = 10  # extend the budget, as a user would by editing the saved config
+    (half / "config.json").write_text(json.dumps(config))
+    result = invoke("run", "--resume", str(half), "--quiet")
+    assert result.exit_code == 0, result.output
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)
+    b = torch.load(half / "checkpoint.pt", weights_only=True)
+    assert b["step"] == 10
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_bench_sample_writes_next_to_the_run(tmp_path):
+    run_dir = run_ok(tmp_path)
+    before = {p: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.is_file()}
+    result = invoke("sample", str(run_dir), "--n", "4", "--method", "ddim", "--steps", "3", "--quiet")
+    assert result.exit_code == 0, result.output
+    outputs = sorted((run_dir / "samples").iterdir())
+    assert [p.suffix for p in outputs] == [".npz", ".png"]
+    assert before == {p: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.is_file()}
+
+
+def test_direct_design_samples_in_one_shot(tmp_path):
+    run_dir = run_ok(tmp_path, "-o", "terminal=True", "--target", "x0")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["sample"]["method"] == "one_shot" and metrics["sample"]["steps"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--denoiser", "nope"], "unknown denoiser 'nope'"),
+        (["--schedule", "nope"], "unknown schedule 'nope'"),
+        (["--dataset", "nope"], "unknown dataset 'nope'"),
+        (["--steps", "0"], "must be a positive integer"),
+        (["--batch-size", "-4"], "must be a positive integer"),
+        (["--sampler", "euler"], "unknown sampler 'euler'"),
+        (["--dataset", "mnist", "--data-root", "/nonexistent/data"], "/nonexistent/data"),
+        (["-o", "noequals"], "expected KEY=VALUE"),
+        (["--lr", "-1"], "lr must be a positive number"),
+    ],
+)
+def test_bad_input_is_a_usage_error(tmp_path, args, message):
+    result = invoke("run", *FAST, *args, "--out", str(tmp_path), "--quiet")
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not list(tmp_path.iterdir())  # nothing was created
+
+
+def test_existing_run_id_is_refused_and_left_intact(tmp_path):
+    run_dir = run_ok(tmp_path)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    result = invoke("run", *FAST, "--out", str(tmp_path), "--run-id", "r1", "--quiet")
+    assert result.exit_code == 2 and "already exists" in result.output
+    assert before == {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+
+
+def test_corrupt_and_mismatched_checkpoints(tmp_path):
+    run_dir = run_ok(tmp_path)
+    good = (run_dir / "checkpoint.pt").read_bytes()
+    (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    result = invoke("run", "--resume", str(run_dir), "--quiet")
+    assert result.exit_code == 2 and "corrupt" in result.output and "Traceback" not in result.output
+    (run_dir / "checkpoint.pt").write_bytes(good)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["diffusion"]["timesteps"] = 60
+    (run_dir / "config.json").write_text(json.dumps(config))
+    result = invoke("run", "--resume", str(run_dir), "--quiet")
+    assert result.exit_code == 2 and "does not match" in result.output and "num_timesteps" in result.output
+    assert (run_dir / "checkpoint.pt").read_bytes() == good
+
+
+def test_read_only_results_folder(tmp_path):
+    if os.geteuid() == 0:  # root ignores permission bits: use a file system that refuses writes instead
+        out = "/sys/ddpm-bench-results"
+    else:
+        out = tmp_path / "ro"
+        out.mkdir()
+        out.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        result = invoke("run", *FAST, "--out", str(out), "--quiet")
+        assert result.exit_code == 2 and "cannot write to the results folder" in result.output
+        assert "Traceback" not in result.output
+    finally:
+        if os.geteuid() != 0:
+            out.chmod(stat.S_IRWXU)
+
+
+def test_every_command_has_help():
+    for command in ([], ["run"], ["sample"], ["list"]):
+        result = invoke(*command, "--help")
+        assert result.exit_code == 0 and "Usage" in result.output
