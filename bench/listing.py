@@ -13,8 +13,10 @@ from .sampling import SAMPLERS
 
 
 def _section(title: str, rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = [f"{title}:"]
+    if not rows:
+        return [*lines, "  (none registered)"]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=False)]
         lines.append("  " + "  ".join([*cells, row[-1]]))
