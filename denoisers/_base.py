@@ -35,7 +35,7 @@ class Recipe:
 
 
 DenoiserFactory = Callable[..., nn.Module]
-"""``factory(image_shape: tuple[int, int, int], **options) -> nn.Module`` whose ``.recipe`` is a :class:`Recipe`."""
+"""``factory(image_shape: (C, H, W), **options) -> nn.Module`` whose ``.recipe`` is a :class:`Recipe`."""
 
 REGISTRY: Registry[DenoiserFactory] = Registry("denoiser", "bench.denoisers")
 register = REGISTRY.register
