@@ -1,0 +1,92 @@
+"""How close a run comes to the hardware: FLOPs per image counted by ``torch.utils.flop_counter``, the
+device's measured matmul peak (cached), achieved FLOP/s, and peak memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .environment import device_name
+from .io import write_json_atomic
+
+
+def forward_flops_per_image(model: nn.Module, image_shape: tuple[int, ...], device: torch.device) -> float:
+    """FLOPs of one forward pass per image (a multiply-add counts 2), counted on a batch of 2."""
+    x = torch.zeros(2, *image_shape, device=device)
+    t = torch.zeros(2, dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x, t)
+    model.train(was_training)
+    return counter.get_total_flops() / 2
+
+
+def training_flops_per_image(forward_flops: float) -> float:
+    """Forward plus backward: the backward pass costs about twice the forward (Kaplan et al. 2020)."""
+    return 3.0 * forward_flops
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "ddpm-bench"))
+
+
+def measure_matmul_peak(
+    device: torch.device, *, size: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 10
+) -> float:
+    """Best FLOP/s of a square matmul over a few repeats: what this device reaches at this dtype."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeats + 2):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, *, refresh: bool = False) -> float:
+    """The measured matmul peak for (device model, dtype, threads), measured once and cached on disk."""
+    key = f"{device_name(device)}|{dtype}|threads={torch.get_num_threads()}"
+    path = cache_dir() / "matmul_peak.json"
+    cached = {}
+    if path.is_file():
+        try:
+            cached = json.loads(path.read_text())
+        except (OSError, ValueError):
+            cached = {}
+    if key not in cached or refresh:
+        cached[key] = measure_matmul_peak(device, dtype=dtype)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, cached)
+        except OSError:
+            pass  # a read-only cache costs a re-measurement next time, nothing else
+    return float(cached[key])
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """CUDA allocator peak on GPU; the process's peak resident set size on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def efficiency(images_per_s: float | None, flops_per_image: float, peak: float) -> dict[str, float | None]:
+    if not images_per_s:
+        return {"achieved_flops_per_s": None, "fraction_of_peak": None}
+    achieved = images_per_s * flops_per_image
+    return {"achieved_flops_per_s": achieved, "fraction_of_peak": achieved / peak}

@@ -1,0 +1,43 @@
+import pytest
+import torch
+from torch import nn
+
+from bench import throughput
+
+
+class LinearDenoiser(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(d, d, bias=False)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.lin(x.flatten(1)).view_as(x)
+
+
+def test_flop_count_matches_the_closed_form():
+    """A d x d matrix applied to one image of d pixels costs 2 d^2 FLOPs."""
+    d = 64
+    flops = throughput.forward_flops_per_image(LinearDenoiser(d), (1, 8, 8), torch.device("cpu"))
+    assert flops == 2 * d * d
+    assert throughput.training_flops_per_image(flops) == 6 * d * d
+
+
+def test_matmul_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(throughput, "measure_matmul_peak", lambda device, dtype: calls.append(1) or 1e11)
+    assert throughput.matmul_peak(torch.device("cpu")) == 1e11
+    assert throughput.matmul_peak(torch.device("cpu")) == 1e11
+    assert len(calls) == 1 and (tmp_path / "matmul_peak.json").is_file()
+
+
+def test_measured_matmul_peak_is_plausible():
+    peak = throughput.measure_matmul_peak(torch.device("cpu"), size=256, repeats=2)
+    assert 1e8 < peak < 1e14
+
+
+def test_efficiency_and_memory():
+    out = throughput.efficiency(100.0, 1e9, 2e11)
+    assert out["achieved_flops_per_s"] == 1e11 and out["fraction_of_peak"] == pytest.approx(0.5)
+    assert throughput.efficiency(None, 1e9, 2e11)["fraction_of_peak"] is None
+    assert throughput.peak_memory_bytes(torch.device("cpu")) > 10 * 2**20
