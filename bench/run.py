@@ -22,10 +22,17 @@ from .checkpoint import CHECKPOINT_NAME, identity, load_checkpoint, save_checkpo
 from .config import AUTO_SAMPLER, RunConfig, SampleConfig
 from .diffusion import Diffusion
 from .distributed import DistInfo, barrier, broadcast_object, init_distributed, shutdown
-from .environment import environment, resolve_device
+from .environment import device_name, environment, resolve_device
 from .images import save_grid, save_samples_npz
 from .io import create_run_dir, read_json, write_json_atomic, write_text_atomic
 from .sampling import sample
+from .throughput import (
+    efficiency,
+    forward_flops_per_image,
+    matmul_peak,
+    peak_memory_bytes,
+    training_flops_per_image,
+)
 from .trainer import NonFiniteLossError, Trainer, TrainLog
 
 CONFIG_NAME, STATUS_NAME, METRICS_NAME, LOSS_NAME = "config.json", "status.json", "metrics.json", "loss.csv"
@@ -262,6 +269,22 @@ def finish(
     save_samples_npz(run_dir / "samples.npz", samples)
     metrics = {
         "run_id": run_dir.name,
+        **run_metrics(exp, trainer, log, sample_cfg, n=samples.shape[0], sample_s=sample_s),
+        "phases": phases,
+    }
+    write_json_atomic(run_dir / METRICS_NAME, metrics)
+    write_status(run_dir, "complete", step=trainer.step)
+
+
+def run_metrics(
+    exp: Experiment, trainer: Trainer, log: TrainLog, sample_cfg: SampleConfig, *, n: int, sample_s: float
+) -> dict:
+    """Parameters, speed and hardware efficiency of training and sampling."""
+    forward = forward_flops_per_image(trainer.model, exp.data.image_shape, exp.device)
+    peak = matmul_peak(exp.device)
+    nfe = sampler_calls(sample_cfg, exp.diffusion.num_timesteps)
+    sample_ips = n / sample_s
+    return {
         "parameters": count_parameters(trainer.model),
         "train": {
             "steps": trainer.step,
@@ -271,19 +294,35 @@ def finish(
             "final_loss": (log.intervals[-1]["loss"] if log.intervals else None),
             "stop_reason": log.stop_reason,
             "train_seconds_total": trainer.train_seconds,
+            "forward_flops_per_image": forward,
+            "training_flops_per_image": training_flops_per_image(forward),
+            **efficiency(log.images_per_second, training_flops_per_image(forward), peak),
         },
         "sample": {
             "method": sample_cfg.method,
             "steps": sample_cfg.steps,
             "eta": sample_cfg.eta,
-            "n": samples.shape[0],
-            "images_per_s": samples.shape[0] / sample_s,
+            "n": n,
+            "images_per_s": sample_ips,
+            "network_evaluations_per_image": nfe,
+            "network_evaluations_per_s": sample_ips * nfe,
+            **efficiency(sample_ips * nfe, forward, peak),
             "ema": sample_cfg.use_ema,
         },
-        "phases": phases,
+        "hardware": {
+            "device": str(exp.device),
+            "device_name": device_name(exp.device),
+            "dtype": exp.config.train.precision,
+            "threads": torch.get_num_threads(),
+            "matmul_peak_flops_per_s": peak,
+            "peak_memory_bytes": peak_memory_bytes(exp.device),
+        },
     }
-    write_json_atomic(run_dir / METRICS_NAME, metrics)
-    write_status(run_dir, "complete", step=trainer.step)
+
+
+def sampler_calls(sample_cfg: SampleConfig, num_timesteps: int) -> int:
+    """Network evaluations per sample: the resolved step count (all T for ancestral)."""
+    return sample_cfg.steps if sample_cfg.steps is not None else num_timesteps
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
