@@ -339,5 +339,62 @@ def sample_cmd(
         click.echo(str(path))
 
 
+@main.command("compare")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--where", multiple=True, metavar="KEY=VALUE", help="Keep runs whose column equals VALUE (repeatable)."
+)
+@click.option("--sort", "sort_by", default=None, help="Sort the table by this column.")
+@click.option("--columns", default=None, help="Comma-separated measurement columns to show.")
+@click.option("--metric", default="fd", show_default=True, help="The quality column for the plots.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Report folder (default: <first path>/comparison).",
+)
+def compare_cmd(
+    paths: tuple[Path, ...],
+    where: tuple[str, ...],
+    sort_by: str | None,
+    columns: str | None,
+    metric: str,
+    out: Path | None,
+) -> None:
+    """Compare every run folder found below PATHS: a table in the terminal and a report folder."""
+    import warnings
+
+    from . import compare, report
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        collection = compare.collect(list(paths))
+    for run_dir, reason in collection.skipped:
+        click.echo(f"skipped {run_dir}: {reason}", err=True)
+    if collection.runs.empty:
+        raise click.UsageError(
+            f"no complete run folders (with config.json and metrics.json) under {', '.join(map(str, paths))}"
+        )
+    try:
+        runs = compare.apply_filters(collection.runs, list(where))
+        if runs.empty:
+            raise ValueError(f"no run matches --where {' '.join(where)}")
+        table = compare.summarize(runs)
+        if sort_by:
+            if sort_by not in table.columns:
+                raise ValueError(
+                    f"unknown column {sort_by!r} for --sort; columns: {', '.join(table.columns)}"
+                )
+            table = table.sort_values(sort_by)
+        chosen = [c.strip() for c in columns.split(",")] if columns else None
+        shown = compare.format_table(compare.select_columns(table, chosen))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(shown.to_string(index=False))
+    out = out or (paths[0] if paths[0].is_dir() else paths[0].parent) / "comparison"
+    for path in report.write_report(out, runs, shown, metric):
+        click.echo(f"wrote {path}")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,180 @@
+"""``bench compare``: read every run folder below some paths (never writing to them) into one table, group
+runs that differ only by seed (mean and 95% interval), and write the report folder.
+
+A run folder is any folder holding a ``config.json``. A run whose ``metrics.json`` is missing (still
+running) or unreadable (damaged) is reported and left out of the table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats
+
+DESIGN = ["dataset", "denoiser", "target", "schedule", "sampler", "sample_steps", "budget"]
+SPEED = [
+    "parameters",
+    "forward_gflops",
+    "train_images_per_s",
+    "sample_images_per_s",
+    "train_fraction_of_peak",
+]
+
+
+@dataclass
+class Collection:
+    runs: pd.DataFrame
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def find_run_dirs(paths: list[Path]) -> list[Path]:
+    found: set[Path] = set()
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"path {str(path)!r} does not exist")
+        candidates = [path / "config.json", *path.rglob("config.json")] if path.is_dir() else []
+        found.update(c.parent for c in candidates if c.is_file())
+    return sorted(found)
+
+
+def flatten(prefix: str, obj: object, out: dict) -> None:
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            flatten(f"{prefix}.{key}" if prefix else str(key), value, out)
+    elif isinstance(obj, int | float | str | bool) or obj is None:
+        out[prefix] = obj
+
+
+def run_row(run_dir: Path) -> dict:
+    """One run as a flat dict: its design (from config.json) and its measurements (from metrics.json)."""
+    config = json.loads((run_dir / "config.json").read_text())
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        status_path = run_dir / "status.json"
+        state = json.loads(status_path.read_text()).get("state", "?") if status_path.is_file() else "unknown"
+        raise LookupError(f"no metrics.json yet (state: {state})")
+    metrics = json.loads(metrics_path.read_text())
+    options = config.get("denoiser_options", {})
+    train, sample = metrics.get("train", {}), metrics.get("sample", {})
+    row = {
+        "run": run_dir.name,
+        "path": str(run_dir),
+        "dataset": config["dataset"],
+        "denoiser": config["denoiser"] + (f"[{options['preset']}]" if "preset" in options else ""),
+        "target": options.get("target", "default"),
+        "schedule": config["diffusion"]["schedule"]
+        + ("+ztsnr" if config["diffusion"].get("zero_terminal_snr") else ""),
+        "sampler": sample.get("method"),
+        "sample_steps": sample.get("steps"),
+        "budget": budget_label(config["train"]),
+        "seed": config["seed"],
+        "parameters": metrics.get("parameters"),
+        "forward_gflops": (train.get("forward_flops_per_image") or math.nan) / 1e9,
+        "train_images_per_s": train.get("images_per_s"),
+        "sample_images_per_s": sample.get("images_per_s"),
+        "train_fraction_of_peak": train.get("fraction_of_peak"),
+        "train_images": train.get("images_seen"),
+    }
+    quality: dict = {}
+    flatten("", metrics.get("quality", {}), quality)
+    row.update({k: v for k, v in quality.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+    return row
+
+
+def budget_label(train: dict) -> str:
+    if train.get("budget_flops"):
+        return f"{train['budget_flops']:.2g} FLOPs"
+    if train.get("minutes"):
+        return f"{train['minutes']:g} min"
+    return f"{train['steps']} steps x {train['batch_size']}"
+
+
+def collect(paths: list[Path]) -> Collection:
+    """Read every run below ``paths``; damaged or unfinished runs go to ``skipped`` with the reason."""
+    rows, skipped = [], []
+    for run_dir in find_run_dirs(paths):
+        try:
+            rows.append(run_row(run_dir))
+        except (LookupError, KeyError, ValueError, OSError) as exc:
+            reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+            skipped.append((run_dir, reason))
+            warnings.warn(f"skipping {run_dir}: {reason}", stacklevel=2)
+    return Collection(pd.DataFrame(rows), skipped)
+
+
+def apply_filters(runs: pd.DataFrame, where: list[str]) -> pd.DataFrame:
+    """``key=value`` filters, all of which must hold; an unknown key is an error listing the columns."""
+    for clause in where:
+        key, sep, value = clause.partition("=")
+        if not sep:
+            raise ValueError(f"--where expects KEY=VALUE, got {clause!r}")
+        if key not in runs.columns:
+            raise ValueError(f"unknown column {key!r} in --where; columns: {', '.join(runs.columns)}")
+        runs = runs[runs[key].astype(str) == value]
+    return runs
+
+
+def interval95(values: pd.Series) -> float:
+    """Half-width of the 95% confidence interval of the mean (Student t); NaN for a single seed."""
+    values = values.dropna()
+    n = len(values)
+    if n < 2:
+        return math.nan
+    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per design: the mean of every measurement, its 95% half-interval (``<col>_ci95``), seeds."""
+    numeric = [
+        c
+        for c in runs.columns
+        if c not in {*DESIGN, "run", "path", "seed"} and pd.api.types.is_numeric_dtype(runs[c])
+    ]
+    keys = [k for k in DESIGN if k in runs.columns]
+    grouped = runs.groupby(keys, dropna=False, sort=False)
+    table = grouped[numeric].mean()
+    for col in numeric:
+        table[f"{col}_ci95"] = grouped[col].apply(interval95)
+    table["seeds"] = grouped["seed"].nunique()
+    return table.reset_index()
+
+
+def select_columns(table: pd.DataFrame, columns: list[str] | None) -> pd.DataFrame:
+    if not columns:
+        return table
+    unknown = [c for c in columns if c not in table.columns]
+    if unknown:
+        raise ValueError(f"unknown column(s) {', '.join(unknown)}; columns: {', '.join(table.columns)}")
+    return table[[c for c in DESIGN if c in table.columns and c not in columns] + columns]
+
+
+def format_table(table: pd.DataFrame, references: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:
+    """Means shown as ``mean ± ci`` where several seeds exist; reference rows appended for comparison."""
+    shown = table.copy()
+    for col in list(shown.columns):
+        ci = f"{col}_ci95"
+        if ci in shown.columns:
+            shown[col] = [
+                _fmt(m) + (f" ± {_fmt(c)}" if isinstance(c, float) and not math.isnan(c) else "")
+                for m, c in zip(shown[col], shown[ci], strict=True)
+            ]
+            shown = shown.drop(columns=ci)
+    for name, values in (references or {}).items():
+        ref = {c: "" for c in shown.columns}
+        ref.update({"denoiser": f"reference: {name}"})
+        ref.update({k: _fmt(v) for k, v in values.items() if k in shown.columns})
+        shown = pd.concat([shown, pd.DataFrame([ref])], ignore_index=True)
+    return shown
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return f"{value:.4g}"
+    return str(value)

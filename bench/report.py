@@ -1,0 +1,143 @@
+"""The report folder of ``bench compare``: the table as CSV and Markdown, and the figures a reader needs
+(sample montage, quality against training compute with the Pareto front, quality against sampling steps,
+loss curves). Figures are written atomically like everything else."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from .io import write_bytes_atomic, write_text_atomic  # noqa: E402
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "| " + " | ".join("---" for _ in table.columns) + " |"
+    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *rows]) + "\n"
+
+
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+def design_label(row: pd.Series) -> str:
+    target = "" if row.get("target") in (None, "default") else f" ({row['target']})"
+    return f"{row['denoiser']}{target} / {row['schedule']} / {row['sampler']}"
+
+
+def montage(runs: pd.DataFrame, path: Path) -> Path | None:
+    """One tile per design: the sample grid of its first seed, titled with the design."""
+    firsts = runs.sort_values("seed").groupby("design", sort=False).head(1)
+    tiles = [(r["design"], Path(r["path"]) / "samples.png") for _, r in firsts.iterrows()]
+    tiles = [(label, p) for label, p in tiles if p.is_file()]
+    if not tiles:
+        return None
+    cols = min(3, len(tiles))
+    rows = math.ceil(len(tiles) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (label, png) in zip(axes.flat, tiles, strict=False):
+        ax.imshow(Image.open(png), cmap="gray")
+        ax.set_title(label, fontsize=9)
+    fig.suptitle("Samples of each design (first seed)")
+    return save_figure(fig, path)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not beaten by another with less compute and a lower (better) metric."""
+    front, best = [], math.inf
+    for x, y in sorted(points):
+        if y < best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def quality_vs_compute(runs: pd.DataFrame, metric: str, path: Path) -> Path | None:
+    data = runs.dropna(subset=[metric, "train_compute"])
+    if data.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for design, group in data.groupby("design", sort=False):
+        ax.scatter(group["train_compute"], group[metric], label=design, s=30)
+    front = pareto_front(list(zip(data["train_compute"], data[metric], strict=True)))
+    ax.plot(*zip(*front, strict=True), "k--", lw=1, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("training compute (FLOPs: images seen x 3 x forward FLOPs)")
+    ax.set_ylabel(f"{metric} (lower is better)")
+    ax.set_title("Sample quality against training compute (one point per run)")
+    ax.legend(fontsize=7, loc="best")
+    return save_figure(fig, path)
+
+
+def quality_vs_steps(runs: pd.DataFrame, metric: str, path: Path) -> Path | None:
+    data = runs.dropna(subset=[metric, "sample_steps"])
+    varied = data.groupby(["denoiser", "target", "schedule", "dataset"])["sample_steps"].nunique()
+    if data.empty or varied.max() < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (den, tgt, sch, _), group in data.groupby(["denoiser", "target", "schedule", "dataset"]):
+        mean = group.groupby("sample_steps")[metric].mean()
+        if len(mean) > 1:
+            ax.plot(mean.index, mean.values, "o-", label=f"{den} ({tgt}) / {sch}")
+    ax.set_xscale("log")
+    ax.set_xlabel("sampling steps (network evaluations per image)")
+    ax.set_ylabel(f"{metric} (lower is better)")
+    ax.set_title("Sample quality against sampling steps")
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def loss_curves(runs: pd.DataFrame, path: Path) -> Path | None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = 0
+    for _, row in runs.iterrows():
+        csv = Path(row["path"]) / "loss.csv"
+        if csv.is_file():
+            curve = pd.read_csv(csv)
+            ax.plot(curve["step"], curve["loss"], lw=1, label=f"{row['design']} s{row['seed']}")
+            drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (MSE on the declared target)")
+    ax.set_title("Training loss")
+    ax.legend(fontsize=6, ncol=2)
+    return save_figure(fig, path)
+
+
+def write_report(out: Path, runs: pd.DataFrame, shown: pd.DataFrame, metric: str) -> list[Path]:
+    """Write comparison.csv/.md and the figures into ``out``; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    runs = runs.copy()
+    runs["design"] = runs.apply(design_label, axis=1)
+    runs["train_compute"] = runs["train_images"] * 3 * runs["forward_gflops"] * 1e9
+    written = [
+        write_text_atomic(out / "comparison.csv", shown.to_csv(index=False)),
+        write_text_atomic(out / "comparison.md", markdown_table(shown)),
+    ]
+    for fn, name in (
+        (lambda p: montage(runs, p), "samples.png"),
+        (lambda p: quality_vs_compute(runs, metric, p) if metric in runs else None, "quality_vs_compute.png"),
+        (lambda p: quality_vs_steps(runs, metric, p) if metric in runs else None, "quality_vs_steps.png"),
+        (lambda p: loss_curves(runs, p), "loss_curves.png"),
+    ):
+        path = fn(out / name)
+        if path is not None:
+            written.append(path)
+    return written

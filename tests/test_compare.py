@@ -1,0 +1,142 @@
+"""`bench compare` on a results folder built by hand: seeds grouped with a 95% interval, a damaged and a
+still-running run reported and skipped, nothing in any run folder rewritten, and clear usage errors."""
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from bench import compare
+from bench.cli import main
+from bench.config import RunConfig
+from bench.images import save_grid
+
+FD = {("unet", 0): 10.0, ("unet", 1): 12.0, ("unet", 2): 14.0, ("direct", 0): 90.0, ("direct", 1): 92.0}
+
+
+def make_run(root, name, denoiser, seed, fd=None, *, metrics=True, damaged=False):
+    import torch
+
+    run = root / name
+    run.mkdir(parents=True)
+    config = RunConfig(denoiser=denoiser, seed=seed).to_dict()
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "status.json").write_text(json.dumps({"state": "complete" if metrics else "training"}))
+    (run / "loss.csv").write_text(
+        "step,loss,lr,images_per_s,train_seconds\n25,0.5,1e-3,100,1\n50,0.3,1e-3,100,2\n"
+    )
+    save_grid(run / "samples.png", torch.zeros(4, 1, 8, 8))
+    if damaged:
+        (run / "metrics.json").write_text('{"parameters": 12, "train": ')
+    elif metrics:
+        method = "one_shot" if denoiser == "direct" else "ddim"
+        (run / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "parameters": 1000,
+                    "train": {"images_per_s": 100.0, "forward_flops_per_image": 2e8, "images_seen": 96000},
+                    "sample": {
+                        "method": method,
+                        "steps": 1 if method == "one_shot" else 50,
+                        "images_per_s": 50.0,
+                    },
+                    "quality": {"fd": fd, "kid": {"mean": fd / 100}},
+                }
+            )
+        )
+    return run
+
+
+@pytest.fixture
+def results(tmp_path):
+    root = tmp_path / "results"
+    for (denoiser, seed), fd in FD.items():
+        make_run(root, f"{denoiser}-s{seed}", denoiser, seed, fd)
+    make_run(root, "broken", "unet", 7, damaged=True)
+    make_run(root, "running", "unet", 8, metrics=False)
+    return root
+
+
+def snapshot(root):
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and "comparison" not in p.parts}
+
+
+def test_table_groups_seeds_with_a_95_interval(results):
+    with pytest.warns(UserWarning, match="skipping"):
+        collection = compare.collect([results])
+    assert sorted(str(p.name) for p, _ in collection.skipped) == ["broken", "running"]
+    assert any("state: training" in reason for _, reason in collection.skipped)
+    table = compare.summarize(collection.runs).set_index("denoiser")
+    assert table.loc["unet", "seeds"] == 3 and table.loc["direct", "seeds"] == 2
+    assert table.loc["unet", "fd"] == pytest.approx(12.0)
+    # t_{0.975, 2} * s / sqrt(3) with s = 2
+    assert table.loc["unet", "fd_ci95"] == pytest.approx(4.302653 * 2 / math.sqrt(3), rel=1e-5)
+    assert table.loc["unet", "kid.mean"] == pytest.approx(0.12)
+
+
+def test_cli_reports_skips_writes_the_report_and_rewrites_no_run(results, tmp_path):
+    before = snapshot(results)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, ["compare", str(results), "--out", str(out), "--sort", "fd"])
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.output and "broken" in result.output and "running" in result.output
+    assert "12 ± 4.968" in result.output
+    assert {p.name for p in out.iterdir()} >= {
+        "comparison.csv",
+        "comparison.md",
+        "samples.png",
+        "quality_vs_compute.png",
+        "loss_curves.png",
+    }
+    assert snapshot(results) == before
+    md = (out / "comparison.md").read_text()
+    assert md.startswith("| dataset | denoiser |") and "direct" in md
+
+
+def test_filters_and_columns(results, tmp_path):
+    result = CliRunner().invoke(
+        main,
+        [
+            "compare",
+            str(results),
+            "--where",
+            "denoiser=direct",
+            "--columns",
+            "fd",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "direct" in result.output and "unet" not in result.output.split("wrote")[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--where", "colour=red"], "unknown column 'colour'"),
+        (["--where", "nokey"], "expects KEY=VALUE"),
+        (["--columns", "nope"], "unknown column(s) nope"),
+        (["--sort", "nope"], "unknown column 'nope' for --sort"),
+        (["--where", "denoiser=transformer"], "no run matches"),
+    ],
+)
+def test_bad_options_are_usage_errors(results, tmp_path, args, message):
+    result = CliRunner().invoke(main, ["compare", str(results), *args, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_empty_and_missing_paths(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(main, ["compare", str(empty)])
+    assert result.exit_code == 2 and "no complete run folders" in result.output
+    result = CliRunner().invoke(main, ["compare", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_pareto_front():
+    from bench.report import pareto_front
+
+    assert pareto_front([(1, 5), (2, 3), (3, 4), (4, 1)]) == [(1, 5), (2, 3), (4, 1)]
