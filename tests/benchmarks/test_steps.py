@@ -1,0 +1,110 @@
+"""One training step (the shared trainer's: forward, backward, clipping, AdamW, EMA) and one sampler step
+for every denoiser plugin, at a small CPU preset and a paper-sized one, on CUDA when available.
+
+``extra_info`` records the forward FLOPs per image (torch.utils.flop_counter), the batch, the device and the
+images/s implied by the median; ``bench compare`` reads the JSON these write.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import denoisers
+import schedules
+from bench.config import TrainConfig
+from bench.diffusion import Diffusion
+from bench.environment import device_name
+from bench.sampling import sample
+from bench.throughput import forward_flops_per_image
+from bench.trainer import Trainer
+
+CUDA = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if CUDA else "cpu")
+# (denoiser, preset, image shape, batch on CPU, batch on GPU)
+CASES = [
+    ("unet", "small", (1, 28, 28), 64, 256),
+    ("unet", "ddpm-cifar10", (3, 32, 32), 8, 128),
+    ("direct", "small", (1, 28, 28), 64, 256),
+    ("direct", "ddpm-cifar10", (3, 32, 32), 8, 128),
+    ("transformer", "small", (1, 28, 28), 64, 256),
+    ("transformer", "DiT-S/2", (4, 32, 32), 8, 128),
+]
+IDS = [f"{d}-{p}" for d, p, *_ in CASES]
+
+
+def sync() -> None:
+    if CUDA:
+        torch.cuda.synchronize()
+
+
+def record(benchmark, net, shape, batch) -> None:
+    benchmark.extra_info.update(
+        {
+            "forward_flops_per_image": forward_flops_per_image(net, shape, DEVICE),
+            "batch": batch,
+            "image_shape": list(shape),
+            "device": device_name(DEVICE),
+            "threads": torch.get_num_threads(),
+        }
+    )
+
+
+def images_per_s(benchmark, batch) -> None:
+    median = benchmark.stats.stats.median
+    benchmark.extra_info["images_per_s"] = batch / median if median else None
+
+
+@pytest.mark.parametrize(("name", "preset", "shape", "cpu_batch", "gpu_batch"), CASES, ids=IDS)
+def test_train_step(benchmark, name, preset, shape, cpu_batch, gpu_batch):
+    benchmark.group = f"train-step:{name}"
+    batch = gpu_batch if CUDA else cpu_batch
+    torch.manual_seed(0)
+    net = denoisers.get(name)(shape, preset=preset)
+    images = torch.rand(batch * 4, *shape) * 2 - 1
+    trainer = Trainer(
+        net,
+        Diffusion(schedules.get("linear")(1000)),
+        images,
+        TrainConfig(batch_size=batch),
+        net.recipe,
+        device=DEVICE,
+        seed=0,
+    )
+    record(benchmark, trainer.model, shape, batch)
+    x0 = trainer.images[:batch]
+
+    def step():
+        trainer.train_step(x0)
+        sync()
+
+    step()  # allocation and kernel selection happen outside the timing
+    benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+    images_per_s(benchmark, batch)
+
+
+@pytest.mark.parametrize(("name", "preset", "shape", "cpu_batch", "gpu_batch"), CASES, ids=IDS)
+def test_sampler_step(benchmark, name, preset, shape, cpu_batch, gpu_batch):
+    benchmark.group = f"sampler-step:{name}"
+    batch = gpu_batch if CUDA else cpu_batch
+    torch.manual_seed(0)
+    net = denoisers.get(name)(shape, preset=preset).to(DEVICE).eval()
+    diffusion = Diffusion(schedules.get("linear")(1000))
+    method = net.recipe.sampler if net.recipe.timesteps == "terminal" else "ddim"
+    record(benchmark, net, shape, batch)
+
+    def step():
+        sample(
+            diffusion,
+            net,
+            (batch, *shape),
+            method=method,
+            steps=1,
+            prediction=net.recipe.prediction,
+            device=DEVICE,
+        )
+        sync()
+
+    step()
+    benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+    images_per_s(benchmark, batch)
