@@ -371,6 +371,13 @@ def compare_cmd(
         collection = compare.collect(list(paths))
     for run_dir, reason in collection.skipped:
         click.echo(f"skipped {run_dir}: {reason}", err=True)
+    bench_files = compare.find_benchmark_files(list(paths))
+    if bench_files:
+        timings = compare.benchmark_table(bench_files)
+        click.echo("step timings (pytest-benchmark):")
+        click.echo(compare.format_table(timings).to_string(index=False))
+        if collection.runs.empty:
+            return
     if collection.runs.empty:
         raise click.UsageError(
             f"no complete run folders (with config.json and metrics.json) under {', '.join(map(str, paths))}"
