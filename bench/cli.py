@@ -339,6 +339,96 @@ def sample_cmd(
         click.echo(str(path))
 
 
+def parse_steps(text: str) -> list[int | None]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated integers, got {text!r}", param_hint="'--steps'"
+        ) from None
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"expected positive integers, got {text!r}", param_hint="'--steps'")
+    return values
+
+
+@main.command("eval")
+@click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--samples",
+    "samples_path",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Score samples made by other code: an .npz/.npy array or a folder of images.",
+)
+@click.option("--dataset", default=None, help="The dataset to score --samples against.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--n", type=int, default=500, show_default=True, callback=positive_int, help="Samples to draw.")
+@click.option("--method", default=AUTO_SAMPLER, show_default=True)
+@click.option(
+    "--steps", default="50", show_default=True, help="DDIM steps; several as 10,20,50 give one entry each."
+)
+@click.option("--eta", type=float, default=0.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("-q", "--quiet", is_flag=True)
+def eval_cmd(
+    run_dir: Path | None,
+    samples_path: Path | None,
+    dataset: str | None,
+    data_root: str | None,
+    n: int,
+    method: str,
+    steps: str,
+    eta: float,
+    seed: int,
+    device: str,
+    quiet: bool,
+) -> None:
+    """Score a run's samples (RUN_DIR), or any samples (--samples FILE --dataset NAME), with every metric
+    beside the real-data floor and the mean-image ceiling."""
+    import json
+
+    from . import datasets
+    from . import run as runner
+    from .checkpoint import CheckpointError
+    from .evaluation import load_external_samples, score_samples
+
+    if (run_dir is None) == (samples_path is None):
+        raise click.UsageError("give either RUN_DIR or --samples (with --dataset), not both or neither")
+    if samples_path is not None:
+        if dataset is None:
+            raise click.UsageError("--samples needs --dataset NAME (the images to compare against)")
+        check_name(datasets.get, dataset, "'--dataset'")
+
+        def score():
+            data = datasets.load(dataset, root=data_root)
+            return score_samples(load_external_samples(samples_path), data, progress=not quiet)
+
+        result = usage_errors(score)
+        click.echo(json.dumps(result, indent=2))
+        return
+    try:
+        entries = runner.evaluate_run(
+            run_dir,
+            n=n,
+            method=method,
+            steps=parse_steps(steps),
+            eta=eta,
+            seed=seed,
+            device=device,
+            progress=not quiet,
+        )
+    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc)) from None
+    for entry in entries:
+        q, ref = entry["quality"], entry["references"]
+        click.echo(
+            f"{entry['sample']['method']} {entry['sample']['steps']} steps: fd {q['fd']:.3g} "
+            f"(real {ref['real']['fd']:.3g}, mean image {ref['mean-image']['fd']:.3g}), "
+            f"precision {q['precision']:.3f}, recall {q['recall']:.3f}"
+        )
+
+
 @main.command("compare")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(

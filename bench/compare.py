@@ -50,6 +50,27 @@ def flatten(prefix: str, obj: object, out: dict) -> None:
         out[prefix] = obj
 
 
+def run_rows(run_dir: Path) -> list[dict]:
+    """The run's own row, then one row per later ``bench eval`` entry (another sampler or step count)."""
+    row = run_row(run_dir)
+    rows = [row]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for entry in metrics.get("evaluations", []):
+        extra = {
+            **row,
+            "sampler": entry["sample"]["method"],
+            "sample_steps": entry["sample"]["steps"],
+            "sample_images_per_s": entry["sample"].get("images_per_s"),
+        }
+        quality: dict = {}
+        flatten("", entry.get("quality", {}), quality)
+        extra.update(
+            {k: v for k, v in quality.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        )
+        rows.append(extra)
+    return rows
+
+
 def run_row(run_dir: Path) -> dict:
     """One run as a flat dict: its design (from config.json) and its measurements (from metrics.json)."""
     config = json.loads((run_dir / "config.json").read_text())
@@ -83,6 +104,7 @@ def run_row(run_dir: Path) -> dict:
     quality: dict = {}
     flatten("", metrics.get("quality", {}), quality)
     row.update({k: v for k, v in quality.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+    row["nll_bpd"] = metrics.get("nll", {}).get("bits_per_dim", math.nan)
     return row
 
 
@@ -99,7 +121,7 @@ def collect(paths: list[Path]) -> Collection:
     rows, skipped = [], []
     for run_dir in find_run_dirs(paths):
         try:
-            rows.append(run_row(run_dir))
+            rows.extend(run_rows(run_dir))
         except (LookupError, KeyError, ValueError, OSError) as exc:
             reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
             skipped.append((run_dir, reason))

@@ -23,8 +23,10 @@ from .config import AUTO_SAMPLER, RunConfig, SampleConfig
 from .diffusion import Diffusion
 from .distributed import DistInfo, barrier, broadcast_object, init_distributed, shutdown
 from .environment import device_name, environment, resolve_device
+from .evaluation import EvalConfig, score_samples
 from .images import save_grid, save_samples_npz
 from .io import create_run_dir, read_json, write_json_atomic, write_text_atomic
+from .likelihood import nll_bits_per_dim
 from .sampling import sample
 from .throughput import (
     efficiency,
@@ -270,10 +272,40 @@ def finish(
     metrics = {
         "run_id": run_dir.name,
         **run_metrics(exp, trainer, log, sample_cfg, n=samples.shape[0], sample_s=sample_s),
-        "phases": phases,
     }
+    if exp.config.evaluate:
+        write_status(run_dir, "evaluating", step=trainer.step)
+        start = time.perf_counter()
+        metrics.update(evaluate(exp, model, samples, progress=progress))
+        phases["eval_s"] = time.perf_counter() - start
+    metrics["phases"] = phases
     write_json_atomic(run_dir / METRICS_NAME, metrics)
     write_status(run_dir, "complete", step=trainer.step)
+
+
+def evaluate(
+    exp: Experiment,
+    model: nn.Module,
+    samples: torch.Tensor,
+    *,
+    progress: bool,
+    config: EvalConfig | None = None,
+) -> dict:
+    """Quality metrics beside the reference rows, and the NLL bound for denoisers trained on every t."""
+    config = config or EvalConfig()
+    result = score_samples(samples, exp.data, config, progress=progress)
+    if exp.recipe.timesteps == "all":
+        nll = nll_bits_per_dim(
+            exp.diffusion,
+            model,
+            exp.data.test_images[: config.nll_images],
+            prediction=exp.recipe.prediction,
+            num_timesteps=config.nll_timesteps,
+            device=exp.device,
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+        result["nll"] = nll.to_dict()
+    return result
 
 
 def run_metrics(
@@ -374,3 +406,54 @@ def sample_run(
     stem = f"{cfg.method}-{cfg.steps or exp.diffusion.num_timesteps}steps-eta{cfg.eta:g}-n{n}-seed{seed}"
     stem = f"{stem}-{'ema' if use_ema else 'raw'}-{secrets.token_hex(2)}"
     return [save_grid(out / f"{stem}.png", samples[:64]), save_samples_npz(out / f"{stem}.npz", samples)]
+
+
+def evaluate_run(
+    run_dir: Path,
+    *,
+    n: int,
+    method: str,
+    steps: list[int | None],
+    eta: float,
+    seed: int,
+    device: str = "auto",
+    progress: bool = True,
+) -> list[dict]:
+    """Sample a finished run with each step count and score it; each result is appended to the run's
+    ``metrics.json`` under ``evaluations`` (the run's own numbers are kept as they are)."""
+    metrics_path = Path(run_dir) / METRICS_NAME
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} has no {METRICS_NAME}: the run has not finished")
+    exp, ckpt = load_run(run_dir, device=device)
+    exp.model.load_state_dict(ckpt["ema"]["module"])
+    exp.model.to(exp.device)
+    entries = []
+    for count in steps:
+        cfg = resolve_sampler(
+            replace(
+                exp.config.sample,
+                method=method,
+                steps=count,
+                eta=eta,
+                n=n,
+                batch_size=min(exp.config.sample.batch_size, n),
+            ),
+            exp.recipe,
+        )
+        samples, seconds = generate(exp, exp.model, cfg, n, seed=seed, progress=progress)
+        entry = {
+            "sample": {
+                "method": cfg.method,
+                "steps": cfg.steps,
+                "eta": cfg.eta,
+                "n": n,
+                "seed": seed,
+                "images_per_s": n / seconds,
+            },
+            **evaluate(exp, exp.model, samples, progress=progress),
+        }
+        metrics = read_json(metrics_path)
+        metrics.setdefault("evaluations", []).append(entry)
+        write_json_atomic(metrics_path, metrics)
+        entries.append(entry)
+    return entries

@@ -165,3 +165,47 @@ def test_every_command_has_help():
     for command in ([], ["run"], ["sample"], ["list"]):
         result = invoke(*command, "--help")
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_run_with_evaluation_and_bench_eval(tmp_path):
+    with_eval = [a for a in FAST if a != "--no-eval"]
+    result = invoke(
+        "run", *with_eval, "--n-samples", "40", "--out", str(tmp_path), "--run-id", "ev", "--quiet"
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert set(metrics["quality"]) >= {
+        "fd",
+        "kid_mean",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "pixel_diversity",
+        "class_entropy",
+    }
+    assert metrics["references"]["real"]["fd"] < metrics["references"]["mean-image"]["fd"]
+    assert metrics["feature_space"]["test_accuracy"] > 0.9
+    assert metrics["nll"]["timesteps_used"] == 32 and metrics["nll"]["bits_per_dim"] > 0
+    assert "eval_s" in metrics["phases"]
+
+    result = invoke("eval", str(tmp_path / "ev"), "--n", "20", "--steps", "2,4", "--quiet")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert [e["sample"]["steps"] for e in metrics["evaluations"]] == [2, 4]
+    assert metrics["sample"]["steps"] == 5  # the run's own numbers are kept
+
+
+def test_eval_scores_external_samples(tmp_path):
+    from bench.datasets import load
+    from bench.images import save_samples_npz
+
+    data = load("digits")
+    save_samples_npz(tmp_path / "real.npz", data.train_images[:60])
+    result = invoke("eval", "--samples", str(tmp_path / "real.npz"), "--dataset", "digits", "--quiet")
+    assert result.exit_code == 0, result.output
+    scored = json.loads(result.output)
+    assert scored["quality"]["fd"] < scored["references"]["mean-image"]["fd"] / 5
+    bad = invoke("eval", "--samples", str(tmp_path / "real.npz"), "--dataset", "mnist5k", "--quiet")
+    assert bad.exit_code == 2 and "shape" in bad.output
+    assert invoke("eval", "--samples", str(tmp_path / "real.npz")).exit_code == 2
