@@ -146,9 +146,18 @@ def test_reads_pytest_benchmark_json(tmp_path):
     data = {
         "machine_info": {"cpu": {"brand_raw": "Test CPU"}},
         "benchmarks": [
-            {"group": "train-step:unet", "name": "test_train_step[unet-small]", "param": "unet-small",
-             "stats": {"median": 0.25, "iqr": 0.01},
-             "extra_info": {"batch": 64, "images_per_s": 256.0, "forward_flops_per_image": 3.7e8, "device": "cpu"}},
+            {
+                "group": "train-step:unet",
+                "name": "test_train_step[unet-small]",
+                "param": "unet-small",
+                "stats": {"median": 0.25, "iqr": 0.01},
+                "extra_info": {
+                    "batch": 64,
+                    "images_per_s": 256.0,
+                    "forward_flops_per_image": 3.7e8,
+                    "device": "cpu",
+                },
+            },
         ],
     }
     (tmp_path / "bench-cpu.json").write_text(json.dumps(data))
