@@ -429,6 +429,60 @@ def eval_cmd(
         )
 
 
+@main.group()
+def study() -> None:
+    """Preset groups of runs that answer one question."""
+
+
+@study.command("direct")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results/study-direct"),
+    show_default=True,
+)
+@click.option("--dataset", default=DEFAULTS.dataset, show_default=True)
+@click.option("--schedule", default=DEFAULTS.diffusion.schedule, show_default=True)
+@click.option(
+    "--steps",
+    type=int,
+    default=DEFAULTS.train.steps,
+    show_default=True,
+    callback=positive_int,
+    help="Training budget of every design, in optimizer steps.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("-q", "--quiet", is_flag=True)
+def study_direct(
+    out: Path, dataset: str, schedule: str, steps: int, seed: int, device: str, quiet: bool
+) -> None:
+    """Why not predict the image directly from pure noise? Trains unet (eps), unet (x0) and direct with one
+    backbone and budget (skipping finished runs, resuming half-done ones), then writes OUT/report/."""
+    from . import datasets
+    from .study import run_direct_study
+
+    check_name(datasets.get, dataset, "'--dataset'")
+    import schedules as schedule_plugins
+
+    check_name(schedule_plugins.get, schedule, "'--schedule'")
+    base = replace(
+        DEFAULTS,
+        dataset=dataset,
+        diffusion=replace(DEFAULTS.diffusion, schedule=schedule),
+        train=replace(DEFAULTS.train, steps=steps),
+        seed=seed,
+        device=device,
+    )
+    try:
+        written = run_direct_study(base, out, progress=not quiet)
+    except KeyboardInterrupt:
+        click.echo("interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
 @main.command("compare")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(

@@ -1,0 +1,111 @@
+"""What several denoisers share: the sinusoidal timestep embedding, parameter counting and option checking.
+
+Options reach a factory from the command line (``-o key=value``), so every factory validates them the same
+way: a preset supplies every option, explicit options override it, and a bad name or value is a ValueError
+naming the option, the value and what is allowed, raised before any tensor is allocated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._base import PREDICTIONS
+
+Check = Callable[[Any], Any]
+"""Turns an option's value into its normal form, or raises ValueError("<what is allowed>")."""
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of timesteps (Vaswani et al. 2017; DDPM; DiT): ``[cos(t f_i), sin(t f_i)]``,
+    ``f_i = max_period^(-i / (dim/2))``. ``t`` is read as a float so fractional timesteps embed smoothly."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]  # (N, dim/2)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (N, 2 * (dim/2))
+    return nn.functional.pad(emb, (0, dim % 2))  # (N, dim)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters (buffers such as fixed position embeddings are not parameters)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def resolve_options(
+    plugin: str,
+    presets: Mapping[str, Mapping[str, Any]],
+    preset: str,
+    options: Mapping[str, Any],
+    checks: Mapping[str, Check],
+) -> dict[str, Any]:
+    """The preset's options overridden by ``options``, each checked by ``checks[name]``."""
+    if preset not in presets:
+        raise ValueError(f"unknown {plugin} preset {preset!r}; presets: {', '.join(presets)}")
+    for name, value in options.items():
+        if name not in checks:
+            known = ", ".join(["preset", "target", *checks])
+            raise ValueError(f"unknown {plugin} option {name}={value!r}; options: {known}")
+    resolved = {**presets[preset], **options}
+    for name, check in checks.items():
+        try:
+            resolved[name] = check(resolved[name])
+        except ValueError as exc:
+            raise ValueError(
+                f"{plugin} option {name}={resolved[name]!r} is not allowed: must be {exc}"
+            ) from None
+    return resolved
+
+
+def check_target(plugin: str, target: object, allowed: tuple[str, ...] = PREDICTIONS) -> str:
+    """The prediction target, checked here so the error names the option rather than the Recipe field."""
+    if target not in allowed:
+        raise ValueError(
+            f"{plugin} option target={target!r} is not allowed: must be one of {', '.join(allowed)}"
+        )
+    return target  # type: ignore[return-value]
+
+
+def positive_int(value: Any) -> int:
+    """bool is refused: ``-o base_channels=True`` would otherwise quietly build 1 channel."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("a positive integer")
+    return value
+
+
+def positive_float(value: Any) -> float:
+    """An int is accepted too (``-o mlp_ratio=4`` arrives as one)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError("a positive number")
+    return float(value)
+
+
+def probability(value: Any) -> float:
+    """A dropout rate: 1.0 would drop everything, so it is excluded."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+        raise ValueError("a number in [0, 1)")
+    return float(value)
+
+
+def positive_ints(*, allow_empty: bool) -> Check:
+    """A tuple of positive ints; a single int (``-o attention_resolutions=16``) means a 1-tuple."""
+    what = "a tuple of positive integers" + ("" if allow_empty else " (at least one)")
+
+    def check(value: Any) -> tuple[int, ...]:
+        values = (value,) if isinstance(value, int) else value
+        if not isinstance(values, tuple | list) or not (values or allow_empty):
+            raise ValueError(what)
+        try:
+            return tuple(positive_int(v) for v in values)
+        except ValueError:
+            raise ValueError(what) from None
+
+    return check
+
+
+def group_count(channels: int, max_groups: int = 32) -> int:
+    """GroupNorm groups: DDPM's 32 when the channels allow, else the largest divisor of ``channels`` < 32."""
+    return max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)

@@ -1,0 +1,232 @@
+"""The DDPM U-Net (Ho et al. 2020, appendix B): a PixelCNN++-style backbone of Wide-ResNet blocks.
+
+Reads top to bottom like the paper's network:
+  ResBlock   GroupNorm, SiLU, 3x3 conv, + projected timestep embedding, GroupNorm, SiLU, dropout, 3x3 conv,
+             plus the (1x1-projected) input; the last conv starts at zero: each block starts as the identity;
+  AttnBlock  single-head self-attention over the pixels, residual, output projection starting at zero;
+  UNet       sinusoidal timestep embedding -> MLP; ``num_res_blocks`` blocks per resolution (with attention
+             at ``attention_resolutions``), strided-conv down, nearest + conv up, every down-path activation
+             concatenated into the up path; ResBlock, attention, ResBlock in the middle.
+
+Any image size works without cropping or padding: a down-sampling conv halves a side rounding up
+(28 -> 14 -> 7, 8 -> 4 -> 2, 7 -> 4 -> 2) and each up-sampling goes to the exact size of the skip connection
+it meets. Padding 28x28 to 32x32 instead would spend 30% more compute on made-up border pixels and move the
+resolutions off the image's own (attention "at 7x7" would run at 8x8). A resolution is the longer side of a
+level; an attention resolution that no level has is an error that lists the ones that exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ._base import Recipe, check_image_shape, register
+from .common import (
+    check_target,
+    group_count,
+    positive_int,
+    positive_ints,
+    probability,
+    resolve_options,
+    timestep_embedding,
+)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU-sized for 8x8 and 28x28 data: attention only in the middle, i.e. at the lowest resolution
+    # (7x7 for 28x28). 1.06M parameters and 0.37 GFLOP per 1x28x28 image.
+    "small": {
+        "base_channels": 32,
+        "channel_mult": (1, 2, 2),
+        "num_res_blocks": 1,
+        "attention_resolutions": (),
+        "dropout": 0.0,
+    },
+    # Ho et al. 2020's CIFAR-10 model: 35,746,307 parameters at 3x32x32.
+    "ddpm-cifar10": {
+        "base_channels": 128,
+        "channel_mult": (1, 2, 2, 2),
+        "num_res_blocks": 2,
+        "attention_resolutions": (16,),
+        "dropout": 0.1,
+    },
+}
+
+CHECKS = {
+    "base_channels": positive_int,
+    "channel_mult": positive_ints(allow_empty=False),
+    "num_res_blocks": positive_int,
+    "attention_resolutions": positive_ints(allow_empty=True),
+    "dropout": probability,
+}
+
+
+class ResBlock(nn.Module):
+    """The timestep enters every block, so each resolution can adapt its work to the noise level."""
+
+    def __init__(self, in_ch: int, out_ch: int, temb_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(group_count(in_ch), in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.temb_proj = nn.Linear(temb_dim, out_ch)
+        self.norm2 = nn.GroupNorm(group_count(out_ch), out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))  # (N, out, H, W)
+        h = h + self.temb_proj(F.silu(temb))[:, :, None, None]  # (N, out, H, W)
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))  # (N, out, H, W)
+        return self.skip(x) + h  # (N, out, H, W)
+
+
+class AttnBlock(nn.Module):
+    """Global mixing that convolutions at the low resolutions lack; single head, as in DDPM."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(group_count(ch), ch)
+        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
+        self.proj = nn.Conv2d(ch, ch, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height = x.shape[2]
+        qkv = self.qkv(self.norm(x))  # (N, 3C, H, W)
+        # A view, not a copy, when x is channels-last.
+        q, k, v = rearrange(qkv, "n (three c) h w -> three n 1 (h w) c", three=3)  # (N, 1, HW, C) each
+        out = F.scaled_dot_product_attention(q, k, v)  # (N, 1, HW, C), softmax(q k^T / sqrt(C)) v
+        return x + self.proj(rearrange(out, "n 1 (h w) c -> n c h w", h=height))  # (N, C, H, W)
+
+
+class ResAttnBlock(nn.Module):
+    """A ResBlock followed, at the resolutions that have it, by self-attention."""
+
+    def __init__(self, in_ch: int, out_ch: int, temb_dim: int, dropout: float, attention: bool) -> None:
+        super().__init__()
+        self.res = ResBlock(in_ch, out_ch, temb_dim, dropout)
+        self.attn = AttnBlock(out_ch) if attention else nn.Identity()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        return self.attn(self.res(x, temb))  # (N, out, H, W)
+
+
+class Downsample(nn.Module):
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)  # (N, C, ceil(H/2), ceil(W/2))
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour to the skip's size (not a fixed 2x), so odd sizes such as 7 -> 4 -> 7 round-trip."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        return self.conv(F.interpolate(x, size=size, mode="nearest"))  # (N, C, *size)
+
+
+def level_sizes(height: int, width: int, levels: int) -> list[tuple[int, int]]:
+    """(H, W) of each level: a stride-2 conv with padding 1 halves a side rounding up."""
+    sizes = [(height, width)]
+    for _ in range(levels - 1):
+        h, w = sizes[-1]
+        sizes.append(((h + 1) // 2, (w + 1) // 2))
+    return sizes
+
+
+class UNet(nn.Module):
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        *,
+        base_channels: int,
+        channel_mult: tuple[int, ...],
+        num_res_blocks: int,
+        attention_resolutions: tuple[int, ...],
+        dropout: float,
+        target: str = "eps",
+    ) -> None:
+        super().__init__()
+        channels, height, width = image_shape
+        resolutions = [max(size) for size in level_sizes(height, width, len(channel_mult))]
+        missing = sorted(set(attention_resolutions) - set(resolutions))
+        if missing:
+            raise ValueError(
+                f"unet option attention_resolutions={attention_resolutions!r} is not allowed for a "
+                f"{height}x{width} image with {len(channel_mult)} levels: {missing} is not the resolution of "
+                f"a level; the resolutions are {resolutions}"
+            )
+        self.recipe = Recipe(prediction=target, timesteps="all", sampler="ancestral")
+        self.base_channels = ch = base_channels
+        temb_dim = 4 * ch
+        self.temb = nn.Sequential(nn.Linear(ch, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
+        self.conv_in = nn.Conv2d(channels, ch, 3, padding=1)
+
+        self.down = nn.ModuleList()
+        skip_channels, cur = [ch], ch
+        for level, mult in enumerate(channel_mult):
+            attention = resolutions[level] in attention_resolutions
+            for _ in range(num_res_blocks):
+                self.down.append(ResAttnBlock(cur, ch * mult, temb_dim, dropout, attention))
+                cur = ch * mult
+                skip_channels.append(cur)
+            if level != len(channel_mult) - 1:
+                self.down.append(Downsample(cur))
+                skip_channels.append(cur)
+
+        self.mid1 = ResAttnBlock(cur, cur, temb_dim, dropout, attention=True)
+        self.mid2 = ResBlock(cur, cur, temb_dim, dropout)
+
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            attention = resolutions[level] in attention_resolutions
+            for _ in range(num_res_blocks + 1):
+                in_ch = cur + skip_channels.pop()
+                self.up.append(ResAttnBlock(in_ch, ch * mult, temb_dim, dropout, attention))
+                cur = ch * mult
+            if level != 0:
+                self.up.append(Upsample(cur))
+
+        self.norm_out = nn.GroupNorm(group_count(cur), cur)
+        self.conv_out = nn.Conv2d(cur, channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        temb = self.temb(timestep_embedding(t, self.base_channels))  # (N, 4ch)
+        hs = [self.conv_in(x)]  # (N, ch, H, W)
+        for layer in self.down:
+            hs.append(layer(hs[-1], temb))  # (N, ch * mult, H_level, W_level)
+        h = self.mid2(self.mid1(hs[-1], temb), temb)  # (N, ch * mult[-1], H_lowest, W_lowest)
+        for layer in self.up:
+            if isinstance(layer, Upsample):
+                h = layer(h, hs[-1].shape[-2:])  # (N, ch * mult, H_level, W_level) of the next skip
+            else:
+                h = layer(torch.cat([h, hs.pop()], dim=1), temb)  # (N, ch * mult, H_level, W_level)
+        return self.conv_out(F.silu(self.norm_out(h)))  # (N, C, H, W)
+
+
+@register("unet")
+def unet(
+    image_shape: tuple[int, int, int], *, preset: str = "small", target: str = "eps", **options: Any
+) -> UNet:
+    """DDPM U-Net (Ho et al. 2020): Wide-ResNet blocks, timestep embedding, self-attention; predicts eps."""
+    shape = check_image_shape(image_shape)
+    target = check_target("unet", target)
+    return UNet(shape, target=target, **resolve_options("unet", PRESETS, preset, options, CHECKS))
+
+
+unet.presets = PRESETS  # type: ignore[attr-defined]

@@ -1,0 +1,116 @@
+"""`bench run` as a user starts it: under torchrun with 2 gloo processes, and stopped with Ctrl-C."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+# A conftest-registered plugin does not exist in a subprocess, so these use a small real U-Net.
+SMALL = [
+    "--denoiser",
+    "unet",
+    "-o",
+    "base_channels=8",
+    "-o",
+    "channel_mult=(1,2)",
+    "-o",
+    "num_res_blocks=1",
+    "-o",
+    "attention_resolutions=()",
+    "--dataset",
+    "digits",
+    "--timesteps",
+    "50",
+    "--batch-size",
+    "8",
+    "--sample-steps",
+    "3",
+    "--n-samples",
+    "4",
+    "--no-eval",
+    "--device",
+    "cpu",
+    "--quiet",
+]
+
+
+def env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def test_two_process_run_writes_one_run_folder(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29581",
+        "-m",
+        "bench.cli",
+        "run",
+        *SMALL,
+        "--steps",
+        "6",
+        "--checkpoint-every",
+        "3",
+        "--out",
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list(tmp_path.iterdir())
+    assert len(runs) == 1
+    config = json.loads((runs[0] / "environment.json").read_text())
+    assert config["world_size"] == 2
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    assert metrics["train"]["images_seen"] == 6 * 8 * 2  # per-process batch x processes
+    assert json.loads((runs[0] / "status.json").read_text())["state"] == "complete"
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.cli",
+        "run",
+        *SMALL,
+        "--steps",
+        "100000",
+        "--checkpoint-every",
+        "100000",
+        "--out",
+        str(tmp_path),
+        "--run-id",
+        "stopped",
+    ]
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_dir = tmp_path / "stopped"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run_dir / "status.json").exists():
+        time.sleep(0.2)
+    time.sleep(3)  # let it train a few steps
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "bench run --resume" in err
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "interrupted" and status["step"] > 0
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == status["step"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="needs POSIX signals")
+def test_module_entry_point_shows_help():
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "--help"], env=env(), capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "bench" in proc.stdout.lower()

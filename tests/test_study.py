@@ -1,0 +1,34 @@
+import pytest
+import torch
+
+import schedules
+from bench.config import RunConfig
+from bench.datasets import load
+from bench.diffusion import Diffusion
+from bench.study import recoverability, study_configs
+
+
+def test_recoverability_goes_from_everything_to_nothing():
+    data = load("digits")
+    diffusion = Diffusion(schedules.get("linear")(1000))
+    df = recoverability(data.train_images, data.test_images[:100], diffusion, [0, 300, 999])
+    mse = df.set_index("t")["mse_optimal"]
+    # At t = 0 the best guess is (nearly) the nearest training image; at T-1 nothing of x0 is left,
+    # so the best possible predictor is the mean image.
+    assert mse[0] < 0.35 * df["mse_mean_image"].iloc[0]
+    assert mse[999] == pytest.approx(df["mse_mean_image"].iloc[0], rel=0.03)
+    assert mse[0] < mse[300] < mse[999] * 1.01
+
+
+def test_recoverability_of_a_single_training_image_is_exact():
+    train = torch.zeros(1, 1, 4, 4)
+    test = torch.ones(3, 1, 4, 4)
+    df = recoverability(train, test, Diffusion(schedules.get("linear")(10)), [0, 9])
+    assert df["mse_optimal"].tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_study_shares_everything_but_the_design():
+    configs = study_configs(RunConfig(seed=3))
+    assert [c.denoiser for c in configs.values()] == ["unet", "unet", "direct"]
+    assert configs["unet-x0"].denoiser_options == {"target": "x0"}
+    assert len({(c.train, c.diffusion, c.dataset, c.seed, c.sample) for c in configs.values()}) == 1
