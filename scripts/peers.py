@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import denoisers
+from bench.cli import parse_option
 from bench.throughput import measure_matmul_peak
 
 
@@ -70,6 +71,17 @@ def count_flops(c: Contender, shape: tuple[int, ...]) -> float:
     return counter.get_total_flops() / 2
 
 
+def our_options(given: list[str] | None) -> dict:
+    options = {
+        "base_channels": 32,
+        "channel_mult": (1, 2, 2),
+        "num_res_blocks": 2,
+        "attention_resolutions": (),
+    }
+    options.update(dict(parse_option(o) for o in given or []))
+    return options
+
+
 def timed(fn: Callable[[], None]) -> float:
     start = time.perf_counter()
     fn()
@@ -86,16 +98,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--ours",
-        default="base_channels=32,channel_mult=(1,2,2),num_res_blocks=2",
-        help="our unet's options, KEY=VALUE separated by commas outside parentheses",
+        "-o",
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an option of our unet (repeatable); default base_channels=32, channel_mult=(1,2,2), "
+        "num_res_blocks=2, attention_resolutions=()",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     shape = (args.channels, args.size, args.size)
     contenders = [
-        ours(args.channels, args.size, parse_options(args.ours)),
+        ours(args.channels, args.size, our_options(args.option)),
         lucidrains(args.channels),
         diffusers(args.channels, args.size),
     ]
@@ -131,21 +146,6 @@ def main() -> None:
             c.sample_s.append(timed(lambda c=c: sample_step(c)))
     peak = measure_matmul_peak(torch.device("cpu"))
     report(contenders, args, peak)
-
-
-def parse_options(text: str) -> dict:
-    import ast
-
-    out, depth, current = {}, 0, ""
-    for ch in text + ",":
-        if ch == "," and depth == 0:
-            key, _, value = current.partition("=")
-            out[key.strip()] = ast.literal_eval(value)
-            current = ""
-            continue
-        depth += ch in "([" - (ch in ")]")
-        current += ch
-    return out
 
 
 def report(contenders: list[Contender], args: argparse.Namespace, peak: float) -> None:
