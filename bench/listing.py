@@ -47,6 +47,11 @@ def plugin_table(image_shape: tuple[int, int, int] = (1, 28, 28)) -> str:
     lines: list[str] = []
     lines += _section("schedules", _simple(schedules.REGISTRY))
     lines += [""] + _section(f"denoisers (at {'x'.join(map(str, image_shape))})", denoiser_rows(image_shape))
+    lines += [
+        f"    {name} presets: {', '.join(denoisers.presets(name))}"
+        for name in denoisers.names()
+        if denoisers.presets(name)
+    ]
     lines += [""] + _section("samplers", _simple(SAMPLERS))
     lines += [""] + _section("datasets", _simple(datasets.DATASETS))
     return "\n".join(lines)

@@ -209,3 +209,15 @@ def test_eval_scores_external_samples(tmp_path):
     bad = invoke("eval", "--samples", str(tmp_path / "real.npz"), "--dataset", "mnist5k", "--quiet")
     assert bad.exit_code == 2 and "shape" in bad.output
     assert invoke("eval", "--samples", str(tmp_path / "real.npz")).exit_code == 2
+
+
+def test_bench_list_shows_every_kind_with_descriptions():
+    result = invoke("list")
+    assert result.exit_code == 0, result.output
+    for kind in ("schedules:", "denoisers (at 1x28x28):", "samplers:", "datasets:"):
+        assert kind in result.output
+    for name in ("linear", "cosine", "sigmoid", "unet", "direct", "transformer", "ddim", "one_shot", "mnist5k"):
+        assert f"  {name} " in result.output
+    assert "1.06M params  predicts eps" in result.output and "predicts x0, one_shot" in result.output
+    assert "unet presets: small, ddpm-cifar10" in result.output
+    assert invoke("list", "--shape", "x").exit_code == 2
