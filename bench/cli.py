@@ -242,6 +242,20 @@ def config_from_options(kw: dict[str, Any]) -> RunConfig:
     )
 
 
+def extend_budget(config: RunConfig, kw: dict[str, Any]) -> RunConfig:
+    """On --resume the saved config rules; only a budget given on the command line (--steps, --minutes)
+    replaces the saved one, so a finished run can be trained further."""
+    ctx = click.get_current_context()
+    changes = {
+        name: kw[name]
+        for name in ("steps", "minutes")
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    }
+    if not changes:
+        return config
+    return replace(config, train=usage_errors(lambda: replace(config.train, **changes)))
+
+
 @main.command()
 @run_options
 @click.option(
@@ -272,6 +286,7 @@ def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **kw: A
 
     if resume is not None:
         config = usage_errors(lambda: runner.load_run_config(resume))
+        config = extend_budget(config, kw)
     else:
         config = config_from_options(kw)
     try:
