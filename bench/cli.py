@@ -170,7 +170,11 @@ def run_options(fn):
             help="DDIM steps.",
         ),
         click.option(
-            "--eta", type=float, default=0.0, show_default=True, help="DDIM noise (0 deterministic)."
+            "--eta",
+            type=float,
+            default=DEFAULTS.sample.eta,
+            show_default=True,
+            help="DDIM noise: 0 deterministic, 1 DDPM-like.",
         ),
         click.option(
             "--n-samples",
@@ -316,7 +320,7 @@ def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **kw: A
 )
 @click.option("--method", default=AUTO_SAMPLER, show_default=True, help="ancestral, ddim, one_shot or auto.")
 @click.option("--steps", type=int, default=50, show_default=True, callback=positive_int, help="DDIM steps.")
-@click.option("--eta", type=float, default=0.0, show_default=True)
+@click.option("--eta", type=float, default=DEFAULTS.sample.eta, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-ema", is_flag=True, help="Sample the raw weights instead of their EMA.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
@@ -382,7 +386,7 @@ def parse_steps(text: str) -> list[int | None]:
 @click.option(
     "--steps", default="50", show_default=True, help="DDIM steps; several as 10,20,50 give one entry each."
 )
-@click.option("--eta", type=float, default=0.0, show_default=True)
+@click.option("--eta", type=float, default=DEFAULTS.sample.eta, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("-q", "--quiet", is_flag=True)
