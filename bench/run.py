@@ -313,8 +313,9 @@ def run_metrics(
 ) -> dict:
     """Parameters, speed and hardware efficiency of training and sampling."""
     forward = forward_flops_per_image(trainer.model, exp.data.image_shape, exp.device)
+    training = training_flops_per_image(trainer.model, exp.data.image_shape, exp.device)
     peak = matmul_peak(exp.device)
-    best = (log.images_per_second or 0.0) * training_flops_per_image(forward)
+    best = (log.images_per_second or 0.0) * training
     if best > peak:  # a peak cached while the machine was busy: measure it again
         peak = matmul_peak(exp.device, refresh=True)
     nfe = sampler_calls(sample_cfg, exp.diffusion.num_timesteps)
@@ -330,8 +331,8 @@ def run_metrics(
             "stop_reason": log.stop_reason,
             "train_seconds_total": trainer.train_seconds,
             "forward_flops_per_image": forward,
-            "training_flops_per_image": training_flops_per_image(forward),
-            **efficiency(log.images_per_second, training_flops_per_image(forward), peak),
+            "training_flops_per_image": training,
+            **efficiency(log.images_per_second, training, peak),
         },
         "sample": {
             "method": sample_cfg.method,

@@ -131,3 +131,10 @@ def test_ema_follows_the_warmup_rule():
 def test_bad_train_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kwargs)
+
+
+def test_bf16_autocast_trains_on_cpu():
+    trainer = make_trainer(10, precision="bf16")
+    log = trainer.run(progress=False)
+    assert trainer.step == 10 and math.isfinite(log.intervals[-1]["loss"])
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights stay fp32

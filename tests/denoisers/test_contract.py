@@ -83,8 +83,12 @@ def test_explicit_options_override_the_preset():
     with torch.device("meta"):
         net = denoisers.get("unet")((3, 32, 32), preset="ddpm-cifar10", base_channels=32, dropout=0.0)
         reference = denoisers.get("unet")(
-            (3, 32, 32), base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
-            attention_resolutions=(16,), dropout=0.0,
+            (3, 32, 32),
+            base_channels=32,
+            channel_mult=(1, 2, 2, 2),
+            num_res_blocks=2,
+            attention_resolutions=(16,),
+            dropout=0.0,
         )
         dit = denoisers.get("transformer")((4, 32, 32), preset="DiT-S/2", depth=2)
     assert count_parameters(net) == count_parameters(reference)
@@ -117,21 +121,29 @@ BAD_OPTIONS = [
     ("unet", MNIST, {"preset": "huge"}, r"unknown unet preset 'huge'; presets: small, ddpm-cifar10"),
     ("unet", MNIST, {"target": "noise"}, r"target='noise' is not allowed: must be one of eps, x0, v"),
     (
-        "unet", MNIST, {"attention_resolutions": (16,)},
+        "unet",
+        MNIST,
+        {"attention_resolutions": (16,)},
         r"attention_resolutions=\(16,\) is not allowed for a 28x28 image.*resolutions are \[28, 14, 7\]",
     ),
     (
-        "unet", MNIST, {"preset": "ddpm-cifar10"},
+        "unet",
+        MNIST,
+        {"preset": "ddpm-cifar10"},
         r"attention_resolutions=\(16,\) .* 28x28 .* the resolutions are \[28, 14, 7, 4\]",
     ),
     ("unet", (28, 28), {}, r"image_shape must be \(C, H, W\) with positive sizes, got \(28, 28\)"),
     ("unet", (1, 0, 28), {}, r"image_shape must be \(C, H, W\) with positive sizes"),
     (
-        "transformer", MNIST, {"patch_size": 3},
+        "transformer",
+        MNIST,
+        {"patch_size": 3},
         r"patch_size=3 does not divide the 28x28 image; patch sizes that do: 1, 2, 4, 7, 14, 28",
     ),
     (
-        "transformer", (4, 32, 32), {"preset": "DiT-S/8", "hidden_size": 100},
+        "transformer",
+        (4, 32, 32),
+        {"preset": "DiT-S/8", "hidden_size": 100},
         r"num_heads=6 does not divide hidden_size=100",
     ),
     ("transformer", MNIST, {"hidden_size": 130, "num_heads": 5}, r"hidden_size=130 .* multiple of 4"),

@@ -35,7 +35,11 @@ def test_presets_are_the_papers_table():
     for size, (depth, hidden, heads) in sizes.items():
         for p in (2, 4, 8):
             assert presets[f"DiT-{size}/{p}"] == {
-                "depth": depth, "hidden_size": hidden, "num_heads": heads, "patch_size": p, "mlp_ratio": 4.0
+                "depth": depth,
+                "hidden_size": hidden,
+                "num_heads": heads,
+                "patch_size": p,
+                "mlp_ratio": 4.0,
             }
 
 
