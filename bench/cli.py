@@ -71,15 +71,51 @@ def list_plugins(shape: str) -> None:
     click.echo(plugin_table(image_shape))
 
 
-def run_options(fn):
-    """The options ``bench run`` shares with ``bench sweep``."""
-    options = [
+def grid_options() -> list:
+    """``bench sweep``'s grid: comma-separated lists where ``bench run`` takes one value."""
+    return [
+        click.option(
+            "--denoiser",
+            default=DEFAULTS.denoiser,
+            show_default=True,
+            help="Denoiser plugins, comma-separated (e.g. unet,transformer,direct).",
+        ),
+        click.option(
+            "--schedule",
+            default=DEFAULTS.diffusion.schedule,
+            show_default=True,
+            help="Schedule plugins, comma-separated.",
+        ),
+        click.option(
+            "--target",
+            default=None,
+            help="Prediction targets, comma-separated from eps, x0, v (default: each denoiser's own).",
+        ),
+        click.option("--seeds", default="0", show_default=True, help="Seeds, comma-separated (e.g. 0,1,2)."),
+        click.option(
+            "--budget-flops",
+            type=float,
+            default=None,
+            help="Training budget in forward+backward FLOPs, the same for every design (steps per design "
+            "follow from its measured FLOPs per image); replaces --steps.",
+        ),
+    ]
+
+
+def run_options(fn=None, *, grid: bool = False):
+    """The options ``bench run`` shares with ``bench sweep`` (``grid=True``: lists for the grid's axes)."""
+    if fn is None:
+        return lambda f: run_options(f, grid=grid)
+    single = [
         click.option(
             "--denoiser", default=DEFAULTS.denoiser, show_default=True, help="Denoiser plugin (bench list)."
         ),
         click.option(
             "--schedule", default=DEFAULTS.diffusion.schedule, show_default=True, help="Schedule plugin."
         ),
+    ]
+    options = [
+        *(grid_options() if grid else single),
         click.option("--dataset", default=DEFAULTS.dataset, show_default=True, help="Dataset plugin."),
         click.option(
             "--data-root",
@@ -96,11 +132,17 @@ def run_options(fn):
         click.option(
             "--preset", default=None, help="Denoiser size preset (e.g. small, ddpm-cifar10, DiT-S/2)."
         ),
-        click.option(
-            "--target",
-            type=click.Choice(["eps", "x0", "v"]),
-            default=None,
-            help="Override what the denoiser predicts.",
+        *(
+            []
+            if grid
+            else [
+                click.option(
+                    "--target",
+                    type=click.Choice(["eps", "x0", "v"]),
+                    default=None,
+                    help="Override what the denoiser predicts.",
+                )
+            ]
         ),
         click.option(
             "-o",
@@ -185,7 +227,7 @@ def run_options(fn):
             help="Samples drawn for the grid and the metrics.",
         ),
         click.option("--no-eval", is_flag=True, help="Skip the quality metrics."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        *([] if grid else [click.option("--seed", type=int, default=0, show_default=True)]),
         click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
     ]
     for option in reversed(options):
@@ -502,6 +544,105 @@ def study_direct(
         click.echo(f"wrote {path}")
 
 
+def comma_list(text: str | None, option: str, allowed: list[str] | None = None) -> list[str]:
+    items = [item.strip() for item in (text or "").split(",") if item.strip()]
+    if not items:
+        raise click.BadParameter(f"expected a comma-separated list, got {text!r}", param_hint=option)
+    if allowed is not None:
+        bad = [item for item in items if item not in allowed]
+        if bad:
+            raise click.BadParameter(
+                f"{', '.join(bad)} not allowed; choose from {', '.join(allowed)}", param_hint=option
+            )
+    return items
+
+
+@main.command()
+@run_options(grid=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results/sweep"),
+    show_default=True,
+    help="Folder of the sweep: one run folder per grid point, and report/.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars; one line per run.")
+def sweep(out: Path, quiet: bool, **kw: Any) -> None:
+    """Train a grid of designs one after another under one fair budget, then write OUT/report/.
+
+    Run folders are named by grid point (e.g. unet-linear-s0): the same command again skips complete runs
+    and resumes a half-done one. The budget is --steps, --minutes or --budget-flops, the same for every
+    design; the report's budget column says which.
+    """
+    import denoisers as denoiser_plugins
+    import schedules as schedule_plugins
+
+    from . import report
+    from .sweep import grid, run_sweep
+
+    names = comma_list(kw.pop("denoiser"), "'--denoiser'")
+    for name in names:
+        check_name(denoiser_plugins.get, name, "'--denoiser'")
+    schedule_names = comma_list(kw.pop("schedule"), "'--schedule'")
+    for name in schedule_names:
+        check_name(schedule_plugins.get, name, "'--schedule'")
+    target_text = kw.pop("target")
+    targets: list[str | None] = (
+        list(comma_list(target_text, "'--target'", ["eps", "x0", "v"])) if target_text else [None]
+    )
+    try:
+        seeds = [int(s) for s in comma_list(kw.pop("seeds"), "'--seeds'")]
+    except ValueError:
+        raise click.BadParameter("seeds must be whole numbers, e.g. 0,1,2", param_hint="'--seeds'") from None
+    budget = sweep_budget(kw.pop("budget_flops"), kw)
+    base = config_from_options(
+        {**kw, "denoiser": names[0], "schedule": schedule_names[0], "target": None, "seed": seeds[0]}
+    )
+    configs = usage_errors(
+        lambda: grid(base, denoisers=names, schedules=schedule_names, seeds=seeds, targets=targets)
+    )
+
+    def on_run(i: int, total: int, name: str, action: str) -> None:
+        click.echo(f"[{i}/{total}] {name}: {action if action == 'skipped' else 'complete'}")
+
+    click.echo(f"sweep of {len(configs)} runs into {out}; budget: {budget.describe()}")
+    try:
+        run_sweep(configs, budget, out, progress=not quiet, download=kw["download"], on_run=on_run)
+    except KeyboardInterrupt as exc:
+        click.echo(f"interrupted: {exc}; run the same command again to continue the sweep", err=True)
+        sys.exit(130)
+    except (ValueError, FileExistsError, FileNotFoundError, PermissionError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in report.write_folder_report(out, out / "report"):
+        click.echo(f"wrote {path}")
+
+
+def sweep_budget(budget_flops: float | None, kw: dict[str, Any]):
+    """The one budget of a sweep, from whichever of --budget-flops, --minutes, --steps was given."""
+    from .sweep import Budget
+
+    ctx = click.get_current_context()
+    steps_given = ctx.get_parameter_source("steps") == click.core.ParameterSource.COMMANDLINE
+    given = [
+        name
+        for name, on in (
+            ("--budget-flops", budget_flops is not None),
+            ("--minutes", kw["minutes"] is not None),
+            ("--steps", steps_given),
+        )
+        if on
+    ]
+    if len(given) > 1:
+        raise click.UsageError(f"give one training budget, not {' and '.join(given)}")
+    if budget_flops is not None:
+        return usage_errors(lambda: Budget("flops", budget_flops))
+    if kw["minutes"] is not None:
+        return usage_errors(lambda: Budget("minutes", kw["minutes"]))
+    return Budget("steps", kw["steps"])
+
+
 @main.command("compare")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
@@ -557,7 +698,7 @@ def compare_cmd(
                 )
             table = table.sort_values(sort_by)
         chosen = [c.strip() for c in columns.split(",")] if columns else None
-        shown = compare.format_table(compare.select_columns(table, chosen))
+        shown = compare.format_table(compare.select_columns(table, chosen), compare.references(runs))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(shown.to_string(index=False))

@@ -96,6 +96,7 @@ def run_row(run_dir: Path) -> dict:
         "seed": config["seed"],
         "parameters": metrics.get("parameters"),
         "forward_gflops": (train.get("forward_flops_per_image") or math.nan) / 1e9,
+        "train_gflops": (train.get("training_flops_per_image") or math.nan) / 1e9,
         "train_images_per_s": train.get("images_per_s"),
         "sample_images_per_s": sample.get("images_per_s"),
         "train_fraction_of_peak": train.get("fraction_of_peak"),
@@ -127,6 +128,27 @@ def collect(paths: list[Path]) -> Collection:
             skipped.append((run_dir, reason))
             warnings.warn(f"skipping {run_dir}: {reason}", stacklevel=2)
     return Collection(pd.DataFrame(rows), skipped)
+
+
+def references(runs: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """The reference rows (``real``: the floor; ``mean-image``: the collapse ceiling) saved with the first
+    evaluated run of each dataset in ``runs``, labelled with the dataset when there are several."""
+    found: dict[str, dict[str, float]] = {}
+    if runs.empty:
+        return found
+    names = list(dict.fromkeys(runs["dataset"]))
+    for dataset in names:
+        for path in dict.fromkeys(runs.loc[runs["dataset"] == dataset, "path"]):
+            refs = json.loads((Path(path) / "metrics.json").read_text()).get("references")
+            if not refs:
+                continue
+            for name, values in refs.items():
+                flat: dict = {}
+                flatten("", values, flat)
+                label = name if len(names) == 1 else f"{name} ({dataset})"
+                found[label] = {k: v for k, v in flat.items() if isinstance(v, int | float)}
+            break
+    return found
 
 
 def apply_filters(runs: pd.DataFrame, where: list[str]) -> pd.DataFrame:

@@ -25,10 +25,13 @@ class DiffusionConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """The shared trainer's recipe. ``steps`` and ``minutes`` are budgets: training stops at whichever comes
-    first (``minutes=None`` means no time limit). ``batch_size`` is per process."""
+    first (``minutes=None`` means no time limit). ``batch_size`` is per process. ``budget_flops`` records
+    the training-FLOP budget that ``steps`` was derived from (``bench sweep --budget-flops``); the trainer
+    itself counts steps."""
 
     steps: int = 1500
     minutes: float | None = None
+    budget_flops: float | None = None
     batch_size: int = 64
     lr: float = 1e-3
     warmup_steps: int = 100
@@ -52,6 +55,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.minutes is not None and not (math.isfinite(self.minutes) and self.minutes > 0):
             raise ValueError(f"minutes must be a positive number, got {self.minutes!r}")
+        if self.budget_flops is not None and not (math.isfinite(self.budget_flops) and self.budget_flops > 0):
+            raise ValueError(f"budget_flops must be a positive number, got {self.budget_flops!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if self.warmup_steps < 0:

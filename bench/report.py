@@ -126,7 +126,13 @@ def write_report(out: Path, runs: pd.DataFrame, shown: pd.DataFrame, metric: str
     out.mkdir(parents=True, exist_ok=True)
     runs = runs.copy()
     runs["design"] = runs.apply(design_label, axis=1)
-    runs["train_compute"] = runs["train_images"] * 3 * runs["forward_gflops"] * 1e9
+    # forward+backward FLOPs measured per run; 3x forward for runs recorded before that was measured
+    per_image = (
+        runs["train_gflops"].fillna(3 * runs["forward_gflops"])
+        if "train_gflops" in runs
+        else (3 * runs["forward_gflops"])
+    )
+    runs["train_compute"] = runs["train_images"] * per_image * 1e9
     written = [
         write_text_atomic(out / "comparison.csv", shown.to_csv(index=False)),
         write_text_atomic(out / "comparison.md", markdown_table(shown)),
@@ -141,3 +147,15 @@ def write_report(out: Path, runs: pd.DataFrame, shown: pd.DataFrame, metric: str
         if path is not None:
             written.append(path)
     return written
+
+
+def write_folder_report(source: Path, out: Path, metric: str = "fd") -> list[Path]:
+    """The report of every complete run below ``source``, as ``bench compare SOURCE --out OUT`` writes it."""
+    from . import compare
+
+    collection = compare.collect([source])
+    if collection.runs.empty:
+        raise ValueError(f"no complete run folders under {str(source)!r}")
+    table = compare.summarize(collection.runs)
+    shown = compare.format_table(table, compare.references(collection.runs))
+    return write_report(out, collection.runs, shown, metric)

@@ -211,7 +211,7 @@ def _execute(
         dist=dist,
     )
     history: list[dict] = []
-    if resume is not None:
+    if resume is not None and (run_dir / CHECKPOINT_NAME).exists():
         ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME, exp.identity)
         trainer.load_state_dict(ckpt)
         history = [row for row in read_loss_curve(run_dir) if row["step"] <= trainer.step]

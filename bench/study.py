@@ -15,7 +15,6 @@ so its error on held-out images at each t bounds what any network can do from x_
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -106,37 +105,18 @@ def study_configs(base: RunConfig) -> dict[str, RunConfig]:
     }
 
 
-def run_state(run_dir: Path) -> str | None:
-    status = run_dir / "status.json"
-    return json.loads(status.read_text()).get("state") if status.is_file() else None
-
-
 def run_direct_study(base: RunConfig, out: Path, *, progress: bool = True) -> list[Path]:
     """Train (or resume, or skip when complete) the three designs into ``out/<design>``, then write the
     comparison and the recoverability curves into ``out/report``."""
-    from . import compare, report
-    from .run import execute
+    from . import datasets, report
+    from .sweep import run_or_resume
 
     for name, config in study_configs(base).items():
-        run_dir = out / name
-        state = run_state(run_dir)
-        if state == "complete":
-            continue
-        if run_dir.exists():
-            execute(config, resume=run_dir, progress=progress)
-        else:
-            execute(config, out=out, run_id=name, progress=progress)
+        run_or_resume(config, out, name, progress=progress)
 
-    collection = compare.collect([out])
-    table = compare.summarize(collection.runs)
-    references = first_references(out)
-    shown = compare.format_table(table, references)
     report_dir = out / "report"
-    written = report.write_report(report_dir, collection.runs, shown, "fd")
-    data_name = base.dataset
-    from . import datasets
-
-    data = datasets.load(data_name, root=base.data_root, image_size=base.image_size)
+    written = report.write_folder_report(out, report_dir, "fd")
+    data = datasets.load(base.dataset, root=base.data_root, image_size=base.image_size)
     curves = {}
     for schedule in ("linear", "cosine"):
         diffusion = Diffusion(schedules.make(schedule, base.diffusion.timesteps))
@@ -146,12 +126,3 @@ def run_direct_study(base: RunConfig, out: Path, *, progress: bool = True) -> li
     written.append(write_text_atomic(report_dir / "recoverability.csv", csv.to_csv(index=False)))
     written.append(plot_recoverability(curves, report_dir / "recoverability.png"))
     return written
-
-
-def first_references(out: Path) -> dict[str, dict[str, float]]:
-    """The reference rows saved with the first evaluated run below ``out``."""
-    for metrics_path in sorted(out.glob("*/metrics.json")):
-        refs = json.loads(metrics_path.read_text()).get("references")
-        if refs:
-            return refs
-    return {}

@@ -42,6 +42,7 @@ def make_run(root, name, denoiser, seed, fd=None, *, metrics=True, damaged=False
                         "images_per_s": 50.0,
                     },
                     "quality": {"fd": fd, "kid": {"mean": fd / 100}},
+                    "references": {"real": {"fd": 1.5}, "mean-image": {"fd": 543.0}},
                 }
             )
         )
@@ -82,6 +83,7 @@ def test_cli_reports_skips_writes_the_report_and_rewrites_no_run(results, tmp_pa
     assert result.exit_code == 0, result.output
     assert "skipped" in result.output and "broken" in result.output and "running" in result.output
     assert "12 ± 4.968" in result.output
+    assert "reference: real" in result.output and "543" in result.output  # floor and ceiling beside runs
     assert {p.name for p in out.iterdir()} >= {
         "comparison.csv",
         "comparison.md",

@@ -1,0 +1,205 @@
+"""``bench sweep``: a grid of runs (denoisers x schedules x targets x seeds) trained one after another into
+``OUT/<denoiser>[-<target>]-<schedule>-s<seed>``, under one fair training budget, then compared.
+
+Run folders are named by their grid point, so running the same command again skips the runs already
+complete, resumes a half-done one from its checkpoint, and refuses a folder that holds a different
+configuration (a changed budget would silently mix two experiments in one table).
+
+The budget is the same for every design: optimizer steps, minutes of training, or training FLOPs. A FLOP
+budget is turned into steps per design from the measured forward+backward FLOPs per image
+(``torch.utils.flop_counter``), so a cheaper network trains for more steps; the budget is recorded in every
+run's config and shown in the report.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .config import RunConfig
+from .io import read_json, write_json_atomic
+
+SWEEP_NAME = "sweep.json"
+BUDGET_KINDS = ("steps", "minutes", "flops")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One training budget for every design of a sweep."""
+
+    kind: str
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in BUDGET_KINDS:
+            raise ValueError(f"budget kind must be one of {', '.join(BUDGET_KINDS)}, got {self.kind!r}")
+        if not (math.isfinite(self.value) and self.value > 0):
+            raise ValueError(f"a {self.kind} budget must be a positive number, got {self.value!r}")
+
+    def describe(self) -> str:
+        return {
+            "steps": f"{self.value:g} optimizer steps",
+            "minutes": f"{self.value:g} minutes of training",
+            "flops": f"{self.value:.3g} training FLOPs",
+        }[self.kind]
+
+
+def run_id(config: RunConfig) -> str:
+    target = config.denoiser_options.get("target")
+    schedule = config.diffusion.schedule + ("-ztsnr" if config.diffusion.zero_terminal_snr else "")
+    return "-".join([config.denoiser, *([str(target)] if target else []), schedule, f"s{config.seed}"])
+
+
+def grid(
+    base: RunConfig,
+    *,
+    denoisers: list[str],
+    schedules: list[str],
+    seeds: list[int],
+    targets: list[str | None] = (None,),  # type: ignore[assignment]
+) -> list[RunConfig]:
+    """Every combination, seeds innermost so that a design's seeds finish together."""
+    configs = []
+    for denoiser, target, schedule, seed in itertools.product(denoisers, targets, schedules, seeds):
+        options = dict(base.denoiser_options)
+        if target:
+            options["target"] = target
+        configs.append(
+            replace(
+                base,
+                denoiser=denoiser,
+                denoiser_options=options,
+                diffusion=replace(base.diffusion, schedule=schedule),
+                seed=seed,
+            )
+        )
+    ids = [run_id(c) for c in configs]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"the grid names the same run twice: {', '.join(duplicates)}")
+    return configs
+
+
+def apply_budget(config: RunConfig, budget: Budget) -> RunConfig:
+    """The config with the sweep's budget; a FLOP budget becomes this design's number of steps."""
+    if budget.kind == "steps":
+        if budget.value != int(budget.value):
+            raise ValueError(f"a steps budget must be a whole number, got {budget.value!r}")
+        return replace(config, train=replace(config.train, steps=int(budget.value), minutes=None))
+    if budget.kind == "minutes":
+        # minutes rule: the step cap is lifted far beyond what any design reaches in that time
+        return replace(config, train=replace(config.train, steps=10**9, minutes=budget.value))
+    per_step = training_flops_per_step(config)
+    steps = max(1, round(budget.value / per_step))
+    return replace(config, train=replace(config.train, steps=steps, minutes=None, budget_flops=budget.value))
+
+
+def training_flops_per_step(config: RunConfig) -> float:
+    """Forward+backward FLOPs of one optimizer step: per-image training FLOPs x the batch size."""
+    import torch
+
+    import denoisers
+
+    from .throughput import training_flops_per_image
+
+    shape = image_shape(config.dataset, config.data_root, config.image_size)
+    model = denoisers.get(config.denoiser)(shape, **config.denoiser_options)
+    per_image = training_flops_per_image(model, shape, torch.device("cpu"))
+    return per_image * config.train.batch_size
+
+
+@functools.lru_cache(maxsize=8)
+def image_shape(dataset: str, root: str | None, image_size: int | None) -> tuple[int, int, int]:
+    from . import datasets
+
+    return tuple(datasets.load(dataset, root=root, image_size=image_size).image_shape)
+
+
+def config_differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
+    """``key: saved -> wanted`` for every leaf that differs (JSON-normalised, so tuples equal lists)."""
+    saved, wanted = json.loads(json.dumps(saved)), json.loads(json.dumps(wanted))
+    diffs = []
+    for key in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(key), wanted.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs.extend(config_differences(a, b, f"{name}."))
+        elif a != b:
+            diffs.append(f"{name}: {a!r} in the folder, {b!r} asked")
+    return diffs
+
+
+def run_state(run_dir: Path) -> str | None:
+    status = run_dir / "status.json"
+    return read_json(status).get("state") if status.is_file() else None
+
+
+def run_or_resume(
+    config: RunConfig, out: Path, name: str, *, progress: bool = True, download: bool = False
+) -> tuple[Path, str]:
+    """Train ``config`` into ``out/name``: skip it when complete, resume it when half done, start it when
+    absent. Returns the folder and what was done (``skipped``, ``resumed`` or ``started``)."""
+    from .run import CONFIG_NAME, execute
+
+    run_dir = out / name
+    if run_dir.exists():
+        config_path = run_dir / CONFIG_NAME
+        if config_path.is_file():
+            diffs = config_differences(read_json(config_path), config.to_dict())
+            if diffs:
+                raise ValueError(
+                    f"{run_dir} holds a run with another configuration ({'; '.join(diffs)}); "
+                    "choose another --out for a different sweep"
+                )
+        if run_state(run_dir) == "complete":
+            return run_dir, "skipped"
+        execute(config, resume=run_dir, progress=progress, download=download)
+        return run_dir, "resumed"
+    out.mkdir(parents=True, exist_ok=True)
+    execute(config, out=out, run_id=name, progress=progress, download=download)
+    return run_dir, "started"
+
+
+def run_sweep(
+    configs: list[RunConfig],
+    budget: Budget,
+    out: Path,
+    *,
+    progress: bool = True,
+    download: bool = False,
+    on_run: Callable[[int, int, str, str], None] | None = None,
+) -> list[Path]:
+    """Train every config (with the budget applied) one after another into ``out``; records the grid in
+    ``out/sweep.json`` first, so an interrupted sweep says what it was asked to do."""
+    budgeted = [apply_budget(c, budget) for c in configs]
+    names = [run_id(c) for c in budgeted]
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "budget": {"kind": budget.kind, "value": budget.value, "description": budget.describe()},
+        "runs": {name: {"train_steps": c.train.steps} for name, c in zip(names, budgeted, strict=True)},
+    }
+    previous = out / SWEEP_NAME
+    if previous.is_file():
+        old = read_json(previous)
+        if old.get("budget") != manifest["budget"]:
+            raise ValueError(
+                f"{out} holds a sweep with budget {old.get('budget', {}).get('description')!r}, not "
+                f"{budget.describe()!r}; choose another --out"
+            )
+        manifest["runs"] = {**old.get("runs", {}), **manifest["runs"]}
+        if manifest != old:
+            write_json_atomic(previous, manifest)
+    else:
+        write_json_atomic(previous, manifest)
+    folders = []
+    for i, (name, config) in enumerate(zip(names, budgeted, strict=True), start=1):
+        run_dir, action = run_or_resume(config, out, name, progress=progress, download=download)
+        if on_run is not None:
+            on_run(i, len(names), name, action)
+        folders.append(run_dir)
+    return folders
