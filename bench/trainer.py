@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -169,21 +170,26 @@ class Trainer:
 
     @contextlib.contextmanager
     def graceful_interrupt(self) -> Iterator[None]:
-        """The first Ctrl-C asks the loop to stop after the current step (so the checkpoint is consistent);
-        a second one interrupts at once."""
-        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-            yield  # not the main thread, or someone else handles SIGINT
-            return
+        """The first Ctrl-C (or SIGTERM, what schedulers and ``kill`` send) asks the loop to stop after the
+        current step, so the checkpoint is consistent; a second one acts at once."""
+        defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+        # only signals nobody else handles (or ignores), and only from the main thread
+        ours = [sig for sig, default in defaults.items() if signal.getsignal(sig) is default]
+        if threading.current_thread() is not threading.main_thread():
+            ours = []
 
         def handler(signum, frame):
             self._stop_requested = True
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for sig in ours:
+                signal.signal(sig, defaults[sig])
 
-        signal.signal(signal.SIGINT, handler)
+        for sig in ours:
+            signal.signal(sig, handler)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for sig in ours:
+                signal.signal(sig, defaults[sig])
 
     def run(
         self,

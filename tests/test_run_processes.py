@@ -76,7 +76,8 @@ def test_two_process_run_writes_one_run_folder(tmp_path):
     assert json.loads((runs[0] / "status.json").read_text())["state"] == "complete"
 
 
-def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, sig):
     cmd = [
         sys.executable,
         "-m",
@@ -98,7 +99,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path):
     while time.time() < deadline and not (run_dir / "status.json").exists():
         time.sleep(0.2)
     time.sleep(3)  # let it train a few steps
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "bench run --resume" in err
