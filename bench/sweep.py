@@ -17,7 +17,7 @@ import functools
 import itertools
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -61,7 +61,7 @@ def grid(
     denoisers: list[str],
     schedules: list[str],
     seeds: list[int],
-    targets: list[str | None] = (None,),  # type: ignore[assignment]
+    targets: Sequence[str | None] = (None,),
 ) -> list[RunConfig]:
     """Every combination, seeds innermost so that a design's seeds finish together."""
     configs = []
