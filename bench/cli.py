@@ -588,7 +588,7 @@ def sweep(out: Path, quiet: bool, **kw: Any) -> None:
         check_name(schedule_plugins.get, name, "'--schedule'")
     target_text = kw.pop("target")
     targets: list[str | None] = (
-        list(comma_list(target_text, "'--target'", ["eps", "x0", "v"])) if target_text else [None]
+        comma_list(target_text, "'--target'", ["eps", "x0", "v"]) if target_text else [None]
     )
     try:
         seeds = [int(s) for s in comma_list(kw.pop("seeds"), "'--seeds'")]

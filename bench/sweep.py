@@ -183,19 +183,17 @@ def run_sweep(
         "budget": {"kind": budget.kind, "value": budget.value, "description": budget.describe()},
         "runs": {name: {"train_steps": c.train.steps} for name, c in zip(names, budgeted, strict=True)},
     }
-    previous = out / SWEEP_NAME
-    if previous.is_file():
-        old = read_json(previous)
+    path = out / SWEEP_NAME
+    old = read_json(path) if path.is_file() else None
+    if old is not None:
         if old.get("budget") != manifest["budget"]:
             raise ValueError(
                 f"{out} holds a sweep with budget {old.get('budget', {}).get('description')!r}, not "
                 f"{budget.describe()!r}; choose another --out"
             )
         manifest["runs"] = {**old.get("runs", {}), **manifest["runs"]}
-        if manifest != old:
-            write_json_atomic(previous, manifest)
-    else:
-        write_json_atomic(previous, manifest)
+    if manifest != old:  # an unchanged sweep leaves its manifest untouched
+        write_json_atomic(path, manifest)
     folders = []
     for i, (name, config) in enumerate(zip(names, budgeted, strict=True), start=1):
         run_dir, action = run_or_resume(config, out, name, progress=progress, download=download)

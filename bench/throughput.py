@@ -17,28 +17,34 @@ from torch.utils.flop_counter import FlopCounterMode
 from .environment import device_name
 from .io import write_json_atomic
 
+PROBE_BATCH = 2
+
+
+def _probe(image_shape: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The small batch the FLOP counts run on (FLOPs scale linearly with the batch)."""
+    x = torch.zeros(PROBE_BATCH, *image_shape, device=device)
+    return x, torch.zeros(PROBE_BATCH, dtype=torch.long, device=device)
+
 
 def forward_flops_per_image(model: nn.Module, image_shape: tuple[int, ...], device: torch.device) -> float:
-    """FLOPs of one forward pass per image (a multiply-add counts 2), counted on a batch of 2."""
-    x = torch.zeros(2, *image_shape, device=device)
-    t = torch.zeros(2, dtype=torch.long, device=device)
+    """FLOPs of one forward pass per image (a multiply-add counts 2)."""
+    x, t = _probe(image_shape, device)
     was_training = model.training
     model.eval()
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model(x, t)
     model.train(was_training)
-    return counter.get_total_flops() / 2
+    return counter.get_total_flops() / PROBE_BATCH
 
 
 def training_flops_per_image(model: nn.Module, image_shape: tuple[int, ...], device: torch.device) -> float:
     """FLOPs of one forward and backward pass per image, counted (not the 3x-forward rule of thumb, which
     overcounts layers whose input needs no gradient)."""
-    x = torch.zeros(2, *image_shape, device=device)
-    t = torch.zeros(2, dtype=torch.long, device=device)
+    x, t = _probe(image_shape, device)
     with FlopCounterMode(display=False) as counter:
         model(x, t).float().pow(2).mean().backward()
     model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / 2
+    return counter.get_total_flops() / PROBE_BATCH
 
 
 def cache_dir() -> Path:
