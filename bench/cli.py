@@ -127,7 +127,11 @@ def run_options(fn=None, *, grid: bool = False):
             "--download", is_flag=True, help="Let torchvision download the dataset (needs internet)."
         ),
         click.option(
-            "--image-size", type=int, default=None, callback=positive_int, help="Resize images to this size."
+            "--image-size",
+            type=int,
+            default=None,
+            callback=positive_int,
+            help="Resize images to this size [default: the dataset's run size: 14 for mnist5k, else native].",
         ),
         click.option(
             "--preset", default=None, help="Denoiser size preset (e.g. small, ddpm-cifar10, DiT-S/2)."
@@ -189,6 +193,18 @@ def run_options(fn=None, *, grid: bool = False):
         click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True),
         click.option(
             "--compile/--no-compile", default=False, show_default=True, help="torch.compile the model."
+        ),
+        click.option(
+            "--channels-last/--no-channels-last",
+            default=DEFAULTS.channels_last,
+            show_default=True,
+            help="Keep convolution weights and activations in NHWC (faster with oneDNN and cuDNN).",
+        ),
+        click.option(
+            "--tf32/--no-tf32",
+            default=DEFAULTS.tf32,
+            show_default=True,
+            help="Allow TF32 matmuls and convolutions on CUDA GPUs (no effect on CPU).",
         ),
         click.option(
             "--checkpoint-every",
@@ -259,7 +275,7 @@ def config_from_options(kw: dict[str, Any]) -> RunConfig:
             denoiser_options=options,
             dataset=kw["dataset"],
             data_root=kw["data_root"],
-            image_size=kw["image_size"],
+            image_size=kw["image_size"] or datasets.run_image_size(kw["dataset"]),
             diffusion=DiffusionConfig(kw["schedule"], kw["timesteps"], kw["zero_terminal_snr"]),
             train=TrainConfig(
                 steps=kw["steps"],
@@ -284,6 +300,8 @@ def config_from_options(kw: dict[str, Any]) -> RunConfig:
             evaluate=not kw["no_eval"],
             seed=kw["seed"],
             device=kw["device"],
+            channels_last=kw["channels_last"],
+            tf32=kw["tf32"],
         )
     )
 

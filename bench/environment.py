@@ -25,6 +25,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def configure_tf32(device: torch.device, enabled: bool) -> None:
+    """TF32 keeps fp32's range with a 10-bit mantissa in matmuls and convolutions: several times the fp32
+    tensor-core rate on Ampere and newer GPUs, well inside the noise of diffusion training."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -22,7 +22,7 @@ from .checkpoint import CHECKPOINT_NAME, identity, load_checkpoint, save_checkpo
 from .config import AUTO_SAMPLER, RunConfig, SampleConfig
 from .diffusion import Diffusion
 from .distributed import DistInfo, barrier, broadcast_object, init_distributed, shutdown
-from .environment import device_name, environment, resolve_device
+from .environment import configure_tf32, device_name, environment, resolve_device
 from .evaluation import EvalConfig, score_samples
 from .images import save_grid, save_samples_npz
 from .io import create_run_dir, read_json, write_json_atomic, write_text_atomic
@@ -75,6 +75,9 @@ def build_experiment(config: RunConfig, *, download: bool = False) -> Experiment
     factory = denoisers.get(config.denoiser)
     torch.manual_seed(config.seed)  # the initial weights
     model = factory(data.image_shape, **config.denoiser_options)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    configure_tf32(device, config.tf32)
     return Experiment(config, data, Diffusion(betas), model, denoisers.recipe_of(model), device)
 
 

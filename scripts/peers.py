@@ -4,6 +4,10 @@ inference mode) each, with forward FLOPs per image counted by torch.utils.flop_c
 
     pip install -e ".[peers]"
     python scripts/peers.py                    # 1x32x32, batch 64, fp32, eager, 2 threads
+    python scripts/peers.py --peers-channels-last   # the peers in NHWC too
+
+Ours runs as `bench run` runs it, with channels-last weights (--no-channels-last for NCHW); the peers run as
+their documentation shows them (NCHW) unless --peers-channels-last.
 
 Our U-Net is configured to within 10% of each peer's forward FLOPs per image (the script checks it). All
 models are timed round-robin, round after round, so a change in machine load hits each of them alike; the
@@ -105,6 +109,15 @@ def main() -> None:
         help="an option of our unet (repeatable); default base_channels=32, channel_mult=(1,2,2), "
         "num_res_blocks=2, attention_resolutions=()",
     )
+    parser.add_argument(
+        "--no-channels-last",
+        dest="channels_last",
+        action="store_false",
+        help="time our unet in NCHW instead of the channels-last layout `bench run` uses",
+    )
+    parser.add_argument(
+        "--peers-channels-last", action="store_true", help="convert the peers to channels-last too"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -114,6 +127,10 @@ def main() -> None:
         lucidrains(args.channels),
         diffusers(args.channels, args.size),
     ]
+    for c, nhwc in zip(contenders, [args.channels_last] + [args.peers_channels_last] * 2, strict=True):
+        if nhwc:
+            c.model.to(memory_format=torch.channels_last)
+            c.name += " NHWC"
     for c in contenders:
         c.flops = count_flops(c, shape)
         c.train_s, c.sample_s = [], []

@@ -228,3 +228,18 @@ def test_bench_list_shows_every_kind_with_descriptions():
     assert "1.06M params  predicts eps" in result.output and "predicts x0, one_shot" in result.output
     assert "unet presets: small, ddpm-cifar10" in result.output
     assert invoke("list", "--shape", "x").exit_code == 2
+
+
+def test_the_default_dataset_runs_at_its_declared_size(tmp_path):
+    from bench import datasets
+
+    assert datasets.run_image_size("mnist5k") == 14 and datasets.run_image_size("digits") is None
+    args = ["--denoiser", "tiny-test", "--steps", "2", "--batch-size", "8", "--n-samples", "4"]
+    args += ["--sample-steps", "2", "--timesteps", "20", "--no-eval", "--device", "cpu", "--quiet"]
+    for extra, side in (([], 14), (["--image-size", "28"], 28)):
+        result = invoke("run", *args, *extra, "--out", str(tmp_path), "--run-id", f"size{side}")
+        assert result.exit_code == 0, result.output
+        config = json.loads((tmp_path / f"size{side}" / "config.json").read_text())
+        assert config["dataset"] == "mnist5k" and config["image_size"] == side
+        meta = torch.load(tmp_path / f"size{side}" / "checkpoint.pt", weights_only=True)["meta"]
+        assert list(meta["image_shape"])[1:] == [side, side], meta

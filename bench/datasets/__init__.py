@@ -37,6 +37,12 @@ get = DATASETS.get
 names = DATASETS.names
 
 
+def run_image_size(name: str) -> int | None:
+    """The side runs use when no size is asked for: the plugin's ``default_image_size`` attribute when it
+    declares one (a dataset can be sized for the machine it ships for), else None, the native size."""
+    return check_image_size(getattr(get(name), "default_image_size", None))
+
+
 def _resizes_itself(loader: DatasetLoader) -> bool:
     try:
         return "image_size" in inspect.signature(loader).parameters

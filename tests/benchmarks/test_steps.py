@@ -1,5 +1,6 @@
 """One training step (the shared trainer's: forward, backward, clipping, AdamW, EMA) and one sampler step
-for every denoiser plugin, at a small CPU preset and a paper-sized one, on CUDA when available.
+for every denoiser plugin, at a small CPU preset and a paper-sized one, on CUDA when available, with the
+weights in channels-last as `bench run` keeps them.
 
 ``extra_info`` records the forward FLOPs per image (torch.utils.flop_counter), the batch, the device and the
 images/s implied by the median; ``bench compare`` reads the JSON these write.
@@ -60,7 +61,7 @@ def test_train_step(benchmark, name, preset, shape, cpu_batch, gpu_batch):
     benchmark.group = f"train-step:{name}"
     batch = gpu_batch if CUDA else cpu_batch
     torch.manual_seed(0)
-    net = denoisers.get(name)(shape, preset=preset)
+    net = denoisers.get(name)(shape, preset=preset).to(memory_format=torch.channels_last)
     images = torch.rand(batch * 4, *shape) * 2 - 1
     trainer = Trainer(
         net,
@@ -88,7 +89,7 @@ def test_sampler_step(benchmark, name, preset, shape, cpu_batch, gpu_batch):
     benchmark.group = f"sampler-step:{name}"
     batch = gpu_batch if CUDA else cpu_batch
     torch.manual_seed(0)
-    net = denoisers.get(name)(shape, preset=preset).to(DEVICE).eval()
+    net = denoisers.get(name)(shape, preset=preset).to(DEVICE, memory_format=torch.channels_last).eval()
     diffusion = Diffusion(schedules.get("linear")(1000))
     method = net.recipe.sampler if net.recipe.timesteps == "terminal" else "ddim"
     record(benchmark, net, shape, batch)
