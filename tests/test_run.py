@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 import stat
 
 import pytest
@@ -243,3 +244,11 @@ def test_the_default_dataset_runs_at_its_declared_size(tmp_path):
         assert config["dataset"] == "mnist5k" and config["image_size"] == side
         meta = torch.load(tmp_path / f"size{side}" / "checkpoint.pt", weights_only=True)["meta"]
         assert list(meta["image_shape"])[1:] == [side, side], meta
+
+
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="needs a C++ compiler")
+def test_compiled_run_trains_and_samples(tmp_path):
+    run_dir = run_ok(tmp_path, "--compile")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 10 and metrics["sample"]["images_per_s"] > 0
+    assert json.loads((run_dir / "config.json").read_text())["train"]["compile"] is True

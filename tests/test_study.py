@@ -32,3 +32,17 @@ def test_study_shares_everything_but_the_design():
     assert [c.denoiser for c in configs.values()] == ["unet", "unet", "direct"]
     assert configs["unet-x0"].denoiser_options == {"target": "x0"}
     assert len({(c.train, c.diffusion, c.dataset, c.seed, c.sample) for c in configs.values()}) == 1
+
+
+def test_study_command_sizes_and_lays_out_like_bench_run(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    import bench.study
+    from bench.cli import main
+
+    bases = []
+    monkeypatch.setattr(bench.study, "run_direct_study", lambda base, out, progress: bases.append(base) or [])
+    for extra in ([], ["--image-size", "28", "--no-channels-last"]):
+        result = CliRunner().invoke(main, ["study", "direct", "--out", str(tmp_path), *extra])
+        assert result.exit_code == 0, result.output
+    assert [(b.image_size, b.channels_last) for b in bases] == [(14, True), (28, False)]

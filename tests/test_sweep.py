@@ -43,7 +43,7 @@ def test_sweep_trains_the_grid_then_skips_it(tmp_path):
     manifest = json.loads((out / "sweep.json").read_text())
     assert manifest["budget"]["kind"] == "steps" and set(manifest["runs"]) == set(names)
     table = (out / "report" / "comparison.md").read_text()
-    assert "| mnist5k" not in table and table.count("| digits | tiny-test |") == 2  # seeds grouped
+    assert "| mnist5k" not in table and table.count("| digits | 8x8 | tiny-test |") == 2  # seeds grouped
     assert "10 steps x 16" in table
 
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if "report" not in p.parts}

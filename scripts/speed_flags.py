@@ -1,0 +1,134 @@
+"""What each speed option of `bench run` buys: one training step of the shared trainer (forward, backward,
+clipping, AdamW, EMA) and one sampler step, for a denoiser under every combination of memory layout,
+torch.compile and autocast precision, timed round-robin in one process so machine load hits all alike.
+
+    python scripts/speed_flags.py                          # unet small, 1x28x28, batch 64
+    python scripts/speed_flags.py --denoiser transformer --size 14
+
+The first column is the plain eager NCHW fp32 step; the ratios are against it. torch.compile's one-off
+compilation time is reported separately (it is paid once per run, before the first step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+import denoisers
+import schedules
+from bench.config import TrainConfig
+from bench.diffusion import Diffusion
+from bench.sampling import sample
+from bench.trainer import Trainer
+
+
+@dataclass
+class Variant:
+    name: str
+    channels_last: bool
+    compile: bool
+    precision: str
+    train_s: list[float] = field(default_factory=list)
+    sample_s: list[float] = field(default_factory=list)
+    warmup_s: float = 0.0
+
+
+VARIANTS = [
+    Variant("eager NCHW fp32", False, False, "fp32"),
+    Variant("eager channels-last fp32", True, False, "fp32"),
+    Variant("compile NCHW fp32", False, True, "fp32"),
+    Variant("compile channels-last fp32", True, True, "fp32"),
+    Variant("eager channels-last bf16 autocast", True, False, "bf16"),
+]
+
+
+def build(v: Variant, args: argparse.Namespace, device: torch.device):
+    torch.manual_seed(0)
+    shape = (args.channels, args.size, args.size)
+    net = denoisers.get(args.denoiser)(shape, preset=args.preset)
+    if v.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    diffusion = Diffusion(schedules.get("linear")(1000))
+    images = torch.rand(args.batch * 4, *shape) * 2 - 1
+    config = TrainConfig(batch_size=args.batch, compile=v.compile, precision=v.precision)
+    trainer = Trainer(net, diffusion, images, config, net.recipe, device=device, seed=0)
+    x0 = trainer.images[: args.batch]
+    sampler_net = torch.compile(trainer.model) if v.compile else trainer.model
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(v.precision)
+
+    def train_step() -> None:
+        trainer.train_step(x0)
+
+    def sampler_step() -> None:
+        sampler_net.eval()
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            sample(
+                diffusion,
+                sampler_net,
+                (args.batch, *shape),
+                method="ddim",
+                steps=1,
+                prediction=trainer.recipe.prediction,
+                device=device,
+            )
+        sampler_net.train()
+
+    return train_step, sampler_step
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--denoiser", default="unet")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--size", type=int, default=28)
+    parser.add_argument("--channels", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    device = torch.device("cpu")
+    steps = {}
+    for v in VARIANTS:
+        train_step, sampler_step = build(v, args, device)
+        start = time.perf_counter()
+        for fn in (train_step, train_step, sampler_step, sampler_step):  # compilation happens here
+            fn()
+        v.warmup_s = time.perf_counter() - start
+        steps[v.name] = (train_step, sampler_step)
+    for _ in range(args.rounds):
+        for v in VARIANTS:
+            train_step, sampler_step = steps[v.name]
+            v.train_s.append(timed(train_step))
+            v.sample_s.append(timed(sampler_step))
+    print(
+        f"{args.denoiser} {args.preset}, {args.channels}x{args.size}x{args.size}, batch {args.batch}, "
+        f"{torch.get_num_threads()} threads, {args.rounds} rounds (medians)"
+    )
+    print(
+        f"{'variant':36s} {'train img/s':>11s} {'ratio':>6s} {'sample img/s':>12s} {'ratio':>6s} "
+        f"{'warm-up s':>9s}"
+    )
+    base_train = args.batch / statistics.median(VARIANTS[0].train_s)
+    base_sample = args.batch / statistics.median(VARIANTS[0].sample_s)
+    for v in VARIANTS:
+        train = args.batch / statistics.median(v.train_s)
+        samp = args.batch / statistics.median(v.sample_s)
+        print(
+            f"{v.name:36s} {train:11.1f} {train / base_train:6.2f} {samp:12.1f} {samp / base_sample:6.2f} "
+            f"{v.warmup_s:9.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
