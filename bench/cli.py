@@ -732,12 +732,13 @@ def compare_cmd(
                 )
             table = table.sort_values(sort_by)
         chosen = [c.strip() for c in columns.split(",")] if columns else None
-        shown = compare.format_table(compare.select_columns(table, chosen), compare.references(runs))
+        selected, refs = compare.select_columns(table, chosen), compare.references(runs)
+        numeric, shown = compare.numeric_table(selected, refs), compare.format_table(selected, refs)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(shown.to_string(index=False))
     out = out or (paths[0] if paths[0].is_dir() else paths[0].parent) / "comparison"
-    for path in report.write_report(out, runs, shown, metric):
+    for path in report.write_report(out, runs, numeric, shown, metric):
         click.echo(f"wrote {path}")
 
 

@@ -232,6 +232,16 @@ def format_table(table: pd.DataFrame, references: dict[str, dict[str, float]] | 
     return shown
 
 
+def numeric_table(table: pd.DataFrame, references: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:
+    """The table as numbers for ``comparison.csv``: means, their ``<col>_ci95`` columns and the reference
+    rows, so that other tools read values rather than ``mean ± ci`` strings."""
+    rows = [
+        {"denoiser": f"reference: {name}", **{k: v for k, v in values.items() if k in table.columns}}
+        for name, values in (references or {}).items()
+    ]
+    return pd.concat([table, pd.DataFrame(rows, columns=table.columns)], ignore_index=True) if rows else table
+
+
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         if math.isnan(value):

@@ -127,8 +127,11 @@ def loss_curves(runs: pd.DataFrame, path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
-def write_report(out: Path, runs: pd.DataFrame, shown: pd.DataFrame, metric: str) -> list[Path]:
-    """Write comparison.csv/.md and the figures into ``out``; returns the files written."""
+def write_report(
+    out: Path, runs: pd.DataFrame, numeric: pd.DataFrame, shown: pd.DataFrame, metric: str
+) -> list[Path]:
+    """Write comparison.csv (``numeric``), comparison.md (``shown``, formatted) and the figures into
+    ``out``; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     runs = runs.copy()
     data_columns = [c for c in ("dataset", "image") if c in runs.columns]
@@ -142,7 +145,7 @@ def write_report(out: Path, runs: pd.DataFrame, shown: pd.DataFrame, metric: str
     )
     runs["train_compute"] = runs["train_images"] * per_image * 1e9
     written = [
-        write_text_atomic(out / "comparison.csv", shown.to_csv(index=False)),
+        write_text_atomic(out / "comparison.csv", numeric.to_csv(index=False)),
         write_text_atomic(out / "comparison.md", markdown_table(shown)),
     ]
     for fn, name in (
@@ -165,5 +168,6 @@ def write_folder_report(source: Path, out: Path, metric: str = "fd") -> list[Pat
     if collection.runs.empty:
         raise ValueError(f"no complete run folders under {str(source)!r}")
     table = compare.summarize(collection.runs)
-    shown = compare.format_table(table, compare.references(collection.runs))
-    return write_report(out, collection.runs, shown, metric)
+    refs = compare.references(collection.runs)
+    numeric, shown = compare.numeric_table(table, refs), compare.format_table(table, refs)
+    return write_report(out, collection.runs, numeric, shown, metric)

@@ -94,6 +94,11 @@ def test_cli_reports_skips_writes_the_report_and_rewrites_no_run(results, tmp_pa
     assert snapshot(results) == before
     md = (out / "comparison.md").read_text()
     assert md.startswith("| dataset | image | denoiser |") and "direct" in md
+    import pandas as pd
+
+    csv = pd.read_csv(out / "comparison.csv").set_index("denoiser")
+    assert csv.loc["unet", "fd"] == pytest.approx(12.0) and csv.loc["unet", "fd_ci95"] > 0
+    assert csv.loc["reference: mean-image", "fd"] == pytest.approx(543.0)
 
 
 def test_filters_and_columns(results, tmp_path):
