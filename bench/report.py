@@ -76,12 +76,16 @@ def quality_vs_compute(runs: pd.DataFrame, metric: str, path: Path) -> Path | No
     if data.empty:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for design, group in data.groupby("design", sort=False):
-        ax.scatter(group["train_compute"], group[metric], label=design, s=30)
-    front = pareto_front(list(zip(data["train_compute"], data[metric], strict=True)))
+    tflop = data["train_compute"] / 1e12
+    for design, group in data.assign(tflop=tflop).groupby("design", sort=False):
+        ax.scatter(group["tflop"], group[metric], label=design, s=30)
+    front = pareto_front(list(zip(tflop, data[metric], strict=True)))
     ax.plot(*zip(*front, strict=True), "k--", lw=1, label="Pareto front")
-    ax.set_xscale("log")
-    ax.set_xlabel("training compute (FLOPs: images seen x 3 x forward FLOPs)")
+    if tflop.max() > 10 * tflop.min():
+        ax.set_xscale("log")
+    else:  # a FLOP-budget sweep puts every run at (nearly) one compute: a linear axis keeps labels legible
+        ax.set_xlim(0.8 * tflop.min(), 1.2 * tflop.max())
+    ax.set_xlabel("training compute, TFLOP (images seen x forward+backward FLOPs per image)")
     ax.set_ylabel(f"{metric} (lower is better)")
     ax.set_title("Sample quality against training compute (one point per run)")
     ax.legend(fontsize=7, loc="best")
