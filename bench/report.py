@@ -112,13 +112,25 @@ def quality_vs_steps(runs: pd.DataFrame, metric: str, path: Path) -> Path | None
 
 
 def loss_curves(runs: pd.DataFrame, path: Path) -> Path | None:
+    """One colour per design and one line style per seed, so a legend of many runs stays unambiguous."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    designs = list(dict.fromkeys(runs["design"]))
+    palette = plt.get_cmap("tab10" if len(designs) <= 10 else "tab20")
+    styles = ["-", "--", ":", "-."]
+    seeds = sorted(dict.fromkeys(runs["seed"]))
     drawn = 0
-    for _, row in runs.iterrows():
+    for _, row in runs.drop_duplicates("path").iterrows():
         csv = Path(row["path"]) / "loss.csv"
         if csv.is_file():
             curve = pd.read_csv(csv)
-            ax.plot(curve["step"], curve["loss"], lw=1, label=f"{row['design']} s{row['seed']}")
+            ax.plot(
+                curve["step"],
+                curve["loss"],
+                lw=1,
+                color=palette(designs.index(row["design"]) % palette.N),
+                ls=styles[seeds.index(row["seed"]) % len(styles)],
+                label=f"{row['design']} s{row['seed']}",
+            )
             drawn += 1
     if not drawn:
         plt.close(fig)
