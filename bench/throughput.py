@@ -8,6 +8,7 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -45,6 +46,13 @@ def training_flops_per_image(model: nn.Module, image_shape: tuple[int, ...], dev
         model(x, t).float().pow(2).mean().backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / PROBE_BATCH
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Wall-clock seconds of one call (callers on CUDA synchronise inside ``fn``)."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def cache_dir() -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import denoisers
 from bench.cli import parse_option
-from bench.throughput import measure_matmul_peak
+from bench.throughput import measure_matmul_peak, timed
 
 
 @dataclass
@@ -85,11 +84,6 @@ def our_options(given: list[str] | None) -> dict:
     options.update(dict(parse_option(o) for o in given or []))
     return options
 
-
-def timed(fn: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from dataclasses import dataclass, field
 
 import torch
@@ -23,7 +22,8 @@ import schedules
 from bench.config import TrainConfig
 from bench.diffusion import Diffusion
 from bench.sampling import sample
-from bench.trainer import Trainer
+from bench.throughput import timed
+from bench.trainer import AUTOCAST_DTYPES, Trainer
 
 
 @dataclass
@@ -58,7 +58,7 @@ def build(v: Variant, args: argparse.Namespace, device: torch.device):
     trainer = Trainer(net, diffusion, images, config, net.recipe, device=device, seed=0)
     x0 = trainer.images[: args.batch]
     sampler_net = torch.compile(trainer.model) if v.compile else trainer.model
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(v.precision)
+    autocast_dtype = AUTOCAST_DTYPES.get(v.precision)
 
     def train_step() -> None:
         trainer.train_step(x0)
@@ -80,11 +80,6 @@ def build(v: Variant, args: argparse.Namespace, device: torch.device):
     return train_step, sampler_step
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(
@@ -101,10 +96,8 @@ def main() -> None:
     steps = {}
     for v in VARIANTS:
         train_step, sampler_step = build(v, args, device)
-        start = time.perf_counter()
-        for fn in (train_step, train_step, sampler_step, sampler_step):  # compilation happens here
-            fn()
-        v.warmup_s = time.perf_counter() - start
+        # compilation happens in these first calls
+        v.warmup_s = timed(lambda t=train_step, s=sampler_step: (t(), t(), s(), s()))
         steps[v.name] = (train_step, sampler_step)
     for _ in range(args.rounds):
         for v in VARIANTS:
