@@ -4,6 +4,7 @@ torch.compile and autocast precision, timed round-robin in one process so machin
 
     python scripts/speed_flags.py                          # unet small, 1x28x28, batch 64
     python scripts/speed_flags.py --denoiser transformer --size 14
+    python scripts/speed_flags.py --profile        # where a channels-last training step spends its time
 
 The first column is the plain eager NCHW fp32 step; the ratios are against it. torch.compile's one-off
 compilation time is reported separately (it is paid once per run, before the first step).
@@ -81,6 +82,21 @@ def build(v: Variant, args: argparse.Namespace, device: torch.device):
 
 
 
+def profile(v: Variant, args: argparse.Namespace, device: torch.device, steps: int = 5) -> None:
+    """Self time per operator over ``steps`` training steps: what the convolutions take and what the
+    memory-bound layers (GroupNorm, SiLU, adds) take besides."""
+    from torch.profiler import profile as torch_profile
+
+    train_step, _ = build(v, args, device)
+    for _ in range(3):
+        train_step()
+    with torch_profile() as prof:
+        for _ in range(steps):
+            train_step()
+    print(f"{v.name}, {args.denoiser} {args.preset}, batch {args.batch}, {steps} training steps")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -91,8 +107,16 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of timing, print torch.profiler's table of a channels-last eager training step",
+    )
     args = parser.parse_args()
     device = torch.device("cpu")
+    if args.profile:
+        profile(VARIANTS[1], args, device)
+        return
     steps = {}
     for v in VARIANTS:
         train_step, sampler_step = build(v, args, device)
