@@ -115,6 +115,13 @@ channels_last_option = click.option(
     show_default=True,
     help="Keep convolution weights and activations in NHWC (faster with oneDNN and cuDNN).",
 )
+fused_norm_option = click.option(
+    "--fused-norm/--no-fused-norm",
+    default=DEFAULTS.fused_norm,
+    show_default=True,
+    help="GroupNorm+SiLU in one C kernel on CPU for channels-last activations (built on first use with the "
+    "system C compiler; PyTorch's operators where it does not apply).",
+)
 
 
 def run_options(fn=None, *, grid: bool = False):
@@ -204,6 +211,14 @@ def run_options(fn=None, *, grid: bool = False):
             "--compile/--no-compile", default=False, show_default=True, help="torch.compile the model."
         ),
         channels_last_option,
+        fused_norm_option,
+        click.option(
+            "--tune-malloc/--no-tune-malloc",
+            default=DEFAULTS.tune_malloc,
+            show_default=True,
+            help="On CPU (glibc): keep freed activation memory for reuse instead of returning it to the OS "
+            "every step.",
+        ),
         click.option(
             "--tf32/--no-tf32",
             default=DEFAULTS.tf32,
@@ -305,6 +320,8 @@ def config_from_options(kw: dict[str, Any]) -> RunConfig:
             seed=kw["seed"],
             device=kw["device"],
             channels_last=kw["channels_last"],
+            fused_norm=kw["fused_norm"],
+            tune_malloc=kw["tune_malloc"],
             tf32=kw["tf32"],
         )
     )
@@ -536,6 +553,7 @@ def study() -> None:
 )
 @image_size_option
 @channels_last_option
+@fused_norm_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("-q", "--quiet", is_flag=True)
@@ -546,6 +564,7 @@ def study_direct(
     steps: int,
     image_size: int | None,
     channels_last: bool,
+    fused_norm: bool,
     seed: int,
     device: str,
     quiet: bool,
@@ -564,6 +583,7 @@ def study_direct(
         dataset=dataset,
         image_size=image_size or datasets.run_image_size(dataset),
         channels_last=channels_last,
+        fused_norm=fused_norm,
         diffusion=replace(DEFAULTS.diffusion, schedule=schedule),
         train=replace(DEFAULTS.train, steps=steps),
         seed=seed,

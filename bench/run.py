@@ -16,13 +16,20 @@ from torch import nn
 
 import denoisers
 import schedules
+from denoisers.group_norm import GroupNorm, kernel_available, use_fused_kernels
 
 from . import datasets
 from .checkpoint import CHECKPOINT_NAME, identity, load_checkpoint, save_checkpoint
 from .config import AUTO_SAMPLER, RunConfig, SampleConfig
 from .diffusion import Diffusion
 from .distributed import DistInfo, barrier, broadcast_object, init_distributed, shutdown
-from .environment import configure_tf32, device_name, environment, resolve_device
+from .environment import (
+    configure_allocator,
+    configure_tf32,
+    device_name,
+    environment,
+    resolve_device,
+)
 from .evaluation import EvalConfig, score_samples
 from .images import save_grid, save_samples_npz
 from .io import create_run_dir, read_json, write_json_atomic, write_text_atomic
@@ -77,7 +84,9 @@ def build_experiment(config: RunConfig, *, download: bool = False) -> Experiment
     model = factory(data.image_shape, **config.denoiser_options)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    use_fused_kernels(model, config.fused_norm)
     configure_tf32(device, config.tf32)
+    configure_allocator(device, config.tune_malloc)
     return Experiment(config, data, Diffusion(betas), model, denoisers.recipe_of(model), device)
 
 
@@ -359,8 +368,22 @@ def run_metrics(
             "threads": torch.get_num_threads(),
             "matmul_peak_flops_per_s": peak,
             "peak_memory_bytes": peak_memory_bytes(exp.device),
+            "fused_norm_kernel": fused_norm_ran(exp),
         },
     }
+
+
+def fused_norm_ran(exp: Experiment) -> bool:
+    """Whether GroupNorm ran in the fused C kernel (CPU, channels-last, fp32, built), as the flag asked."""
+    cfg = exp.config
+    return (
+        cfg.fused_norm
+        and cfg.channels_last
+        and cfg.train.precision == "fp32"
+        and exp.device.type == "cpu"
+        and any(isinstance(m, GroupNorm) for m in exp.model.modules())
+        and kernel_available()
+    )
 
 
 def sampler_calls(sample_cfg: SampleConfig, num_timesteps: int) -> int:

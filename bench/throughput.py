@@ -4,16 +4,16 @@ device's measured matmul peak (cached), achieved FLOP/s, and peak memory."""
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from denoisers.native import cache_root
 
 from .environment import device_name
 from .io import write_json_atomic
@@ -55,10 +55,6 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "ddpm-bench"))
-
-
 def measure_matmul_peak(
     device: torch.device,
     *,
@@ -85,7 +81,7 @@ def measure_matmul_peak(
 def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, *, refresh: bool = False) -> float:
     """The measured matmul peak for (device model, dtype, threads), measured once and cached on disk."""
     key = f"{device_name(device)}|{dtype}|threads={torch.get_num_threads()}"
-    path = cache_dir() / "matmul_peak.json"
+    path = cache_root() / "matmul_peak.json"
     cached = {}
     if path.is_file():
         try:

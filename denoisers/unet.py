@@ -34,6 +34,7 @@ from .common import (
     resolve_options,
     timestep_embedding,
 )
+from .group_norm import GroupNorm
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU-sized for 8x8 and 28x28 data: attention only in the middle, i.e. at the lowest resolution
@@ -69,10 +70,10 @@ class ResBlock(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, temb_dim: int, dropout: float) -> None:
         super().__init__()
-        self.norm1 = nn.GroupNorm(group_count(in_ch), in_ch)
+        self.norm1 = GroupNorm(group_count(in_ch), in_ch, silu=True)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.temb_proj = nn.Linear(temb_dim, out_ch)
-        self.norm2 = nn.GroupNorm(group_count(out_ch), out_ch)
+        self.norm2 = GroupNorm(group_count(out_ch), out_ch, silu=True)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
@@ -80,9 +81,9 @@ class ResBlock(nn.Module):
         nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))  # (N, out, H, W)
+        h = self.conv1(self.norm1(x))  # (N, out, H, W)
         h = h + self.temb_proj(F.silu(temb))[:, :, None, None]  # (N, out, H, W)
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))  # (N, out, H, W)
+        h = self.conv2(self.dropout(self.norm2(h)))  # (N, out, H, W)
         return self.skip(x) + h  # (N, out, H, W)
 
 
@@ -91,7 +92,7 @@ class AttnBlock(nn.Module):
 
     def __init__(self, ch: int) -> None:
         super().__init__()
-        self.norm = nn.GroupNorm(group_count(ch), ch)
+        self.norm = GroupNorm(group_count(ch), ch)
         self.qkv = nn.Conv2d(ch, 3 * ch, 1)
         self.proj = nn.Conv2d(ch, ch, 1)
         nn.init.zeros_(self.proj.weight)
@@ -200,7 +201,7 @@ class UNet(nn.Module):
             if level != 0:
                 self.up.append(Upsample(cur))
 
-        self.norm_out = nn.GroupNorm(group_count(cur), cur)
+        self.norm_out = GroupNorm(group_count(cur), cur, silu=True)
         self.conv_out = nn.Conv2d(cur, channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
@@ -216,7 +217,7 @@ class UNet(nn.Module):
                 h = layer(h, hs[-1].shape[-2:])  # (N, ch * mult, H_level, W_level) of the next skip
             else:
                 h = layer(torch.cat([h, hs.pop()], dim=1), temb)  # (N, ch * mult, H_level, W_level)
-        return self.conv_out(F.silu(self.norm_out(h)))  # (N, C, H, W)
+        return self.conv_out(self.norm_out(h))  # (N, C, H, W)
 
 
 @register("unet")

@@ -6,8 +6,11 @@ inference mode) each, with forward FLOPs per image counted by torch.utils.flop_c
     python scripts/peers.py                    # 1x32x32, batch 64, fp32, eager, 2 threads
     python scripts/peers.py --peers-channels-last   # the peers in NHWC too
 
-Ours runs as `bench run` runs it, with channels-last weights (--no-channels-last for NCHW); the peers run as
-their documentation shows them (NCHW) unless --peers-channels-last.
+Ours runs as `bench run` runs it, with channels-last weights (--no-channels-last for NCHW) and the fused
+GroupNorm+SiLU kernel (--no-fused-norm for PyTorch's GroupNorm); the peers run as their documentation shows
+them (NCHW) unless --peers-channels-last. The process-wide settings `bench run` makes on CPU (glibc's mmap
+threshold, see bench.environment.configure_allocator) and our trainer's AdamW implementation apply to every
+model alike.
 
 Our U-Net is configured to within 10% of each peer's forward FLOPs per image (the script checks it). All
 models are timed round-robin, round after round, so a change in machine load hits each of them alike; the
@@ -27,7 +30,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import denoisers
 from bench.cli import parse_option
+from bench.environment import configure_allocator
 from bench.throughput import measure_matmul_peak, timed
+from bench.trainer import fused_or_foreach
+from denoisers.group_norm import use_fused_kernels
 
 
 @dataclass
@@ -61,10 +67,11 @@ def diffusers(channels: int, size: int) -> Contender:
     return Contender("diffusers UNet2DModel(32,64,64)", model, lambda x, t: model(x, t).sample)
 
 
-def ours(channels: int, size: int, options: dict) -> Contender:
+def ours(channels: int, size: int, options: dict, fused_norm: bool) -> Contender:
     model = denoisers.get("unet")((channels, size, size), **options)
+    use_fused_kernels(model, fused_norm)
     text = ", ".join(f"{k}={v}" for k, v in options.items())
-    return Contender(f"ddpm-bench unet({text})", model, model)
+    return Contender(f"ddpm-bench unet({text}){'' if fused_norm else ' torch GN'}", model, model)
 
 
 def count_flops(c: Contender, shape: tuple[int, ...]) -> float:
@@ -110,14 +117,21 @@ def main() -> None:
         help="time our unet in NCHW instead of the channels-last layout `bench run` uses",
     )
     parser.add_argument(
+        "--no-fused-norm",
+        dest="fused_norm",
+        action="store_false",
+        help="time our unet with PyTorch's GroupNorm and SiLU instead of the fused kernel",
+    )
+    parser.add_argument(
         "--peers-channels-last", action="store_true", help="convert the peers to channels-last too"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    configure_allocator(torch.device("cpu"), enabled=True)
     torch.manual_seed(0)
     shape = (args.channels, args.size, args.size)
     contenders = [
-        ours(args.channels, args.size, our_options(args.option)),
+        ours(args.channels, args.size, our_options(args.option), args.fused_norm),
         lucidrains(args.channels),
         diffusers(args.channels, args.size),
     ]
@@ -131,7 +145,9 @@ def main() -> None:
     x = torch.randn(args.batch, *shape)
     target = torch.randn(args.batch, *shape)
     t = torch.randint(0, 1000, (args.batch,))
-    optimizers = {c.name: torch.optim.AdamW(c.model.parameters(), lr=1e-4) for c in contenders}
+    # Every model gets the AdamW implementation our trainer uses: the comparison is of the networks.
+    adamw = fused_or_foreach(torch.device("cpu"))
+    optimizers = {c.name: torch.optim.AdamW(c.model.parameters(), lr=1e-4, **adamw) for c in contenders}
 
     def train_step(c: Contender) -> None:
         loss = nn.functional.mse_loss(c.forward(x, t), target)

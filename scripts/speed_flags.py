@@ -1,13 +1,16 @@
 """What each speed option of `bench run` buys: one training step of the shared trainer (forward, backward,
-clipping, AdamW, EMA) and one sampler step, for a denoiser under every combination of memory layout,
-torch.compile and autocast precision, timed round-robin in one process so machine load hits all alike.
+clipping, AdamW, EMA) and one sampler step, for a denoiser under memory layout, the fused GroupNorm+SiLU
+kernel, the AdamW implementation, torch.compile and autocast precision, timed round-robin in one process so
+machine load hits all alike.
 
     python scripts/speed_flags.py                          # unet small, 1x28x28, batch 64
     python scripts/speed_flags.py --denoiser transformer --size 14
-    python scripts/speed_flags.py --profile        # where a channels-last training step spends its time
+    python scripts/speed_flags.py --no-compile     # skip the torch.compile variants (minutes of compiling)
+    python scripts/speed_flags.py --profile        # where a `bench run` training step spends its time
 
-The first column is the plain eager NCHW fp32 step; the ratios are against it. torch.compile's one-off
-compilation time is reported separately (it is paid once per run, before the first step).
+The first row is the plain eager NCHW fp32 step with PyTorch's GroupNorm and multi-tensor AdamW; the ratios
+are against it. torch.compile's one-off compilation time is reported separately (it is paid once per run,
+before the first step).
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import denoisers
 import schedules
 from bench.config import TrainConfig
 from bench.diffusion import Diffusion
+from bench.environment import configure_allocator
 from bench.sampling import sample
 from bench.throughput import timed
 from bench.trainer import AUTOCAST_DTYPES, Trainer
+from denoisers.group_norm import use_fused_kernels
 
 
 @dataclass
@@ -33,18 +38,24 @@ class Variant:
     channels_last: bool
     compile: bool
     precision: str
+    fused_norm: bool = True
+    fused_adamw: bool = True
     train_s: list[float] = field(default_factory=list)
     sample_s: list[float] = field(default_factory=list)
     warmup_s: float = 0.0
 
 
+# The fused GroupNorm kernel applies to channels-last fp32 eager steps only; elsewhere its flag is moot.
 VARIANTS = [
-    Variant("eager NCHW fp32", False, False, "fp32"),
-    Variant("eager channels-last fp32", True, False, "fp32"),
-    Variant("compile NCHW fp32", False, True, "fp32"),
-    Variant("compile channels-last fp32", True, True, "fp32"),
+    Variant("eager NCHW, foreach AdamW", False, False, "fp32", fused_norm=False, fused_adamw=False),
+    Variant("eager NCHW", False, False, "fp32"),
+    Variant("eager channels-last", True, False, "fp32", fused_norm=False),
+    Variant("eager channels-last + fused norm (default)", True, False, "fp32"),
+    Variant("compile NCHW", False, True, "fp32"),
+    Variant("compile channels-last", True, True, "fp32"),
     Variant("eager channels-last bf16 autocast", True, False, "bf16"),
 ]
+DEFAULT = VARIANTS[3]
 
 
 def build(v: Variant, args: argparse.Namespace, device: torch.device):
@@ -53,10 +64,13 @@ def build(v: Variant, args: argparse.Namespace, device: torch.device):
     net = denoisers.get(args.denoiser)(shape, preset=args.preset)
     if v.channels_last:
         net = net.to(memory_format=torch.channels_last)
+    use_fused_kernels(net, v.fused_norm)
     diffusion = Diffusion(schedules.get("linear")(1000))
     images = torch.rand(args.batch * 4, *shape) * 2 - 1
     config = TrainConfig(batch_size=args.batch, compile=v.compile, precision=v.precision)
     trainer = Trainer(net, diffusion, images, config, net.recipe, device=device, seed=0)
+    if not v.fused_adamw:
+        trainer.optimizer = torch.optim.AdamW(trainer.model.parameters(), lr=config.lr, foreach=True)
     x0 = trainer.images[: args.batch]
     sampler_net = torch.compile(trainer.model) if v.compile else trainer.model
     autocast_dtype = AUTOCAST_DTYPES.get(v.precision)
@@ -110,21 +124,24 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="instead of timing, print torch.profiler's table of a channels-last eager training step",
+        help="instead of timing, print torch.profiler's table of a default (`bench run`) training step",
     )
+    parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile variants")
     args = parser.parse_args()
     device = torch.device("cpu")
+    configure_allocator(device, enabled=True)  # as `bench run` does, for every variant alike
     if args.profile:
-        profile(VARIANTS[1], args, device)
+        profile(DEFAULT, args, device)
         return
+    variants = [v for v in VARIANTS if not (args.no_compile and v.compile)]
     steps = {}
-    for v in VARIANTS:
+    for v in variants:
         train_step, sampler_step = build(v, args, device)
         # compilation happens in these first calls
         v.warmup_s = timed(lambda t=train_step, s=sampler_step: (t(), t(), s(), s()))
         steps[v.name] = (train_step, sampler_step)
     for _ in range(args.rounds):
-        for v in VARIANTS:
+        for v in variants:
             train_step, sampler_step = steps[v.name]
             v.train_s.append(timed(train_step))
             v.sample_s.append(timed(sampler_step))
@@ -133,16 +150,16 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, {args.rounds} rounds (medians)"
     )
     print(
-        f"{'variant':36s} {'train img/s':>11s} {'ratio':>6s} {'sample img/s':>12s} {'ratio':>6s} "
+        f"{'variant':44s} {'train img/s':>11s} {'ratio':>6s} {'sample img/s':>12s} {'ratio':>6s} "
         f"{'warm-up s':>9s}"
     )
-    base_train = args.batch / statistics.median(VARIANTS[0].train_s)
-    base_sample = args.batch / statistics.median(VARIANTS[0].sample_s)
-    for v in VARIANTS:
+    base_train = args.batch / statistics.median(variants[0].train_s)
+    base_sample = args.batch / statistics.median(variants[0].sample_s)
+    for v in variants:
         train = args.batch / statistics.median(v.train_s)
         samp = args.batch / statistics.median(v.sample_s)
         print(
-            f"{v.name:36s} {train:11.1f} {train / base_train:6.2f} {samp:12.1f} {samp / base_sample:6.2f} "
+            f"{v.name:44s} {train:11.1f} {train / base_train:6.2f} {samp:12.1f} {samp / base_sample:6.2f} "
             f"{v.warmup_s:9.1f}"
         )
 

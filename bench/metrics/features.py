@@ -17,7 +17,6 @@ for training once. The hash is part of :attr:`FeatureExtractor.name` so results 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import warnings
 from dataclasses import asdict
@@ -29,6 +28,7 @@ import torch
 from torch import Tensor
 
 from bench.io import read_json, torch_save_atomic, write_json_atomic
+from denoisers import native
 
 from .classifier import (
     NET_VERSION,
@@ -39,7 +39,7 @@ from .classifier import (
     train_classifier,
 )
 
-CACHE_ENV = "BENCH_CACHE_DIR"
+CACHE_ENV = native.CACHE_ENV
 """Environment variable naming the cache root; feature classifiers go in its ``features/`` folder."""
 
 
@@ -119,8 +119,7 @@ class FeatureExtractor:
 
 def default_cache_dir() -> Path:
     """``$BENCH_CACHE_DIR/features`` when the variable is set, else ``~/.cache/ddpm-bench/features``."""
-    root = os.environ.get(CACHE_ENV)
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "ddpm-bench") / "features"
+    return native.cache_root() / "features"
 
 
 def data_fingerprint(data: LabeledImages) -> str:
