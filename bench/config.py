@@ -111,11 +111,12 @@ class RunConfig:
     # Convolutions in NHWC: oneDNN and cuDNN run them faster than NCHW (the U-Net trains 1.3x faster on a
     # 2-core CPU); results differ from NCHW only by floating-point rounding.
     channels_last: bool = True
-    # GroupNorm and the SiLU after it in one C kernel on CPU for channels-last float32 activations (1.14x
-    # the U-Net's training speed on a 2-core CPU); falls back to PyTorch's operators elsewhere.
+    # GroupNorm and the SiLU after it in one C kernel on CPU for channels-last float32 activations (1.19x
+    # training and 1.30x sampling speed for the small U-Net on a 2-core CPU, scripts/speed_flags.py); falls
+    # back to PyTorch's operators elsewhere.
     fused_norm: bool = True
     # On CPU with glibc: freed activation memory stays in the heap instead of being unmapped and faulted in
-    # again every step (1.03-1.04x training speed on a 2-core CPU).
+    # again every step (1.02x training speed at 28x28 on a 2-core CPU, none measurable at 14x14).
     tune_malloc: bool = True
     # TF32 matmuls and convolutions on Ampere and newer GPUs; no effect on CPU.
     tf32: bool = True

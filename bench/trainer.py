@@ -292,7 +292,7 @@ class Trainer:
 
 
 def fused_or_foreach(device: torch.device) -> dict:
-    """The fastest AdamW implementation available: one fused kernel over all parameters on CUDA and CPU
-    (on a 2-core CPU, 2.6 ms per step against 10.3 ms for the multi-tensor ``foreach`` one, for a 1.5M
-    parameter U-Net), multi-tensor updates elsewhere."""
+    """The fastest AdamW implementation available: one fused kernel over all parameters on CUDA and CPU,
+    multi-tensor (``foreach``) updates elsewhere. In a U-Net's CPU training step the optimizer is about 1% of
+    the time, so there the choice is within the noise (``scripts/speed_flags.py`` times both)."""
     return {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}

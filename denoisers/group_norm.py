@@ -4,8 +4,8 @@ On CPU with channels-last float32 activations (how ``bench run`` trains), the fo
 in one C kernel (``csrc/group_norm_silu.c``) that works image by image inside the L2 cache. PyTorch's
 channels-last GroupNorm runs well below memory bandwidth on CPU (its backward pass is several times slower
 than the contiguous-layout one), and the separate SiLU adds two more passes over every activation: together
-they took about a third of a small U-Net's training step. Everywhere else (CUDA, NCHW, other dtypes,
-autocast, under torch.compile, or when no C compiler is found) the module computes
+they took a quarter of a small U-Net's training step and a third of its sampler step. Everywhere else
+(CUDA, NCHW, other dtypes, autocast, under torch.compile, or when no C compiler is found) the module computes
 ``silu(group_norm(x))`` with PyTorch's operators, so results never depend on the path beyond rounding.
 
 The parameters are those of ``torch.nn.GroupNorm`` (``weight``, ``bias``): checkpoints load either way.

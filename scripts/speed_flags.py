@@ -7,6 +7,7 @@ machine load hits all alike.
     python scripts/speed_flags.py --denoiser transformer --size 14
     python scripts/speed_flags.py --no-compile     # skip the torch.compile variants (minutes of compiling)
     python scripts/speed_flags.py --profile        # where a `bench run` training step spends its time
+    python scripts/speed_flags.py --profile --no-fused-norm   # the same with PyTorch's GroupNorm
 
 The first row is the plain eager NCHW fp32 step with PyTorch's GroupNorm and multi-tensor AdamW; the ratios
 are against it. torch.compile's one-off compilation time is reported separately (it is paid once per run,
@@ -27,7 +28,12 @@ from bench.config import TrainConfig
 from bench.diffusion import Diffusion
 from bench.environment import configure_allocator
 from bench.sampling import sample
-from bench.throughput import timed
+from bench.throughput import (
+    forward_flops_per_image,
+    measure_matmul_peak,
+    timed,
+    training_flops_per_image,
+)
 from bench.trainer import AUTOCAST_DTYPES, Trainer
 from denoisers.group_norm import use_fused_kernels
 
@@ -97,18 +103,38 @@ def build(v: Variant, args: argparse.Namespace, device: torch.device):
 
 
 def profile(v: Variant, args: argparse.Namespace, device: torch.device, steps: int = 5) -> None:
-    """Self time per operator over ``steps`` training steps: what the convolutions take and what the
-    memory-bound layers (GroupNorm, SiLU, adds) take besides."""
+    """Self time per operator over ``steps`` training steps and ``steps`` sampler steps, and what the
+    convolutions achieve: their share of the step, their FLOP/s against the measured matmul peak, and the
+    fraction of the peak the step would reach if every other layer were free."""
     from torch.profiler import profile as torch_profile
 
-    train_step, _ = build(v, args, device)
-    for _ in range(3):
-        train_step()
-    with torch_profile() as prof:
-        for _ in range(steps):
-            train_step()
-    print(f"{v.name}, {args.denoiser} {args.preset}, batch {args.batch}, {steps} training steps")
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    train_step, sampler_step = build(v, args, device)
+    shape = (args.channels, args.size, args.size)
+    net = denoisers.get(args.denoiser)(shape, preset=args.preset)
+    flops = {
+        "training": training_flops_per_image(net, shape, device) * args.batch,
+        "sampler": forward_flops_per_image(net, shape, device) * args.batch,
+    }
+    peak = measure_matmul_peak(device)  # measured now, not a cached figure from a faster or slower day
+    print(f"{v.name}, {args.denoiser} {args.preset}, batch {args.batch}; peak {peak / 1e9:.0f} GFLOP/s;")
+    print("training FLOPs are counted forward+backward by torch.utils.flop_counter")
+    for name, step in (("training", train_step), ("sampler", sampler_step)):
+        for _ in range(3):
+            step()
+        with torch_profile() as prof:
+            for _ in range(steps):
+                step()
+        events = prof.key_averages()
+        print(f"\n{name} step, {steps} steps")
+        print(events.table(sort_by="self_cpu_time_total", row_limit=10))
+        total = sum(e.self_cpu_time_total for e in events) / steps / 1e6
+        conv = sum(e.self_cpu_time_total for e in events if "convolution" in e.key) / steps / 1e6
+        print(
+            f"{name} step {1e3 * total:.0f} ms: convolutions {1e3 * conv:.0f} ms ({conv / total:.0%}) at "
+            f"{flops[name] / conv / 1e9:.0f} GFLOP/s ({flops[name] / conv / peak:.0%} of peak); the step "
+            f"{flops[name] / total / 1e9:.0f} GFLOP/s ({flops[name] / total / peak:.0%}), "
+            f"{flops[name] / conv / peak:.0%} if everything else were free"
+        )
 
 
 def main() -> None:
@@ -124,14 +150,25 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="instead of timing, print torch.profiler's table of a default (`bench run`) training step",
+        help="instead of timing, profile a `bench run` training step and sampler step (operators, "
+        "convolution FLOP/s)",
     )
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile variants")
+    parser.add_argument(
+        "--no-fused-norm", action="store_true", help="with --profile: PyTorch's GroupNorm and SiLU instead"
+    )
+    parser.add_argument(
+        "--no-tune-malloc",
+        dest="tune_malloc",
+        action="store_false",
+        help="leave glibc's mmap threshold alone (bench run --no-tune-malloc); a process-wide setting, so "
+        "compare two runs of the script",
+    )
     args = parser.parse_args()
     device = torch.device("cpu")
-    configure_allocator(device, enabled=True)  # as `bench run` does, for every variant alike
+    configure_allocator(device, args.tune_malloc)  # as `bench run` does, for every variant alike
     if args.profile:
-        profile(DEFAULT, args, device)
+        profile(VARIANTS[2] if args.no_fused_norm else DEFAULT, args, device)
         return
     variants = [v for v in VARIANTS if not (args.no_compile and v.compile)]
     steps = {}
@@ -147,7 +184,8 @@ def main() -> None:
             v.sample_s.append(timed(sampler_step))
     print(
         f"{args.denoiser} {args.preset}, {args.channels}x{args.size}x{args.size}, batch {args.batch}, "
-        f"{torch.get_num_threads()} threads, {args.rounds} rounds (medians)"
+        f"{torch.get_num_threads()} threads, {args.rounds} rounds (medians), "
+        f"malloc thresholds {'raised' if args.tune_malloc else 'left alone'}"
     )
     print(
         f"{'variant':44s} {'train img/s':>11s} {'ratio':>6s} {'sample img/s':>12s} {'ratio':>6s} "

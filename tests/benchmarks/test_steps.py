@@ -1,6 +1,6 @@
 """One training step (the shared trainer's: forward, backward, clipping, AdamW, EMA) and one sampler step
-for every denoiser plugin, at a small CPU preset and a paper-sized one, on CUDA when available, with the
-weights in channels-last as `bench run` keeps them.
+for every denoiser plugin, at a small CPU preset and a paper-sized one, on CUDA when available, as `bench run`
+runs them: weights in channels-last, the fused GroupNorm kernel on CPU, glibc's raised mmap threshold.
 
 ``extra_info`` records the forward FLOPs per image (torch.utils.flop_counter), the batch, the device and the
 images/s implied by the median; ``bench compare`` reads the JSON these write.
@@ -15,7 +15,7 @@ import denoisers
 import schedules
 from bench.config import TrainConfig
 from bench.diffusion import Diffusion
-from bench.environment import device_name
+from bench.environment import configure_allocator, device_name
 from bench.sampling import sample
 from bench.throughput import forward_flops_per_image
 from bench.trainer import Trainer
@@ -32,6 +32,11 @@ CASES = [
     ("transformer", "DiT-S/2", (4, 32, 32), 8, 128),
 ]
 IDS = [f"{d}-{p}" for d, p, *_ in CASES]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def allocator_as_bench_run():
+    configure_allocator(DEVICE, True)
 
 
 def sync() -> None:
