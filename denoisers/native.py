@@ -86,7 +86,7 @@ def load(name: str) -> ctypes.CDLL | None:
     if compiler is None:
         warnings.warn(
             f"no C compiler ({os.environ.get('CC', 'cc')}) found: the {name} kernel falls back to PyTorch's "
-            "operators (slower on CPU; results are the same)",
+            "operators (slower on CPU; results differ only by rounding)",
             RuntimeWarning,
             stacklevel=2,
         )
