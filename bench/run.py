@@ -16,7 +16,7 @@ from torch import nn
 
 import denoisers
 import schedules
-from denoisers.group_norm import GroupNorm, kernel_available, use_fused_kernels
+from denoisers.group_norm import fused_kernel_ran, use_fused_kernels
 
 from . import datasets
 from .checkpoint import CHECKPOINT_NAME, identity, load_checkpoint, save_checkpoint
@@ -368,22 +368,9 @@ def run_metrics(
             "threads": torch.get_num_threads(),
             "matmul_peak_flops_per_s": peak,
             "peak_memory_bytes": peak_memory_bytes(exp.device),
-            "fused_norm_kernel": fused_norm_ran(exp),
+            "fused_norm_kernel": fused_kernel_ran(trainer.model),
         },
     }
-
-
-def fused_norm_ran(exp: Experiment) -> bool:
-    """Whether GroupNorm ran in the fused C kernel (CPU, channels-last, fp32, built), as the flag asked."""
-    cfg = exp.config
-    return (
-        cfg.fused_norm
-        and cfg.channels_last
-        and cfg.train.precision == "fp32"
-        and exp.device.type == "cpu"
-        and any(isinstance(m, GroupNorm) for m in exp.model.modules())
-        and kernel_available()
-    )
 
 
 def sampler_calls(sample_cfg: SampleConfig, num_timesteps: int) -> int:
