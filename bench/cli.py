@@ -491,7 +491,7 @@ def eval_cmd(
     from . import datasets
     from . import run as runner
     from .checkpoint import CheckpointError
-    from .evaluation import load_external_samples, score_samples
+    from .scoring import load_external_samples, score_samples
 
     if (run_dir is None) == (samples_path is None):
         raise click.UsageError("give either RUN_DIR or --samples (with --dataset), not both or neither")
@@ -631,7 +631,7 @@ def sweep(out: Path, quiet: bool, **kw: Any) -> None:
     import denoisers as denoiser_plugins
     import schedules as schedule_plugins
 
-    from . import report
+    from . import compare_report
     from .sweep import grid, run_sweep
 
     names = comma_list(kw.pop("denoiser"), "'--denoiser'")
@@ -669,7 +669,7 @@ def sweep(out: Path, quiet: bool, **kw: Any) -> None:
         raise click.UsageError(str(exc)) from None
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
-    for path in report.write_folder_report(out, out / "report"):
+    for path in compare_report.write_folder_report(out, out / "report"):
         click.echo(f"wrote {path}")
 
 
@@ -722,7 +722,7 @@ def compare_cmd(
     """Compare every run folder found below PATHS: a table in the terminal and a report folder."""
     import warnings
 
-    from . import compare, report
+    from . import compare, compare_report
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -758,7 +758,7 @@ def compare_cmd(
         raise click.UsageError(str(exc)) from None
     click.echo(shown.to_string(index=False))
     out = out or (paths[0] if paths[0].is_dir() else paths[0].parent) / "comparison"
-    for path in report.write_report(out, runs, numeric, shown, metric):
+    for path in compare_report.write_report(out, runs, numeric, shown, metric):
         click.echo(f"wrote {path}")
 
 

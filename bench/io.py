@@ -1,5 +1,5 @@
-"""Atomic file writes and run-folder creation: a reader (or a crash) never sees half a file, and a run
-never overwrites another."""
+"""Files the bench writes: atomic writes (a reader, or a crash, never sees half a file), run-folder
+creation (a run never overwrites another), and the cache folder where features, peaks and kernels live."""
 
 from __future__ import annotations
 
@@ -11,6 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+CACHE_ENV = "BENCH_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    """``$BENCH_CACHE_DIR`` when set, else ``~/.cache/ddpm-bench``: where features, peaks and kernels live."""
+    root = os.environ.get(CACHE_ENV)
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "ddpm-bench"
+
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:

@@ -4,16 +4,21 @@ A plugin is a callable with a name. Built-in plugins register themselves when th
 imported; third-party packages register through Python entry points
 (``[project.entry-points."bench.schedules"]`` and friends), which are loaded the first time a registry
 is asked for a name, so installing a package is all it takes to make its plugins appear in ``bench list``.
+
+What a plugin declares besides its callable (a denoiser's size presets, a dataset's default image size) is
+given where it is registered, as keyword metadata (``@register("unet", presets=PRESETS)``), as timm's
+``default_cfgs`` are. A third-party module that an entry point names may register itself the same way
+with its metadata; the registry then keeps that registration.
 """
 
 from __future__ import annotations
 
 import difflib
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T", bound=Callable)
 
@@ -28,6 +33,7 @@ class Plugin(Generic[T]):
     obj: T
     description: str
     source: str  # "builtin" or the distribution / entry point that provided it
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 def first_line(doc: str | None) -> str:
@@ -45,9 +51,15 @@ class Registry(Generic[T]):
         self._entry_points_loaded = False
 
     def register(
-        self, name: str, obj: T | None = None, *, description: str | None = None, source: str = "builtin"
+        self,
+        name: str,
+        obj: T | None = None,
+        *,
+        description: str | None = None,
+        source: str = "builtin",
+        **metadata: Any,
     ):
-        """Register ``obj`` under ``name``; usable as ``@registry.register("name")``.
+        """Register ``obj`` under ``name``; usable as ``@registry.register("name", **metadata)``.
 
         The description defaults to the first line of the object's docstring, which is what ``bench list``
         prints, so a plugin documents itself in one place.
@@ -62,7 +74,7 @@ class Registry(Generic[T]):
                     "choose another name"
                 )
             text = description if description is not None else first_line(fn.__doc__)
-            self._plugins[name] = Plugin(name=name, obj=fn, description=text, source=source)
+            self._plugins[name] = Plugin(name, fn, text, source, dict(metadata))
             return fn
 
         return decorator(obj) if obj is not None else decorator
@@ -83,7 +95,11 @@ class Registry(Generic[T]):
                 continue
             dist = getattr(ep, "dist", None)
             origin = f"{dist.name} (entry point)" if dist is not None else f"{ep.value} (entry point)"
-            self.register(ep.name, obj, source=origin)
+            registered = self._plugins.get(ep.name)
+            if registered is not None and registered.obj is obj:  # the module registered it, with metadata
+                self._plugins[ep.name] = replace(registered, source=origin)
+            else:
+                self.register(ep.name, obj, source=origin)
 
     def get(self, name: str) -> T:
         """Return the plugin called ``name`` or raise :class:`UnknownPluginError` listing the known names."""
@@ -100,6 +116,10 @@ class Registry(Generic[T]):
             raise UnknownPluginError(
                 f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(known) or '(none)'}.{hint}"
             ) from None
+
+    def metadata(self, name: str) -> Mapping[str, Any]:
+        """What the plugin ``name`` declared when it was registered (empty when nothing)."""
+        return self.plugin(name).metadata
 
     def names(self) -> list[str]:
         self._load_entry_points()

@@ -16,7 +16,7 @@ from torch import nn
 
 import denoisers
 import schedules
-from denoisers.group_norm import fused_kernel_ran, use_fused_kernels
+from denoisers.kernels.group_norm import fused_kernel_ran, use_fused_kernels
 
 from . import datasets
 from .checkpoint import CHECKPOINT_NAME, identity, load_checkpoint, save_checkpoint
@@ -30,11 +30,11 @@ from .environment import (
     environment,
     resolve_device,
 )
-from .evaluation import EvalConfig, score_samples
 from .images import save_grid, save_samples_npz
 from .io import create_run_dir, read_json, write_json_atomic, write_text_atomic
 from .likelihood import nll_bits_per_dim
 from .sampling import sample
+from .scoring import EvalConfig, score_samples
 from .throughput import (
     efficiency,
     forward_flops_per_image,

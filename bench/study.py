@@ -27,10 +27,10 @@ import torch  # noqa: E402
 
 import schedules  # noqa: E402
 
+from .compare_report import save_figure  # noqa: E402
 from .config import RunConfig  # noqa: E402
 from .diffusion import Diffusion  # noqa: E402
 from .io import write_text_atomic  # noqa: E402
-from .report import save_figure  # noqa: E402
 
 DESIGNS = {
     "unet-eps": ("unet", {}),
@@ -108,14 +108,14 @@ def study_configs(base: RunConfig) -> dict[str, RunConfig]:
 def run_direct_study(base: RunConfig, out: Path, *, progress: bool = True) -> list[Path]:
     """Train (or resume, or skip when complete) the three designs into ``out/<design>``, then write the
     comparison and the recoverability curves into ``out/report``."""
-    from . import datasets, report
+    from . import compare_report, datasets
     from .sweep import run_or_resume
 
     for name, config in study_configs(base).items():
         run_or_resume(config, out, name, progress=progress)
 
     report_dir = out / "report"
-    written = report.write_folder_report(out, report_dir, "fd")
+    written = compare_report.write_folder_report(out, report_dir, "fd")
     data = datasets.load(base.dataset, root=base.data_root, image_size=base.image_size)
     curves = {}
     for schedule in ("linear", "cosine"):

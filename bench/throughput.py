@@ -13,10 +13,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from denoisers.native import cache_root
-
 from .environment import device_name
-from .io import write_json_atomic
+from .io import cache_root, write_json_atomic
 
 PROBE_BATCH = 2
 

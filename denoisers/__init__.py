@@ -3,11 +3,14 @@
 Each module carries a :class:`Recipe` saying what it predicts and how it is trained and sampled.
 Third-party denoisers register through the ``bench.denoisers`` entry-point group.
 
-Size presets: a factory may carry a ``presets`` attribute (a dict from preset name to its options);
-:func:`presets` lists the names, so ``bench list`` and ``--preset`` work for third-party plugins too.
+Size presets are declared at registration (``@register("unet", presets=PRESETS)``, a dict from preset name
+to its options); :func:`presets` lists the names, so ``bench list`` and ``--preset`` work for third-party
+plugins too.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 # Importing a plugin module registers its factory.
 from . import direct as _direct  # noqa: F401
@@ -19,9 +22,14 @@ get = REGISTRY.get
 names = REGISTRY.names
 
 
+def preset_options(name: str) -> dict[str, dict[str, Any]]:
+    """The presets the denoiser ``name`` registered with: preset name -> its options (empty if none)."""
+    return dict(REGISTRY.metadata(name).get("presets", {}))
+
+
 def presets(name: str) -> list[str]:
-    """Preset names the denoiser ``name`` accepts as ``preset=`` (empty if its factory declares none)."""
-    return list(getattr(get(name), "presets", {}))
+    """Preset names the denoiser ``name`` accepts as ``preset=`` (empty if it declares none)."""
+    return list(preset_options(name))
 
 
 __all__ = [
@@ -32,6 +40,7 @@ __all__ = [
     "check_image_shape",
     "get",
     "names",
+    "preset_options",
     "presets",
     "recipe_of",
     "register",

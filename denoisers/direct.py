@@ -6,9 +6,9 @@ sqrt(alpha_bar_T), about 0.006 for DDPM's linear schedule at T=1000 and 0 with z
 design is expected to collapse towards the mean image; the benchmark measures by how much.
 
 The backbone and its options are those of the ``unet`` plugin (or, with ``backbone="transformer"``, of the
-``transformer`` plugin), built by their own factories, so a comparison with them isolates the design and not
-the architecture. ``direct.presets`` are the default backbone's; with ``backbone="transformer"`` the
-transformer's presets apply.
+``transformer`` plugin), built by their own builders with this design's recipe, so a comparison with them
+isolates the design and not the architecture. ``direct`` registers the default backbone's presets; with
+``backbone="transformer"`` the transformer's presets apply.
 """
 
 from __future__ import annotations
@@ -19,13 +19,16 @@ from torch import nn
 
 from ._base import Recipe, register
 from .common import check_target
-from .transformer import transformer
-from .unet import unet
+from .transformer import build_transformer
+from .unet import PRESETS as UNET_PRESETS
+from .unet import build_unet
 
-BACKBONES = {"unet": unet, "transformer": transformer}
+BACKBONES = {"unet": build_unet, "transformer": build_transformer}
+RECIPE = Recipe(prediction="x0", timesteps="terminal", sampler="one_shot")
+"""Predict the image, from pure noise only, in one call."""
 
 
-@register("direct")
+@register("direct", presets=UNET_PRESETS)
 def direct(
     image_shape: tuple[int, int, int], *, backbone: str = "unet", target: str = "x0", **options: Any
 ) -> nn.Module:
@@ -36,11 +39,6 @@ def direct(
         )
     check_target("direct", target, allowed=("x0",))
     try:
-        net = BACKBONES[backbone](image_shape, target="x0", **options)
+        return BACKBONES[backbone](image_shape, RECIPE, **options)
     except ValueError as exc:
         raise ValueError(f"direct (backbone={backbone}): {exc}") from None
-    net.recipe = Recipe(prediction="x0", timesteps="terminal", sampler="one_shot")
-    return net
-
-
-direct.presets = unet.presets  # type: ignore[attr-defined]

@@ -132,11 +132,11 @@ class DiT(nn.Module):
         depth: int,
         num_heads: int,
         mlp_ratio: float,
-        target: str = "eps",
+        recipe: Recipe | None = None,
     ) -> None:
         super().__init__()
         channels, height, width = image_shape
-        self.recipe = Recipe(prediction=target, timesteps="all", sampler="ancestral")
+        self.recipe = recipe or Recipe()
         self.patch_size = patch_size
         self.grid = (height // patch_size, width // patch_size)
         self.x_embedder = PatchEmbed((height, width), patch_size, channels, hidden_size, bias=True)
@@ -212,18 +212,22 @@ def check_architecture(height: int, width: int, opts: dict[str, Any]) -> None:
         )
 
 
-@register("transformer")
-def transformer(
-    image_shape: tuple[int, int, int], *, preset: str = "small", target: str = "eps", **options: Any
+def build_transformer(
+    image_shape: tuple[int, int, int], recipe: Recipe, *, preset: str = "small", **options: Any
 ) -> DiT:
-    """DiT (Peebles & Xie 2023): patch transformer with adaLN-Zero timestep conditioning; predicts eps."""
+    """The DiT of a preset and options, trained and sampled as ``recipe`` says (reused by ``direct``)."""
     channels, height, width = check_image_shape(image_shape)
-    target = check_target("transformer", target)
     opts = resolve_options("transformer", PRESETS, preset, options, CHECKS)
     if opts["patch_size"] == "auto":
         opts["patch_size"] = auto_patch_size(height, width)
     check_architecture(height, width, opts)
-    return DiT((channels, height, width), target=target, **opts)
+    return DiT((channels, height, width), recipe=recipe, **opts)
 
 
-transformer.presets = PRESETS  # type: ignore[attr-defined]
+@register("transformer", presets=PRESETS)
+def transformer(
+    image_shape: tuple[int, int, int], *, preset: str = "small", target: str = "eps", **options: Any
+) -> DiT:
+    """DiT (Peebles & Xie 2023): patch transformer with adaLN-Zero timestep conditioning; predicts eps."""
+    recipe = Recipe(prediction=check_target("transformer", target))
+    return build_transformer(image_shape, recipe, preset=preset, **options)

@@ -34,7 +34,7 @@ from .common import (
     resolve_options,
     timestep_embedding,
 )
-from .group_norm import GroupNorm
+from .kernels.group_norm import GroupNorm
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU-sized for 8x8 and 28x28 data: attention only in the middle, i.e. at the lowest resolution
@@ -158,7 +158,7 @@ class UNet(nn.Module):
         num_res_blocks: int,
         attention_resolutions: tuple[int, ...],
         dropout: float,
-        target: str = "eps",
+        recipe: Recipe | None = None,
     ) -> None:
         super().__init__()
         channels, height, width = image_shape
@@ -170,7 +170,7 @@ class UNet(nn.Module):
                 f"{height}x{width} image with {len(channel_mult)} levels: {missing} is not the resolution of "
                 f"a level; the resolutions are {resolutions}"
             )
-        self.recipe = Recipe(prediction=target, timesteps="all", sampler="ancestral")
+        self.recipe = recipe or Recipe()
         self.base_channels = ch = base_channels
         temb_dim = 4 * ch
         self.temb = nn.Sequential(nn.Linear(ch, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
@@ -220,14 +220,18 @@ class UNet(nn.Module):
         return self.conv_out(self.norm_out(h))  # (N, C, H, W)
 
 
-@register("unet")
+def build_unet(
+    image_shape: tuple[int, int, int], recipe: Recipe, *, preset: str = "small", **options: Any
+) -> UNet:
+    """The U-Net of a preset and options, trained and sampled as ``recipe`` says (other designs, such as
+    ``direct``, reuse the backbone with a recipe of their own)."""
+    shape = check_image_shape(image_shape)
+    return UNet(shape, recipe=recipe, **resolve_options("unet", PRESETS, preset, options, CHECKS))
+
+
+@register("unet", presets=PRESETS)
 def unet(
     image_shape: tuple[int, int, int], *, preset: str = "small", target: str = "eps", **options: Any
 ) -> UNet:
     """DDPM U-Net (Ho et al. 2020): Wide-ResNet blocks, timestep embedding, self-attention; predicts eps."""
-    shape = check_image_shape(image_shape)
-    target = check_target("unet", target)
-    return UNet(shape, target=target, **resolve_options("unet", PRESETS, preset, options, CHECKS))
-
-
-unet.presets = PRESETS  # type: ignore[attr-defined]
+    return build_unet(image_shape, Recipe(prediction=check_target("unet", target)), preset=preset, **options)

@@ -33,7 +33,7 @@ from bench.cli import parse_option
 from bench.environment import configure_allocator
 from bench.throughput import measure_matmul_peak, timed
 from bench.trainer import fused_or_foreach
-from denoisers.group_norm import use_fused_kernels
+from denoisers.kernels.group_norm import use_fused_kernels
 
 
 @dataclass

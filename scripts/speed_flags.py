@@ -35,7 +35,7 @@ from bench.throughput import (
     training_flops_per_image,
 )
 from bench.trainer import AUTOCAST_DTYPES, Trainer
-from denoisers.group_norm import use_fused_kernels
+from denoisers.kernels.group_norm import use_fused_kernels
 
 
 @dataclass

@@ -1,10 +1,12 @@
-"""Small models and data for tests that exercise the shared machinery, not an architecture."""
+"""What tests share: small models and data for the shared machinery, and the CLI run helpers."""
 
 from __future__ import annotations
 
 import torch
+from click.testing import CliRunner
 from torch import nn
 
+from bench.cli import main
 from denoisers import Recipe
 
 
@@ -39,3 +41,37 @@ def tiny_factory(image_shape, *, target: str = "eps", terminal: bool = False) ->
         sampler="one_shot" if terminal else "ancestral",
     )
     return TinyDenoiser(image_shape[0], recipe)
+
+
+# A `bench run` that takes seconds: the tiny denoiser on the 8x8 digits, a few steps, no evaluation.
+FAST = [
+    "--denoiser",
+    "tiny-test",
+    "--dataset",
+    "digits",
+    "--steps",
+    "10",
+    "--batch-size",
+    "16",
+    "--checkpoint-every",
+    "5",
+    "--n-samples",
+    "8",
+    "--sample-steps",
+    "5",
+    "--timesteps",
+    "50",
+    "--no-eval",
+    "--device",
+    "cpu",
+]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def run_ok(tmp_path, *extra: str, run_id: str = "r1"):
+    result = invoke("run", *FAST, *extra, "--out", str(tmp_path), "--run-id", run_id, "--quiet")
+    assert result.exit_code == 0, result.output
+    return tmp_path / run_id

@@ -146,7 +146,7 @@ def test_empty_and_missing_paths(tmp_path):
 
 
 def test_pareto_front():
-    from bench.report import pareto_front
+    from bench.compare_report import pareto_front
 
     assert pareto_front([(1, 5), (2, 3), (3, 4), (4, 1)]) == [(1, 5), (2, 3), (4, 1)]
 

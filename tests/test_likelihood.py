@@ -9,7 +9,7 @@ import torch
 import schedules
 from bench.diffusion import Diffusion
 from bench.likelihood import nll_bits_per_dim, quantize
-from tests.test_sampling import M, S, gaussian_oracle
+from tests.oracles import M, S, gaussian_oracle
 
 
 @pytest.fixture(scope="module")

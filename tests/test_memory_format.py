@@ -8,7 +8,7 @@ import torch
 
 from bench.config import RunConfig
 from bench.run import build_experiment
-from tests.test_run import run_ok
+from tests.helpers import run_ok
 
 BASE = RunConfig(
     denoiser="unet",

@@ -8,41 +8,8 @@ import stat
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from bench.cli import main
-
-FAST = [
-    "--denoiser",
-    "tiny-test",
-    "--dataset",
-    "digits",
-    "--steps",
-    "10",
-    "--batch-size",
-    "16",
-    "--checkpoint-every",
-    "5",
-    "--n-samples",
-    "8",
-    "--sample-steps",
-    "5",
-    "--timesteps",
-    "50",
-    "--no-eval",
-    "--device",
-    "cpu",
-]
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def run_ok(tmp_path, *extra: str, run_id: str = "r1"):
-    result = invoke("run", *FAST, *extra, "--out", str(tmp_path), "--run-id", run_id, "--quiet")
-    assert result.exit_code == 0, result.output
-    return tmp_path / run_id
+from tests.helpers import FAST, invoke, run_ok
 
 
 def test_run_writes_a_complete_run_folder(tmp_path):

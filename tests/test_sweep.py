@@ -12,8 +12,7 @@ from bench.cli import main
 from bench.compare import budget_label
 from bench.config import RunConfig, TrainConfig
 from bench.sweep import Budget, apply_budget, grid, run_id, training_flops_per_step
-
-from .test_run import FAST
+from tests.helpers import FAST
 
 # FAST without the denoiser (a list in a sweep) and the budget (added unless a test gives one)
 SWEEP = list(FAST)

@@ -9,7 +9,6 @@ group. Built in: ``digits`` and ``mnist5k`` (shipped inside scikit-learn and mlx
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,16 +37,9 @@ names = DATASETS.names
 
 
 def run_image_size(name: str) -> int | None:
-    """The side runs use when no size is asked for: the plugin's ``default_image_size`` attribute when it
-    declares one (a dataset can be sized for the machine it ships for), else None, the native size."""
-    return check_image_size(getattr(get(name), "default_image_size", None))
-
-
-def _resizes_itself(loader: DatasetLoader) -> bool:
-    try:
-        return "image_size" in inspect.signature(loader).parameters
-    except (TypeError, ValueError):  # builtins and some C callables have no signature
-        return False
+    """The side runs use when no size is asked for: the ``default_image_size`` the plugin registered with,
+    else None, the native size."""
+    return check_image_size(DATASETS.metadata(name).get("default_image_size"))
 
 
 def load(
@@ -60,16 +52,17 @@ def load(
     needed); without it a missing dataset raises :class:`DatasetNotFoundError` saying where it looked.
     """
     loader = get(name)
+    resizes_itself = bool(DATASETS.metadata(name).get("resizes"))
     size = check_image_size(image_size)
     path = None if root is None else Path(root).expanduser()
-    if size is not None and _resizes_itself(loader):
+    if size is not None and resizes_itself:
         data = loader(path, bool(download), image_size=size)
     else:
         data = loader(path, bool(download))
     if not isinstance(data, ImageData):
         raise TypeError(f"dataset {name!r} returned {type(data).__name__}, not ImageData")
     if size is not None and data.image_shape[1:] != (size, size):
-        if _resizes_itself(loader):
+        if resizes_itself:
             raise ValueError(
                 f"dataset {name!r} was asked for {size}x{size} images but returned {data.image_shape}"
             )

@@ -124,8 +124,10 @@ DatasetLoader = Callable[..., ImageData]
 """``loader(root: Path | None, download: bool) -> ImageData``.
 
 A loader that can resize better than interpolating the finished tensors (for example from the original
-files of mixed sizes) also accepts a keyword ``image_size: int | None`` and must then return images of
-that size; :func:`bench.datasets.load` resizes the output of every other loader itself.
+files of mixed sizes) is registered with ``resizes=True``, also accepts a keyword ``image_size: int | None``
+and must then return images of that size; :func:`bench.datasets.load` resizes the output of every other
+loader itself. A loader registered with ``default_image_size=N`` is run at N x N unless a size is asked for
+(a dataset can be sized for the machine it ships for).
 """
 
 DATASETS: Registry[DatasetLoader] = Registry("dataset", "bench.datasets")

@@ -146,7 +146,7 @@ def _splits(root: Path) -> tuple[_Listing, _Listing | None]:
     return _list(root), None
 
 
-@register("folder")
+@register("folder", resizes=True)
 def folder(root: Path | None, download: bool = False, *, image_size: int | None = None) -> ImageData:
     """Your images in <root> (train/ and test/, else split 90/10; class subfolders give labels)."""
     if root is None:

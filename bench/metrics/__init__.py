@@ -3,14 +3,14 @@
 ``classifier`` trains that classifier and ``features`` caches it and serves its features;
 ``distances`` (Fréchet distance, KID), ``manifold`` (precision / recall, density / coverage) and
 ``diversity`` (class histogram, pixel diversity) are pure functions of features, labels or pixels;
-``report`` measures samples with all of them next to the real-data floor and the mean-image ceiling;
+``quality`` measures samples with all of them next to the real-data floor and the mean-image ceiling;
 ``inception`` adds torchvision Inception-V3 features when their weights are on this machine.
 """
 
+from ..io import CACHE_ENV
 from .distances import KIDResult, frechet_distance, kernel_inception_distance, polynomial_kernel
 from .diversity import ClassHistogram, class_histogram, pixel_diversity
 from .features import (
-    CACHE_ENV,
     FeatureExtractor,
     FeatureExtractorConfig,
     FeatureSpace,
@@ -27,7 +27,7 @@ from .inception import (
     load_inception,
 )
 from .manifold import DensityCoverage, PrecisionRecall, density_coverage, precision_recall
-from .report import QualityConfig, evaluate_samples, reference_rows
+from .quality import QualityConfig, evaluate_samples, reference_rows
 
 __all__ = [
     "CACHE_ENV",

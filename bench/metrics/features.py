@@ -27,8 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.io import read_json, torch_save_atomic, write_json_atomic
-from denoisers import native
+from bench.io import cache_root, read_json, torch_save_atomic, write_json_atomic
 
 from .classifier import (
     NET_VERSION,
@@ -38,9 +37,6 @@ from .classifier import (
     check_labels,
     train_classifier,
 )
-
-CACHE_ENV = native.CACHE_ENV
-"""Environment variable naming the cache root; feature classifiers go in its ``features/`` folder."""
 
 
 class FeatureSpace(Protocol):
@@ -119,7 +115,7 @@ class FeatureExtractor:
 
 def default_cache_dir() -> Path:
     """``$BENCH_CACHE_DIR/features`` when the variable is set, else ``~/.cache/ddpm-bench/features``."""
-    return native.cache_root() / "features"
+    return cache_root() / "features"
 
 
 def data_fingerprint(data: LabeledImages) -> str:

@@ -16,7 +16,7 @@ def test_the_plugins_are_registered_with_a_description_and_presets():
         assert name in denoisers.names()
         assert denoisers.REGISTRY.plugin(name).description
         assert denoisers.presets(name)[0] == "small"
-        assert list(denoisers.get(name).presets) == denoisers.presets(name)
+        assert list(denoisers.preset_options(name)) == denoisers.presets(name)
     assert denoisers.presets("unet") == ["small", "ddpm-cifar10"]
     assert "DiT-XL/2" in denoisers.presets("transformer")
 

@@ -23,7 +23,7 @@ def test_same_architecture_as_the_unet_with_the_same_options():
         assert type(direct) is type(unet)
         assert count_parameters(direct) == count_parameters(unet)
         assert direct.state_dict().keys() == unet.state_dict().keys()
-    assert denoisers.get("direct").presets == denoisers.get("unet").presets
+    assert denoisers.preset_options("direct") == denoisers.preset_options("unet")
 
 
 def test_transformer_backbone():

@@ -30,7 +30,7 @@ def dit_repo_count(net: torch.nn.Module) -> int:
 
 def test_presets_are_the_papers_table():
     sizes = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
-    presets = denoisers.get("transformer").presets
+    presets = denoisers.preset_options("transformer")
     assert list(presets) == ["small"] + [f"DiT-{s}/{p}" for s in sizes for p in (2, 4, 8)]
     for size, (depth, hidden, heads) in sizes.items():
         for p in (2, 4, 8):

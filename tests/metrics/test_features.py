@@ -6,10 +6,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.metrics import features
+from bench.io import CACHE_ENV
 from bench.metrics.classifier import FeatureExtractorConfig, FeatureNet, train_classifier
 from bench.metrics.features import default_cache_dir, get_feature_extractor
-from tests.metrics.conftest import Images
+from tests.metrics.helpers import Images
 
 TINY = FeatureExtractorConfig(width=4, feature_dim=16, epochs=1, batch_size=64)
 
@@ -81,7 +81,7 @@ def test_cache_key_covers_config_and_data(small_digits, tmp_path):
 
 
 def test_cache_dir_from_environment(small_digits, tmp_path, monkeypatch):
-    monkeypatch.setenv(features.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     assert default_cache_dir() == tmp_path / "features"
     extractor = get_feature_extractor("digits", small_digits, TINY)
     assert (tmp_path / "features" / f"{extractor.name}.pt").is_file()

@@ -20,20 +20,29 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from . import native
+from . import build
 
 KERNEL = "group_norm_silu"
 
 
+# The entry points of csrc/group_norm_silu.c, each prototype beside the ctypes types that mirror it.
+_PTR, _LONG, _INT, _FLOAT = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
+SIGNATURES = {
+    # void gn_forward(const float *x, const float *weight, const float *bias, float *out, float *mean_out,
+    #                 float *rstd_out, long n_images, long pixels, long channels, long groups, float eps,
+    #                 int act, int threads)
+    "gn_forward": [*[_PTR] * 6, *[_LONG] * 4, _FLOAT, _INT, _INT],
+    # void gn_backward(const float *x, const float *grad_out, const float *weight, const float *bias,
+    #                  const float *mean, const float *rstd, float *grad_in, float *dweight_parts,
+    #                  float *dbias_parts, long n_images, long pixels, long channels, long groups, int act,
+    #                  int threads)
+    "gn_backward": [*[_PTR] * 9, *[_LONG] * 4, _INT, _INT],
+}
+
+
 def _kernel() -> ctypes.CDLL | None:
-    lib = native.load(KERNEL)
-    if lib is not None and not getattr(lib, "_typed", False):
-        p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
-        lib.gn_forward.argtypes = [p, p, p, p, p, p, i64, i64, i64, i64, f32, i32, i32]
-        lib.gn_backward.argtypes = [p, p, p, p, p, p, p, p, p, i64, i64, i64, i64, i32, i32]
-        lib.gn_forward.restype = lib.gn_backward.restype = None
-        lib._typed = True
-    return lib
+    lib = build.load(KERNEL)
+    return None if lib is None else build.bind(lib, SIGNATURES)
 
 
 def kernel_available() -> bool:

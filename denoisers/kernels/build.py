@@ -1,4 +1,5 @@
-"""Compiles the package's C kernels (``denoisers/csrc``) into a shared library on first use and loads it.
+"""Compiles the C kernels in ``csrc/`` into shared libraries on first use, loads them, and types their
+entry points.
 
 No build step at install time, and no torch headers: the kernels are plain C on raw float buffers, called
 through ctypes, so a build takes about a second with the system C compiler. The library is cached under
@@ -18,21 +19,17 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from bench.io import cache_root
+
 SOURCES = Path(__file__).resolve().parent / "csrc"
-CACHE_ENV = "BENCH_CACHE_DIR"
 DISABLE_ENV = "BENCH_NATIVE_KERNELS"
 # -ffast-math lets GCC and Clang vectorise expf (glibc's libmvec) and the per-channel sums; it is given to
 # the compile step only, because linking a shared library with it can set flush-to-zero for the whole process.
 COMPILE_FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-std=c11")
 LINK_FLAGS = ("-shared", "-fopenmp")
-
-
-def cache_root() -> Path:
-    """``$BENCH_CACHE_DIR`` when set, else ``~/.cache/ddpm-bench``: where features, peaks and kernels live."""
-    root = os.environ.get(CACHE_ENV)
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "ddpm-bench"
 
 
 def _cpu_signature() -> str:
@@ -100,3 +97,14 @@ def load(name: str) -> ctypes.CDLL | None:
             stacklevel=2,
         )
         return None
+
+
+def bind(library: ctypes.CDLL, signatures: Mapping[str, Sequence[type]]) -> ctypes.CDLL:
+    """Give each entry point of ``library`` its argument types (every kernel returns void), once per library:
+    ctypes would otherwise pass Python ints as C ints and floats not at all."""
+    if not getattr(library, "_bound", False):
+        for function, argtypes in signatures.items():
+            getattr(library, function).argtypes = list(argtypes)
+            getattr(library, function).restype = None
+        library._bound = True
+    return library

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import denoisers
-from denoisers import group_norm as gn
-from denoisers import native
+from denoisers.kernels import build
+from denoisers.kernels import group_norm as gn
 
 needs_kernel = pytest.mark.skipif(not gn.kernel_available(), reason="no C compiler to build the fused kernel")
 
@@ -124,7 +124,7 @@ def test_paths_the_kernel_does_not_cover_use_pytorch(monkeypatch):
 def test_without_a_compiler_the_module_falls_back_with_a_warning(monkeypatch, tmp_path):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
-    native.load.cache_clear()
+    build.load.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="no C compiler"):
             assert not gn.kernel_available()
@@ -134,7 +134,7 @@ def test_without_a_compiler_the_module_falls_back_with_a_warning(monkeypatch, tm
             warnings.simplefilter("error")
             assert torch.equal(m(x), F.group_norm(x, 32, m.weight, m.bias, 1e-5))
     finally:
-        native.load.cache_clear()
+        build.load.cache_clear()
 
 
 def test_a_failed_build_warns_and_falls_back(monkeypatch, tmp_path):
@@ -143,30 +143,30 @@ def test_a_failed_build_warns_and_falls_back(monkeypatch, tmp_path):
     compiler.chmod(0o755)
     monkeypatch.setenv("CC", str(compiler))
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
-    native.load.cache_clear()
+    build.load.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="broken toolchain"):
-            assert native.load(gn.KERNEL) is None
+            assert build.load(gn.KERNEL) is None
         assert not list((tmp_path / "kernels").glob("*.so"))  # nothing half-written left behind
     finally:
-        native.load.cache_clear()
+        build.load.cache_clear()
 
 
 def test_disabled_by_environment(monkeypatch):
-    monkeypatch.setenv(native.DISABLE_ENV, "0")
-    native.load.cache_clear()
+    monkeypatch.setenv(build.DISABLE_ENV, "0")
+    build.load.cache_clear()
     try:
-        assert native.load(gn.KERNEL) is None
+        assert build.load(gn.KERNEL) is None
     finally:
-        native.load.cache_clear()
+        build.load.cache_clear()
 
 
 @needs_kernel
 def test_the_library_is_built_once_and_reused(tmp_path):
-    compiler = native._compiler()
-    first = native.build(gn.KERNEL, compiler, tmp_path)
+    compiler = build._compiler()
+    first = build.build(gn.KERNEL, compiler, tmp_path)
     stamp = first.stat().st_mtime_ns
-    assert native.build(gn.KERNEL, compiler, tmp_path) == first
+    assert build.build(gn.KERNEL, compiler, tmp_path) == first
     assert first.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [first.name]
 
@@ -193,7 +193,7 @@ def test_run_config_switches_the_kernel(tmp_path):
 
 @pytest.mark.parametrize("flag", [[], ["--no-fused-norm"]])
 def test_a_run_records_whether_the_kernel_ran(tmp_path, flag):
-    from tests.test_run import run_ok
+    from tests.helpers import run_ok
 
     unet = ["--denoiser", "unet", "-o", "base_channels=8", "-o", "channel_mult=[1]"]
     run_dir = run_ok(tmp_path, *unet, *flag)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from bench.metrics.report import QualityConfig, evaluate_samples, reference_rows
+from bench.metrics.quality import QualityConfig, evaluate_samples, reference_rows
 
 CONFIG = QualityConfig(kid_subset_size=200, kid_num_subsets=20)
 
