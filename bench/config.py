@@ -88,6 +88,13 @@ class SampleConfig:
     batch_size: int = 250
     use_ema: bool = True
 
+    def settings(self) -> dict[str, Any]:
+        """The values of the settings that the (resolved) sampler ``method`` declares, e.g. ``{"eta": 1.0}``
+        for DDIM: each sampler is given only its own."""
+        from .sampling import sampler_settings
+
+        return {name: getattr(self, name) for name in sampler_settings(self.method) if hasattr(self, name)}
+
     def __post_init__(self) -> None:
         for name in ("n", "batch_size"):
             value = getattr(self, name)

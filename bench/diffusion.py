@@ -1,5 +1,7 @@
-"""DDPM math with 0-based timesteps (t = 0 ... T-1): forward process, posterior, prediction targets,
-the L_simple loss and the variational-bound terms (Ho et al. 2020; Nichol & Dhariwal 2021).
+"""DDPM math with 0-based timesteps (t = 0 ... T-1): forward process, posterior, the conversions between
+prediction targets, the reverse process and the variational-bound terms (Ho et al. 2020; Nichol & Dhariwal
+2021). Which target a network predicts is resolved once, by :class:`bench.denoiser.Denoiser`; the reverse
+process here takes any ``denoise(x_t, t) -> (x0_hat, eps_hat)``.
 
 Everything here is a closed form of the schedule. Coefficients are precomputed once in float64 and cast to
 the data's dtype at use, so fp32/bf16 training sees the same schedule as the float64 tests.
@@ -11,15 +13,12 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
-PREDICTIONS = ("eps", "x0", "v")
+VARIANCES = ("beta", "posterior")
+"""The fixed reverse variances: sigma^2 = beta ("fixedlarge") or the posterior's beta~ ("fixedsmall")."""
 
-
-def check_prediction(prediction: str) -> str:
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")
-    return prediction
+Denoise = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""``denoise(x_t, t) -> (x0_hat, eps_hat)``, what :class:`bench.denoiser.Denoiser` provides."""
 
 
 def gather(coef: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -146,78 +145,9 @@ class Diffusion:
         """eps = sqrt(1 - alpha_bar) x_t + sqrt(alpha_bar) v."""
         return gather(self.sqrt_one_minus_alpha_bar, t, x_t) * x_t + gather(self.sqrt_alpha_bar, t, x_t) * v
 
-    def target(self, prediction: str, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """What a network of the given prediction type should output for (x0, eps, t)."""
-        check_prediction(prediction)
-        if prediction == "eps":
-            return eps
-        if prediction == "x0":
-            return x0
-        return self.v_from(x0, eps, t)
-
-    def split_prediction(
-        self,
-        prediction: str,
-        output: torch.Tensor,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        *,
-        clip_x0: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Turn a network output of any prediction type into the pair (x0_hat, eps_hat).
-
-        With ``clip_x0`` the x0 estimate is clipped to the data range [-1, 1] and eps is recomputed from the
-        clipped x0 (as the DDPM and DDIM reference code do), so the two stay consistent.
-        """
-        check_prediction(prediction)
-        if prediction == "eps":
-            x0, eps = self.x0_from_eps(x_t, t, output), output
-        elif prediction == "x0":
-            x0, eps = output, None
-        else:
-            x0, eps = self.x0_from_v(x_t, t, output), self.eps_from_v(x_t, t, output)
-        if clip_x0:
-            x0, eps = x0.clamp(-1.0, 1.0), None
-        if eps is None:
-            eps = self.eps_from_x0(x_t, t, x0)
-        return x0, eps
-
-    # ------------------------------------------------------------------------------------------ loss
-    def training_loss(
-        self,
-        model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        x0: torch.Tensor,
-        t: torch.Tensor,
-        *,
-        prediction: str = "eps",
-        eps: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """L_simple per example: mean over pixels of ``|| target - model(x_t, t) ||^2`` (Ho et al. eq. 14).
-
-        For ``prediction="eps"`` this is the seed's ``E || eps - eps_theta(x_t, t) ||^2``; other targets
-        use the same unweighted MSE on their own quantity.
-        """
-        check_prediction(prediction)
-        if eps is None:
-            eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        x_t = self.q_sample(x0, t, eps)
-        output = model(x_t, t)
-        if output.shape != x0.shape:
-            raise ValueError(f"the model returned shape {tuple(output.shape)}, expected {tuple(x0.shape)}")
-        target = self.target(prediction, x0, eps, t)
-        return F.mse_loss(output.float(), target.float(), reduction="none").flatten(1).mean(1)
-
     # ------------------------------------------------------------------------------ reverse process
     def p_mean_variance(
-        self,
-        prediction: str,
-        output: torch.Tensor,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        *,
-        variance: str = "beta",
-        clip_x0: bool = False,
+        self, denoise: Denoise, x_t: torch.Tensor, t: torch.Tensor, *, variance: str = "beta"
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, log-variance and x0_hat of p(x_{t-1} | x_t) with a fixed variance.
 
@@ -225,17 +155,18 @@ class Diffusion:
         ``(x_t - beta / sqrt(1 - alpha_bar) eps_hat) / sqrt(alpha)``. ``variance`` is ``"beta"``
         (sigma^2 = beta_t, "fixedlarge") or ``"posterior"`` (sigma^2 = beta~_t, "fixedsmall").
         """
-        x0_hat, _ = self.split_prediction(prediction, output, x_t, t, clip_x0=clip_x0)
+        x0_hat, _ = denoise(x_t, t)
         mean, _ = self.q_posterior(x0_hat, x_t, t)
-        log_var = gather(self._log_variance(variance), t, x_t)
+        log_var = gather(self.reverse_log_variance(variance), t, x_t)
         return mean, log_var, x0_hat
 
-    def _log_variance(self, variance: str) -> torch.Tensor:
+    def reverse_log_variance(self, variance: str) -> torch.Tensor:
+        """log sigma_t^2 of the reverse process for every t: ``"beta"`` or ``"posterior"`` (see above)."""
         if variance == "beta":
             return self.log_beta_clipped
         if variance == "posterior":
             return self.posterior_log_variance_clipped
-        raise ValueError(f"variance must be 'beta' or 'posterior', got {variance!r}")
+        raise ValueError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
 
     # ------------------------------------------------------------------------- variational bound
     def prior_kl(self, x0: torch.Tensor) -> torch.Tensor:
@@ -247,8 +178,7 @@ class Diffusion:
 
     def vb_term(
         self,
-        prediction: str,
-        output: torch.Tensor,
+        denoise: Denoise,
         x0: torch.Tensor,
         x_t: torch.Tensor,
         t: torch.Tensor,
@@ -259,7 +189,7 @@ class Diffusion:
         t > 0 and the decoder NLL L_0 = -log p(x_0 | x_1) (discretised Gaussian over 256 bins) at t = 0."""
         true_mean, _ = self.q_posterior(x0, x_t, t)
         true_log_var = gather(self.posterior_log_variance_clipped, t, x_t)
-        mean, log_var, _ = self.p_mean_variance(prediction, output, x_t, t, variance=variance)
+        mean, log_var, _ = self.p_mean_variance(denoise, x_t, t, variance=variance)
         kl = normal_kl(true_mean, true_log_var, mean, log_var).flatten(1).sum(1)
         nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var).flatten(1).sum(1)
         return torch.where(t == 0, nll, kl)

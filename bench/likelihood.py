@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from .diffusion import Diffusion, nats_to_bits_per_dim
+from .denoiser import Denoiser
+from .diffusion import nats_to_bits_per_dim
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,9 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def nll_bits_per_dim(
-    diffusion: Diffusion,
-    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    denoiser: Denoiser,
     images: torch.Tensor,
     *,
-    prediction: str,
     num_timesteps: int | None = 32,
     variance: str = "posterior",
     batch_size: int = 250,
@@ -53,7 +51,7 @@ def nll_bits_per_dim(
     device: torch.device | str = "cpu",
 ) -> NLLResult:
     """Estimate the variational bound on ``images`` in bits/dim; ``num_timesteps=None`` sums all T-1 terms."""
-    T = diffusion.num_timesteps
+    T = denoiser.diffusion.num_timesteps
     k = T - 1 if num_timesteps is None else min(int(num_timesteps), T - 1)
     if k < 0 or (num_timesteps is not None and num_timesteps < 1):
         raise ValueError(f"num_timesteps must be a positive integer or None (all), got {num_timesteps!r}")
@@ -62,7 +60,7 @@ def nll_bits_per_dim(
     per_image = []
     for i in range(0, images.shape[0], batch_size):
         x0 = quantize(images[i : i + batch_size].to(device, torch.float32))
-        per_image.append(_bound_nats(diffusion, model, x0, prediction, k, variance, generator).cpu())
+        per_image.append(_bound_nats(denoiser, x0, k, variance, generator).cpu())
     nats = torch.cat(per_image).double()
     dims = images[0].numel()
     bpd = nats_to_bits_per_dim(nats, dims)
@@ -71,21 +69,20 @@ def nll_bits_per_dim(
 
 
 def _bound_nats(
-    diffusion: Diffusion,
-    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    denoiser: Denoiser,
     x0: torch.Tensor,
-    prediction: str,
     k: int,
     variance: str,
     generator: torch.Generator,
 ) -> torch.Tensor:
     """Per-image bound in nats: prior + decoder + (T-1)/k * sum of k sampled KL terms."""
+    diffusion = denoiser.diffusion
     B, T = x0.shape[0], diffusion.num_timesteps
 
     def term(t: torch.Tensor) -> torch.Tensor:
         eps = torch.randn(x0.shape, generator=generator).to(x0.device)
         x_t = diffusion.q_sample(x0, t, eps)
-        return diffusion.vb_term(prediction, model(x_t, t).float(), x0, x_t, t, variance=variance)
+        return diffusion.vb_term(denoiser, x0, x_t, t, variance=variance)
 
     total = diffusion.prior_kl(x0) + term(torch.zeros(B, dtype=torch.long, device=x0.device))
     if k > 0:

@@ -6,6 +6,7 @@ import torch
 
 import denoisers
 import schedules
+from denoisers.common import count_parameters
 
 from . import datasets
 from .registry import Registry
@@ -34,7 +35,7 @@ def denoiser_rows(image_shape: tuple[int, int, int]) -> list[tuple[str, str, str
         try:
             with torch.device("meta"):
                 net = plugin.obj(image_shape)
-            params = f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M params"
+            params = f"{count_parameters(net) / 1e6:.2f}M params"
             recipe = denoisers.recipe_of(net)
             target = f"predicts {recipe.prediction}, {recipe.sampler}"
         except (ValueError, TypeError) as exc:

@@ -16,11 +16,13 @@ from torch import nn
 
 import denoisers
 import schedules
+from denoisers.common import count_parameters
 from denoisers.kernels.group_norm import fused_kernel_ran, use_fused_kernels
 
 from . import datasets
 from .checkpoint import CHECKPOINT_NAME, identity, load_checkpoint, save_checkpoint
 from .config import AUTO_SAMPLER, RunConfig, SampleConfig
+from .denoiser import Denoiser
 from .diffusion import Diffusion
 from .distributed import DistInfo, barrier, broadcast_object, init_distributed, shutdown
 from .environment import (
@@ -143,31 +145,24 @@ def generate(
     """``n`` samples in [-1, 1] (on CPU) in batches, and the seconds it took (device synchronised)."""
     gen = torch.Generator().manual_seed(seed)
     model.eval()
+    denoiser = Denoiser(model, exp.diffusion, exp.recipe.prediction, clip_x0=sample_cfg.clip_x0)
     chunks, start = [], time.perf_counter()
     for i in range(0, n, sample_cfg.batch_size):
         b = min(sample_cfg.batch_size, n - i)
         x = sample(
-            exp.diffusion,
-            model,
+            denoiser,
             (b, *exp.data.image_shape),
             method=sample_cfg.method,
             steps=sample_cfg.steps,
-            prediction=exp.recipe.prediction,
-            eta=sample_cfg.eta,
-            variance=sample_cfg.variance,
-            clip_x0=sample_cfg.clip_x0,
             generator=gen,
             device=exp.device,
             progress=progress,
+            **sample_cfg.settings(),
         )
         chunks.append(x.float().cpu())
     if exp.device.type == "cuda":
         torch.cuda.synchronize(exp.device)
     return torch.cat(chunks).clamp(-1, 1), time.perf_counter() - start
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def execute(
@@ -311,10 +306,8 @@ def evaluate(
     result = score_samples(samples, exp.data, config, progress=progress)
     if exp.recipe.timesteps == "all":
         nll = nll_bits_per_dim(
-            exp.diffusion,
-            model,
+            Denoiser(model, exp.diffusion, exp.recipe.prediction),
             exp.data.test_images[: config.nll_images],
-            prediction=exp.recipe.prediction,
             num_timesteps=config.nll_timesteps,
             device=exp.device,
             generator=torch.Generator().manual_seed(config.seed),

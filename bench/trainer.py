@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from denoisers import Recipe
 
 from .config import TrainConfig
+from .denoiser import Denoiser, training_loss
 from .diffusion import Diffusion
 from .distributed import DistInfo
 from .ema import EMA
@@ -101,6 +102,7 @@ class Trainer:
         # resuming restores them exactly; dropout uses the global RNG, which is saved too.
         self.generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + self.dist.rank)
         self.net = self._wrap(self.model)
+        self.denoiser = Denoiser(self.net, diffusion, recipe.prediction)
         self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
         self._stop_requested = False
         self.log = TrainLog()
@@ -152,9 +154,7 @@ class Trainer:
             else contextlib.nullcontext()
         )
         with autocast:
-            loss = self.diffusion.training_loss(
-                self.net, x0, t, prediction=self.recipe.prediction, generator=self.generator
-            ).mean()
+            loss = training_loss(self.denoiser, x0, t, generator=self.generator).mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:

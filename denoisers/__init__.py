@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.denoiser import PREDICTIONS
+
 # Importing a plugin module registers its factory.
 from . import direct as _direct  # noqa: F401
 from . import transformer as _transformer  # noqa: F401
 from . import unet as _unet  # noqa: F401
-from ._base import PREDICTIONS, REGISTRY, DenoiserFactory, Recipe, check_image_shape, recipe_of, register
+from ._base import REGISTRY, DenoiserFactory, Recipe, check_image_shape, recipe_of, register
 
 get = REGISTRY.get
 names = REGISTRY.names

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from bench.denoiser import check_prediction
 from bench.registry import Registry
 
-PREDICTIONS = ("eps", "x0", "v")
 TIMESTEP_MODES = ("all", "terminal")
 
 
@@ -28,8 +28,7 @@ class Recipe:
     sampler: str = "ancestral"
 
     def __post_init__(self) -> None:
-        if self.prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}")
+        check_prediction(self.prediction)
         if self.timesteps not in TIMESTEP_MODES:
             raise ValueError(f"timesteps must be one of {', '.join(TIMESTEP_MODES)}, got {self.timesteps!r}")
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._base import PREDICTIONS
+from bench.denoiser import PREDICTIONS
 
 Check = Callable[[Any], Any]
 """Turns an option's value into its normal form, or raises ValueError("<what is allowed>")."""

@@ -25,6 +25,7 @@ import torch
 import denoisers
 import schedules
 from bench.config import TrainConfig
+from bench.denoiser import Denoiser
 from bench.diffusion import Diffusion
 from bench.environment import configure_allocator
 from bench.sampling import sample
@@ -88,12 +89,10 @@ def build(v: Variant, args: argparse.Namespace, device: torch.device):
         sampler_net.eval()
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             sample(
-                diffusion,
-                sampler_net,
+                Denoiser(sampler_net, diffusion, trainer.recipe.prediction),
                 (args.batch, *shape),
                 method="ddim",
                 steps=1,
-                prediction=trainer.recipe.prediction,
                 device=device,
             )
         sampler_net.train()

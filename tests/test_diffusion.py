@@ -5,6 +5,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 import schedules
+from bench.denoiser import Denoiser, training_loss
 from bench.diffusion import Diffusion, discretized_gaussian_log_likelihood, nats_to_bits_per_dim, normal_kl
 
 
@@ -105,15 +106,14 @@ def test_eps_x0_v_round_trips(diffusion):
     assert torch.allclose(diffusion.x0_from_v(xt, t, v), x0, atol=1e-10)
     assert torch.allclose(diffusion.eps_from_v(xt, t, v), eps, atol=1e-10)
     for prediction, output in (("eps", eps), ("x0", x0), ("v", v)):
-        x0_hat, eps_hat = diffusion.split_prediction(prediction, output, xt, t)
+        x0_hat, eps_hat = Denoiser(lambda x, tt: x, diffusion, prediction).split(output, xt, t)
         assert torch.allclose(x0_hat, x0, atol=1e-8) and torch.allclose(eps_hat, eps, atol=1e-6)
 
 
 def test_clipped_x0_keeps_eps_consistent(diffusion):
     xt, t = torch.randn(4, 8, dtype=torch.float64) * 3, long(900, 900, 900, 900)
-    x0_hat, eps_hat = diffusion.split_prediction(
-        "eps", torch.randn(4, 8, dtype=torch.float64), xt, t, clip_x0=True
-    )
+    clipped = Denoiser(lambda x, tt: torch.randn(4, 8, dtype=torch.float64), diffusion, clip_x0=True)
+    x0_hat, eps_hat = clipped(xt, t)
     assert x0_hat.abs().max() <= 1
     assert torch.allclose(diffusion.q_sample(x0_hat, t, eps_hat), xt, atol=1e-10)
 
@@ -121,10 +121,10 @@ def test_clipped_x0_keeps_eps_consistent(diffusion):
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
 def test_training_loss_is_mse_to_the_target(diffusion, prediction):
     x0, eps, t = torch.randn(6, 1, 4, 4), torch.randn(6, 1, 4, 4), long(0, 1, 2, 300, 600, 999)
-    target = diffusion.target(prediction, x0, eps, t)
-    exact = diffusion.training_loss(lambda xt, tt: target, x0, t, prediction=prediction, eps=eps)
+    target = Denoiser(lambda xt, tt: xt, diffusion, prediction).target(x0, eps, t)
+    exact = training_loss(Denoiser(lambda xt, tt: target, diffusion, prediction), x0, t, eps=eps)
     assert exact.shape == (6,) and torch.allclose(exact, torch.zeros(6), atol=1e-12)
-    zero = diffusion.training_loss(lambda xt, tt: torch.zeros_like(xt), x0, t, prediction=prediction, eps=eps)
+    zero = training_loss(Denoiser(lambda xt, tt: torch.zeros_like(xt), diffusion, prediction), x0, t, eps=eps)
     assert torch.allclose(zero, target.pow(2).flatten(1).mean(1), rtol=1e-5)
 
 
@@ -157,7 +157,7 @@ def test_vb_terms(diffusion):
     t = long(0, 10, 999)
     xt = diffusion.q_sample(x0, t)
     # a perfect x0 prediction with the posterior variance has zero KL for t > 0
-    terms = diffusion.vb_term("x0", x0, x0, xt, t, variance="posterior")
+    terms = diffusion.vb_term(Denoiser(lambda x, tt: x0, diffusion, "x0"), x0, xt, t, variance="posterior")
     assert torch.allclose(terms[1:], torch.zeros(2, dtype=torch.float64), atol=1e-9)
     # at t = 0 the term is the decoder NLL: positive, and it shrinks as the decoder variance does
     assert terms[0] > 0
@@ -195,6 +195,6 @@ def test_bad_shapes_and_names(diffusion):
     with pytest.raises(ValueError, match="eps must have the shape"):
         diffusion.q_sample(x, long(1, 2), torch.randn(3, 3))
     with pytest.raises(ValueError, match="prediction must be one of eps, x0, v, got 'score'"):
-        diffusion.target("score", x, x, long(1, 2))
-    with pytest.raises(ValueError, match="variance must be 'beta' or 'posterior'"):
-        diffusion.p_mean_variance("eps", x, x, long(1, 2), variance="learned")
+        Denoiser(lambda xt, tt: xt, diffusion, "score")
+    with pytest.raises(ValueError, match="variance must be one of beta, posterior"):
+        diffusion.p_mean_variance(Denoiser(lambda xt, tt: xt, diffusion), x, long(1, 2), variance="learned")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import schedules
+from bench.denoiser import Denoiser
 from bench.diffusion import Diffusion
 from bench.likelihood import nll_bits_per_dim, quantize
 from tests.oracles import M, S, gaussian_oracle
@@ -25,13 +26,11 @@ def gaussian_images(n: int) -> torch.Tensor:
 def test_sampled_estimate_is_unbiased_against_the_exact_sum(diffusion):
     images = gaussian_images(200)
     model = gaussian_oracle(diffusion, "eps")
-    exact = nll_bits_per_dim(diffusion, model, images, prediction="eps", num_timesteps=None)
+    exact = nll_bits_per_dim(Denoiser(model, diffusion), images, num_timesteps=None)
     assert exact.exact and exact.timesteps_used == 199
     sampled = nll_bits_per_dim(
-        diffusion,
-        model,
+        Denoiser(model, diffusion),
         images,
-        prediction="eps",
         num_timesteps=20,
         generator=torch.Generator().manual_seed(1),
     )
@@ -46,7 +45,7 @@ def test_bound_is_close_to_the_true_entropy_for_the_oracle(diffusion):
     fixed choice, not the true ones, so the bound is not tight."""
     images = gaussian_images(400)
     result = nll_bits_per_dim(
-        diffusion, gaussian_oracle(diffusion, "eps"), images, prediction="eps", num_timesteps=None
+        Denoiser(gaussian_oracle(diffusion, "eps"), diffusion), images, num_timesteps=None
     )
     x = images.double()
     nats = (0.5 * ((x - M) / S) ** 2 + math.log(S * math.sqrt(2 * math.pi)) - math.log(2 / 255)).mean()
@@ -57,17 +56,11 @@ def test_bound_is_close_to_the_true_entropy_for_the_oracle(diffusion):
 
 def test_a_worse_model_has_a_higher_bound(diffusion):
     images = gaussian_images(100)
-    good = nll_bits_per_dim(
-        diffusion, gaussian_oracle(diffusion), images, prediction="eps", num_timesteps=None
-    )
-    bad = nll_bits_per_dim(
-        diffusion, lambda x, t: torch.zeros_like(x), images, prediction="eps", num_timesteps=None
-    )
+    good = nll_bits_per_dim(Denoiser(gaussian_oracle(diffusion), diffusion), images, num_timesteps=None)
+    bad = nll_bits_per_dim(Denoiser(lambda x, t: torch.zeros_like(x), diffusion), images, num_timesteps=None)
     assert bad.bits_per_dim > good.bits_per_dim + 0.5
 
 
 def test_bad_num_timesteps(diffusion):
     with pytest.raises(ValueError, match="num_timesteps must be a positive integer"):
-        nll_bits_per_dim(
-            diffusion, gaussian_oracle(diffusion), gaussian_images(2), prediction="eps", num_timesteps=0
-        )
+        nll_bits_per_dim(Denoiser(gaussian_oracle(diffusion), diffusion), gaussian_images(2), num_timesteps=0)

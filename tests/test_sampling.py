@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import schedules
+from bench.denoiser import Denoiser
 from bench.diffusion import Diffusion
 from bench.sampling import SAMPLERS, ddim_timesteps, sample
 from tests.oracles import M, S, gaussian_oracle, mixture_oracle
@@ -33,8 +34,7 @@ def moments(x: torch.Tensor) -> tuple[float, float]:
 )
 def test_sampler_with_gaussian_oracle_reproduces_the_data(diffusion, method, kwargs, tol):
     x = sample(
-        diffusion,
-        gaussian_oracle(diffusion),
+        Denoiser(gaussian_oracle(diffusion), diffusion),
         (20_000, 2),
         method=method,
         generator=torch.Generator().manual_seed(0),
@@ -69,8 +69,7 @@ def ddim_moments_exact(diffusion: Diffusion, steps: int) -> tuple[float, float]:
 def test_few_step_ddim_matches_its_exact_discretisation(schedule, steps):
     diffusion = Diffusion(schedules.get(schedule)(1000))
     x = sample(
-        diffusion,
-        gaussian_oracle(diffusion),
+        Denoiser(gaussian_oracle(diffusion), diffusion),
         (20_000, 2),
         method="ddim",
         steps=steps,
@@ -87,19 +86,16 @@ def test_few_step_ddim_matches_its_exact_discretisation(schedule, steps):
 @pytest.mark.parametrize("prediction", ["x0", "v"])
 def test_every_prediction_type_samples_the_same_distribution(diffusion, prediction):
     kwargs = {"method": "ddim", "steps": 50, "generator": torch.Generator().manual_seed(1)}
-    ref = sample(diffusion, gaussian_oracle(diffusion, "eps"), (4000, 1), prediction="eps", **kwargs)
+    ref = sample(Denoiser(gaussian_oracle(diffusion, "eps"), diffusion, "eps"), (4000, 1), **kwargs)
     kwargs["generator"] = torch.Generator().manual_seed(1)
-    out = sample(
-        diffusion, gaussian_oracle(diffusion, prediction), (4000, 1), prediction=prediction, **kwargs
-    )
+    out = sample(Denoiser(gaussian_oracle(diffusion, prediction), diffusion, prediction), (4000, 1), **kwargs)
     assert torch.allclose(out, ref, atol=1e-4)
 
 
 def test_mixture_oracle_recovers_modes_and_weights(diffusion):
     weights, means, std = (0.3, 0.7), (-0.6, 0.5), 0.1
     x = sample(
-        diffusion,
-        mixture_oracle(diffusion, weights, means, std),
+        Denoiser(mixture_oracle(diffusion, weights, means, std), diffusion),
         (20_000, 1),
         method="ddim",
         steps=100,
@@ -120,7 +116,9 @@ def test_ancestral_step_is_ddpm_algorithm_2(diffusion):
     def model(x_t, t):
         return torch.tanh(x_t @ weight + t.view(-1, 1) / 1000)
 
-    out = sample(diffusion, model, (5, 3), method="ancestral", generator=torch.Generator().manual_seed(3))
+    out = sample(
+        Denoiser(model, diffusion), (5, 3), method="ancestral", generator=torch.Generator().manual_seed(3)
+    )
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(5, 3, generator=gen)
     for t in range(999, -1, -1):
@@ -137,10 +135,9 @@ def test_ancestral_step_is_ddpm_algorithm_2(diffusion):
 
 
 def test_ddim_eta_one_with_all_steps_is_ancestral_with_posterior_variance(diffusion):
-    model = gaussian_oracle(diffusion)
-    a = sample(diffusion, model, (64, 2), method="ddim", eta=1.0, generator=torch.Generator().manual_seed(4))
+    model = Denoiser(gaussian_oracle(diffusion), diffusion)
+    a = sample(model, (64, 2), method="ddim", eta=1.0, generator=torch.Generator().manual_seed(4))
     b = sample(
-        diffusion,
         model,
         (64, 2),
         method="ancestral",
@@ -157,7 +154,7 @@ def test_one_shot_calls_the_model_once_at_the_last_step(diffusion):
         calls.append(t.clone())
         return torch.full_like(x_t, 0.25)
 
-    out = sample(diffusion, model, (3, 4), method="one_shot", prediction="x0")
+    out = sample(Denoiser(model, diffusion, "x0"), (3, 4), method="one_shot")
     assert len(calls) == 1 and calls[0].tolist() == [999, 999, 999]
     assert torch.equal(out, torch.full((3, 4), 0.25))
 
@@ -169,8 +166,7 @@ def test_sampling_is_deterministic_given_a_generator_and_runs_in_inference_mode(
 
     runs = [
         sample(
-            diffusion,
-            model,
+            Denoiser(model, diffusion),
             (4, 2),
             method="ddim",
             steps=20,
@@ -183,7 +179,7 @@ def test_sampling_is_deterministic_given_a_generator_and_runs_in_inference_mode(
 
 
 def test_clip_x0_keeps_samples_in_range(diffusion):
-    out = sample(diffusion, lambda x, t: -3 * x, (16, 4), method="ddim", steps=10, clip_x0=True)
+    out = sample(Denoiser(lambda x, t: -3 * x, diffusion), (16, 4), method="ddim", steps=10, clip_x0=True)
     assert out.abs().max() <= 1.0
 
 
@@ -198,14 +194,12 @@ def test_ddim_timesteps():
 def test_zero_terminal_snr_needs_x0_or_v(diffusion):
     ztsnr = Diffusion(schedules.make("linear", 1000, zero_terminal_snr=True))
     with pytest.raises(ValueError, match="zero-terminal-SNR.*'v' or 'x0'"):
-        sample(ztsnr, lambda x, t: x, (2, 2), method="ddim", steps=5)
+        sample(Denoiser(lambda x, t: x, ztsnr), (2, 2), method="ddim", steps=5)
     out = sample(
-        ztsnr,
-        gaussian_oracle(ztsnr, "v"),
+        Denoiser(gaussian_oracle(ztsnr, "v"), ztsnr, "v"),
         (8000, 1),
         method="ddim",
         steps=50,
-        prediction="v",
         generator=torch.Generator().manual_seed(5),
     )
     assert moments(out)[0] == pytest.approx(M, rel=0.05)
@@ -220,20 +214,24 @@ def test_zero_terminal_snr_needs_x0_or_v(diffusion):
         ({"method": "ddim", "steps": 0}, r"steps must be an integer in 1..T=1000, got 0"),
         ({"method": "ddim", "steps": 1001}, "got 1001"),
         ({"method": "one_shot", "steps": 3}, "exactly one step"),
-        ({"eta": 1.5}, r"eta must be in \[0, 1\]"),
+        ({"method": "ddim", "eta": 1.5}, r"eta must be in \[0, 1\]"),
         ({"variance": "learned"}, "variance must be one of beta, posterior"),
+        ({"eta": 0.5}, r"sampler 'ancestral' takes no setting 'eta'; its settings: variance"),
+        ({"method": "one_shot", "variance": "beta"}, r"takes no setting 'variance'; its settings: none"),
     ],
 )
 def test_bad_sampler_options(diffusion, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        sample(diffusion, lambda x, t: x, (2, 2), **kwargs)
+        prediction = kwargs.pop("prediction", "eps")
+        sample(Denoiser(lambda x, t: x, diffusion, prediction), (2, 2), **kwargs)
 
 
 def test_bad_shape_and_x_T(diffusion):
+    identity = Denoiser(lambda x, t: x, diffusion)
     with pytest.raises(ValueError, match="positive sizes"):
-        sample(diffusion, lambda x, t: x, (0, 2))
+        sample(identity, (0, 2))
     with pytest.raises(ValueError, match="x_T has shape"):
-        sample(diffusion, lambda x, t: x, (2, 2), x_T=torch.zeros(3, 2))
+        sample(identity, (2, 2), x_T=torch.zeros(3, 2))
 
 
 def test_samplers_are_a_registry():

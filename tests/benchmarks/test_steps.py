@@ -14,6 +14,7 @@ import torch
 import denoisers
 import schedules
 from bench.config import TrainConfig
+from bench.denoiser import Denoiser
 from bench.diffusion import Diffusion
 from bench.environment import configure_allocator, device_name
 from bench.sampling import sample
@@ -100,15 +101,7 @@ def test_sampler_step(benchmark, name, preset, shape, cpu_batch, gpu_batch):
     record(benchmark, net, shape, batch)
 
     def step():
-        sample(
-            diffusion,
-            net,
-            (batch, *shape),
-            method=method,
-            steps=1,
-            prediction=net.recipe.prediction,
-            device=DEVICE,
-        )
+        sample(Denoiser.of(net, diffusion), (batch, *shape), method=method, steps=1, device=DEVICE)
         sync()
 
     step()
