@@ -368,9 +368,10 @@ def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **kw: A
     """
     from . import run as runner
     from .checkpoint import CheckpointError
+    from .run_folder import RunFolder
 
     if resume is not None:
-        config = usage_errors(lambda: runner.load_run_config(resume))
+        config = usage_errors(lambda: RunFolder(resume).read_config())
         config = extend_budget(config, kw)
     else:
         config = config_from_options(kw)
@@ -389,7 +390,7 @@ def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **kw: A
         raise click.ClickException(str(exc)) from None
     if not quiet:
         click.echo(f"run folder: {run_dir}")
-        click.echo(f"samples:    {run_dir / 'samples.png'}")
+        click.echo(f"samples:    {RunFolder(run_dir).samples_png}")
     else:
         click.echo(str(run_dir))
 
@@ -521,9 +522,9 @@ def eval_cmd(
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         raise click.UsageError(str(exc)) from None
     for entry in entries:
-        q, ref = entry["quality"], entry["references"]
+        q, ref = entry.quality, entry.references
         click.echo(
-            f"{entry['sample']['method']} {entry['sample']['steps']} steps: fd {q['fd']:.3g} "
+            f"{entry.sample.method} {entry.sample.steps} steps: fd {q['fd']:.3g} "
             f"(real {ref['real']['fd']:.3g}, mean image {ref['mean-image']['fd']:.3g}), "
             f"precision {q['precision']:.3f}, recall {q['recall']:.3f}"
         )

@@ -2,7 +2,8 @@
 runs that differ only by seed (mean and 95% interval), and write the report folder.
 
 A run folder is any folder holding a ``config.json``. A run whose ``metrics.json`` is missing (still
-running) or unreadable (damaged) is reported and left out of the table.
+running) or unreadable (damaged) is reported and left out of the table. Metrics are read through
+:class:`bench.run_folder.RunMetrics`, the same layout ``bench run`` writes them with.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 from scipy import stats
+
+from .run_folder import RUN_FILES, RunFolder, RunMetrics, find_runs
 
 DESIGN = ["dataset", "image", "denoiser", "target", "schedule", "sampler", "sample_steps", "budget"]
 SPEED = [
@@ -32,16 +35,6 @@ class Collection:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def find_run_dirs(paths: list[Path]) -> list[Path]:
-    found: set[Path] = set()
-    for path in paths:
-        if not path.exists():
-            raise FileNotFoundError(f"path {str(path)!r} does not exist")
-        candidates = [path / "config.json", *path.rglob("config.json")] if path.is_dir() else []
-        found.update(c.parent for c in candidates if c.is_file())
-    return sorted(found)
-
-
 def flatten(prefix: str, obj: object, out: dict) -> None:
     if isinstance(obj, dict):
         for key, value in obj.items():
@@ -50,70 +43,66 @@ def flatten(prefix: str, obj: object, out: dict) -> None:
         out[prefix] = obj
 
 
-def run_rows(run_dir: Path) -> list[dict]:
+def numbers(scores: dict | None) -> dict[str, float]:
+    """The numeric leaves of a (nested) scores dict, flattened to ``a.b`` keys; flags are not numbers."""
+    flat: dict = {}
+    flatten("", scores or {}, flat)
+    return {k: v for k, v in flat.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def run_rows(folder: RunFolder) -> list[dict]:
     """The run's own row, then one row per later ``bench eval`` entry (another sampler or step count)."""
-    row = run_row(run_dir)
+    metrics = folder.read_metrics()
+    row = run_row(folder, metrics)
     rows = [row]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    for entry in metrics.get("evaluations", []):
-        extra = {
-            **row,
-            "sampler": entry["sample"]["method"],
-            "sample_steps": entry["sample"]["steps"],
-            "sample_images_per_s": entry["sample"].get("images_per_s"),
-        }
-        quality: dict = {}
-        flatten("", entry.get("quality", {}), quality)
-        extra.update(
-            {k: v for k, v in quality.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    for entry in metrics.evaluations:
+        rows.append(
+            {
+                **row,
+                "sampler": entry.sample.method,
+                "sample_steps": entry.sample.steps,
+                "sample_images_per_s": entry.sample.images_per_s,
+                **numbers(entry.quality),
+            }
         )
-        rows.append(extra)
     return rows
 
 
-def run_row(run_dir: Path) -> dict:
+def run_row(folder: RunFolder, metrics: RunMetrics) -> dict:
     """One run as a flat dict: its design (from config.json) and its measurements (from metrics.json)."""
-    config = json.loads((run_dir / "config.json").read_text())
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file():
-        status_path = run_dir / "status.json"
-        state = json.loads(status_path.read_text()).get("state", "?") if status_path.is_file() else "unknown"
-        raise LookupError(f"no metrics.json yet (state: {state})")
-    metrics = json.loads(metrics_path.read_text())
+    config = folder.read_config_dict()
     options = config.get("denoiser_options", {})
-    train, sample = metrics.get("train", {}), metrics.get("sample", {})
+    train, sample = metrics.train, metrics.sample
     row = {
-        "run": run_dir.name,
-        "path": str(run_dir),
+        "run": folder.name,
+        "path": str(folder.path),
         "dataset": config["dataset"],
         "image": image_label(config, metrics),
         "denoiser": config["denoiser"] + (f"[{options['preset']}]" if "preset" in options else ""),
         "target": options.get("target", "default"),
         "schedule": config["diffusion"]["schedule"]
         + ("+ztsnr" if config["diffusion"].get("zero_terminal_snr") else ""),
-        "sampler": sample.get("method"),
-        "sample_steps": sample.get("steps"),
+        "sampler": sample.method,
+        "sample_steps": sample.steps,
         "budget": budget_label(config["train"]),
         "seed": config["seed"],
-        "parameters": metrics.get("parameters"),
-        "forward_gflops": (train.get("forward_flops_per_image") or math.nan) / 1e9,
-        "train_gflops": (train.get("training_flops_per_image") or math.nan) / 1e9,
-        "train_images_per_s": train.get("images_per_s"),
-        "sample_images_per_s": sample.get("images_per_s"),
-        "train_fraction_of_peak": train.get("fraction_of_peak"),
-        "train_images": train.get("images_seen"),
+        "parameters": metrics.parameters,
+        "forward_gflops": (train.forward_flops_per_image or math.nan) / 1e9,
+        "train_gflops": (train.training_flops_per_image or math.nan) / 1e9,
+        "train_images_per_s": train.images_per_s,
+        "sample_images_per_s": sample.images_per_s,
+        "train_fraction_of_peak": train.fraction_of_peak,
+        "train_images": train.images_seen,
+        **numbers(metrics.quality),
     }
-    quality: dict = {}
-    flatten("", metrics.get("quality", {}), quality)
-    row.update({k: v for k, v in quality.items() if isinstance(v, int | float) and not isinstance(v, bool)})
-    row["nll_bpd"] = metrics.get("nll", {}).get("bits_per_dim", math.nan)
+    row["nll_bpd"] = (metrics.nll or {}).get("bits_per_dim", math.nan)
     return row
 
 
-def image_label(config: dict, metrics: dict) -> str:
+def image_label(config: dict, metrics: RunMetrics) -> str:
     """The image size the run trained at ("14x14"), which a dataset name alone does not fix; empty when a
     run from before sizes were recorded left it at the dataset's native size."""
-    shape = metrics.get("image_shape")
+    shape = metrics.image_shape
     if shape:
         return f"{shape[-2]}x{shape[-1]}"
     size = config.get("image_size")
@@ -131,13 +120,13 @@ def budget_label(train: dict) -> str:
 def collect(paths: list[Path]) -> Collection:
     """Read every run below ``paths``; damaged or unfinished runs go to ``skipped`` with the reason."""
     rows, skipped = [], []
-    for run_dir in find_run_dirs(paths):
+    for folder in find_runs(paths):
         try:
-            rows.extend(run_rows(run_dir))
-        except (LookupError, KeyError, ValueError, OSError) as exc:
+            rows.extend(run_rows(folder))
+        except (KeyError, ValueError, OSError, TypeError) as exc:
             reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
-            skipped.append((run_dir, reason))
-            warnings.warn(f"skipping {run_dir}: {reason}", stacklevel=2)
+            skipped.append((folder.path, reason))
+            warnings.warn(f"skipping {folder.path}: {reason}", stacklevel=2)
     return Collection(pd.DataFrame(rows), skipped)
 
 
@@ -152,7 +141,7 @@ def references(runs: pd.DataFrame) -> dict[str, dict[str, float]]:
     for dataset, image in pairs:
         chosen = (runs["dataset"] == dataset) & (images == image)
         for path in dict.fromkeys(runs.loc[chosen, "path"]):
-            refs = json.loads((Path(path) / "metrics.json").read_text()).get("references")
+            refs = RunFolder(Path(path)).read_metrics().references
             if not refs:
                 continue
             for name, values in refs.items():
@@ -267,7 +256,7 @@ def find_benchmark_files(paths: list[Path]) -> list[Path]:
         files.update(
             p
             for p in candidates
-            if p.name not in {"config.json", "metrics.json", "status.json", "environment.json"}
+            if p.name not in RUN_FILES
             and is_benchmark_json(p)
         )
     return sorted(files)

@@ -16,6 +16,7 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .io import write_bytes_atomic, write_text_atomic  # noqa: E402
+from .run_folder import RunFolder  # noqa: E402
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -45,7 +46,7 @@ def design_label(row: pd.Series, *, data: bool = False) -> str:
 def montage(runs: pd.DataFrame, path: Path) -> Path | None:
     """One tile per design: the sample grid of its first seed, titled with the design."""
     firsts = runs.sort_values("seed").groupby("design", sort=False).head(1)
-    tiles = [(r["design"], Path(r["path"]) / "samples.png") for _, r in firsts.iterrows()]
+    tiles = [(r["design"], RunFolder(r["path"]).samples_png) for _, r in firsts.iterrows()]
     tiles = [(label, p) for label, p in tiles if p.is_file()]
     if not tiles:
         return None
@@ -120,7 +121,7 @@ def loss_curves(runs: pd.DataFrame, path: Path) -> Path | None:
     seeds = sorted(dict.fromkeys(runs["seed"]))
     drawn = 0
     for _, row in runs.drop_duplicates("path").iterrows():
-        csv = Path(row["path"]) / "loss.csv"
+        csv = RunFolder(row["path"]).loss_curve
         if csv.is_file():
             curve = pd.read_csv(csv)
             ax.plot(

@@ -1,10 +1,9 @@
-"""``bench run``: build the pieces a RunConfig names, train, sample, measure, and keep everything in a run
-folder ``results/<run-id>/`` that describes itself and can be resumed."""
+"""``bench run``'s orchestration: build the pieces a RunConfig names, train, sample, measure, and keep
+everything in a run folder (:mod:`bench.run_folder`) that describes itself and can be resumed; and the
+same for a finished run's later ``bench sample`` and ``bench eval``."""
 
 from __future__ import annotations
 
-import csv
-import io
 import secrets
 import time
 from dataclasses import dataclass, replace
@@ -20,7 +19,7 @@ from denoisers.common import count_parameters
 from denoisers.kernels.group_norm import fused_kernel_ran, use_fused_kernels
 
 from . import datasets
-from .checkpoint import CHECKPOINT_NAME, identity, load_checkpoint, save_checkpoint
+from .checkpoint import identity, load_checkpoint, save_checkpoint
 from .config import AUTO_SAMPLER, RunConfig, SampleConfig
 from .denoiser import Denoiser
 from .diffusion import Diffusion
@@ -33,8 +32,17 @@ from .environment import (
     resolve_device,
 )
 from .images import save_grid, save_samples_npz
-from .io import create_run_dir, read_json, write_json_atomic, write_text_atomic
+from .io import create_run_dir
 from .likelihood import nll_bits_per_dim
+from .run_folder import (
+    EvalSample,
+    Evaluation,
+    EvaluationEntry,
+    RunFolder,
+    RunMetrics,
+    SampleMetrics,
+    TrainMetrics,
+)
 from .sampling import sample
 from .scoring import EvalConfig, score_samples
 from .throughput import (
@@ -45,8 +53,6 @@ from .throughput import (
     training_flops_per_image,
 )
 from .trainer import NonFiniteLossError, Trainer, TrainLog
-
-CONFIG_NAME, STATUS_NAME, METRICS_NAME, LOSS_NAME = "config.json", "status.json", "metrics.json", "loss.csv"
 
 
 @dataclass
@@ -117,28 +123,6 @@ def new_run_id(config: RunConfig) -> str:
     return f"{stamp}-{design}-{secrets.token_hex(2)}"
 
 
-def write_status(run_dir: Path, state: str, **extra) -> None:
-    write_json_atomic(run_dir / STATUS_NAME, {"state": state, "updated": time.time(), **extra})
-
-
-def write_loss_curve(run_dir: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(run_dir / LOSS_NAME, buf.getvalue())
-
-
-def read_loss_curve(run_dir: Path) -> list[dict]:
-    path = run_dir / LOSS_NAME
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [{k: float(v) if k != "step" else int(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
 def generate(
     exp: Experiment, model: nn.Module, sample_cfg: SampleConfig, n: int, *, seed: int, progress: bool
 ) -> tuple[torch.Tensor, float]:
@@ -205,7 +189,7 @@ def _execute(
         run_dir = resume if resume is not None else create_run_dir(out, run_id or new_run_id(config))
     else:
         run_dir = None
-    run_dir = Path(broadcast_object(str(run_dir) if run_dir else None, dist))
+    folder = RunFolder(broadcast_object(str(run_dir) if run_dir else None, dist))
 
     trainer = Trainer(
         exp.model,
@@ -218,20 +202,20 @@ def _execute(
         dist=dist,
     )
     history: list[dict] = []
-    if resume is not None and (run_dir / CHECKPOINT_NAME).exists():
-        ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME, exp.identity)
+    if resume is not None and folder.checkpoint.exists():
+        ckpt = load_checkpoint(folder.checkpoint, exp.identity)
         trainer.load_state_dict(ckpt)
-        history = [row for row in read_loss_curve(run_dir) if row["step"] <= trainer.step]
+        history = [row for row in folder.read_loss_curve() if row["step"] <= trainer.step]
     if dist.is_main:
-        write_json_atomic(run_dir / CONFIG_NAME, config.to_dict())
-        write_json_atomic(run_dir / "environment.json", environment(exp.device, dist.world_size))
-        write_status(run_dir, "training", step=trainer.step)
+        folder.write_config(config)
+        folder.write_environment(environment(exp.device, dist.world_size))
+        folder.write_status("training", step=trainer.step)
 
     def checkpoint(tr: Trainer) -> None:
         if dist.is_main:
-            save_checkpoint(run_dir / CHECKPOINT_NAME, exp.identity, tr.state_dict())
-            write_loss_curve(run_dir, history + tr.log.intervals)
-            write_status(run_dir, "training", step=tr.step)
+            save_checkpoint(folder.checkpoint, exp.identity, tr.state_dict())
+            folder.write_loss_curve(history + tr.log.intervals)
+            folder.write_status("training", step=tr.step)
         barrier(dist)
 
     t0 = time.perf_counter()
@@ -239,22 +223,22 @@ def _execute(
         log = trainer.run(progress=progress, on_checkpoint=checkpoint)
     except NonFiniteLossError as exc:
         if dist.is_main:
-            write_loss_curve(run_dir, history + trainer.log.intervals)
-            write_status(run_dir, "failed", step=trainer.step, reason=str(exc))
+            folder.write_loss_curve(history + trainer.log.intervals)
+            folder.write_status("failed", step=trainer.step, reason=str(exc))
         raise
     phases["train_s"] = time.perf_counter() - t0
     checkpoint(trainer)
     if log.stop_reason == "interrupted":
         if dist.is_main:
-            write_status(run_dir, "interrupted", step=trainer.step)
+            folder.write_status("interrupted", step=trainer.step)
         raise KeyboardInterrupt(
-            f"stopped at step {trainer.step}; continue with `bench run --resume {run_dir}`"
+            f"stopped at step {trainer.step}; continue with `bench run --resume {folder.path}`"
         )
 
     if dist.is_main:
-        finish(exp, trainer, log, sample_cfg, run_dir, phases, progress=progress)
+        finish(exp, trainer, log, sample_cfg, folder, phases, progress=progress)
     barrier(dist)
-    return run_dir
+    return folder.path
 
 
 def finish(
@@ -262,13 +246,13 @@ def finish(
     trainer: Trainer,
     log: TrainLog,
     sample_cfg: SampleConfig,
-    run_dir: Path,
+    folder: RunFolder,
     phases: dict[str, float],
     *,
     progress: bool,
 ) -> None:
     """Sample from the trained model, write the grid and the metrics, and mark the run complete."""
-    write_status(run_dir, "sampling", step=trainer.step)
+    folder.write_status("sampling", step=trainer.step)
     model = trainer.ema.module if sample_cfg.use_ema else trainer.model
     # --compile covers sampling too: the fixed-shape sampling loop is where compilation pays most (1.3x
     # over eager channels-last on a 2-core CPU); its compile time is part of the sampling seconds.
@@ -277,20 +261,18 @@ def finish(
         exp, sampler, sample_cfg, sample_cfg.n, seed=exp.config.seed, progress=progress
     )
     phases["sample_s"] = sample_s
-    save_grid(run_dir / "samples.png", samples[:64])
-    save_samples_npz(run_dir / "samples.npz", samples)
-    metrics = {
-        "run_id": run_dir.name,
-        **run_metrics(exp, trainer, log, sample_cfg, n=samples.shape[0], sample_s=sample_s),
-    }
+    save_grid(folder.samples_png, samples[:64])
+    save_samples_npz(folder.samples_npz, samples)
+    metrics = run_metrics(exp, trainer, log, sample_cfg, n=samples.shape[0], sample_s=sample_s)
+    metrics = replace(metrics, run_id=folder.name)
     if exp.config.evaluate:
-        write_status(run_dir, "evaluating", step=trainer.step)
+        folder.write_status("evaluating", step=trainer.step)
         start = time.perf_counter()
-        metrics.update(evaluate(exp, model, samples, progress=progress))
+        scores = evaluate(exp, model, samples, progress=progress)
+        metrics = replace(metrics, **scores.evaluation_fields())
         phases["eval_s"] = time.perf_counter() - start
-    metrics["phases"] = phases
-    write_json_atomic(run_dir / METRICS_NAME, metrics)
-    write_status(run_dir, "complete", step=trainer.step)
+    folder.write_metrics(replace(metrics, phases=phases))
+    folder.write_status("complete", step=trainer.step)
 
 
 def evaluate(
@@ -300,10 +282,10 @@ def evaluate(
     *,
     progress: bool,
     config: EvalConfig | None = None,
-) -> dict:
+) -> Evaluation:
     """Quality metrics beside the reference rows, and the NLL bound for denoisers trained on every t."""
     config = config or EvalConfig()
-    result = score_samples(samples, exp.data, config, progress=progress)
+    result = Evaluation(**score_samples(samples, exp.data, config, progress=progress))
     if exp.recipe.timesteps == "all":
         nll = nll_bits_per_dim(
             Denoiser(model, exp.diffusion, exp.recipe.prediction),
@@ -312,13 +294,13 @@ def evaluate(
             device=exp.device,
             generator=torch.Generator().manual_seed(config.seed),
         )
-        result["nll"] = nll.to_dict()
+        result = replace(result, nll=nll.to_dict())
     return result
 
 
 def run_metrics(
     exp: Experiment, trainer: Trainer, log: TrainLog, sample_cfg: SampleConfig, *, n: int, sample_s: float
-) -> dict:
+) -> RunMetrics:
     """Parameters, speed and hardware efficiency of training and sampling."""
     forward = forward_flops_per_image(trainer.model, exp.data.image_shape, exp.device)
     training = training_flops_per_image(trainer.model, exp.data.image_shape, exp.device)
@@ -328,33 +310,33 @@ def run_metrics(
         peak = matmul_peak(exp.device, refresh=True)
     nfe = sampler_calls(sample_cfg, exp.diffusion.num_timesteps)
     sample_ips = n / sample_s
-    return {
-        "parameters": count_parameters(trainer.model),
-        "image_shape": list(exp.data.image_shape),
-        "train": {
-            "steps": trainer.step,
-            "images_seen": trainer.step * exp.config.train.batch_size * trainer.dist.world_size,
-            "images_per_s": log.images_per_second,
-            "data_wait_s": log.data_seconds,
-            "final_loss": (log.intervals[-1]["loss"] if log.intervals else None),
-            "stop_reason": log.stop_reason,
-            "train_seconds_total": trainer.train_seconds,
-            "forward_flops_per_image": forward,
-            "training_flops_per_image": training,
+    return RunMetrics(
+        parameters=count_parameters(trainer.model),
+        image_shape=list(exp.data.image_shape),
+        train=TrainMetrics(
+            steps=trainer.step,
+            images_seen=trainer.step * exp.config.train.batch_size * trainer.dist.world_size,
+            images_per_s=log.images_per_second,
+            data_wait_s=log.data_seconds,
+            final_loss=(log.intervals[-1]["loss"] if log.intervals else None),
+            stop_reason=log.stop_reason,
+            train_seconds_total=trainer.train_seconds,
+            forward_flops_per_image=forward,
+            training_flops_per_image=training,
             **efficiency(log.images_per_second, training, peak),
-        },
-        "sample": {
-            "method": sample_cfg.method,
-            "steps": sample_cfg.steps,
-            "eta": sample_cfg.eta,
-            "n": n,
-            "images_per_s": sample_ips,
-            "network_evaluations_per_image": nfe,
-            "network_evaluations_per_s": sample_ips * nfe,
+        ),
+        sample=SampleMetrics(
+            method=sample_cfg.method,
+            steps=sample_cfg.steps,
+            eta=sample_cfg.eta,
+            n=n,
+            images_per_s=sample_ips,
+            network_evaluations_per_image=nfe,
+            network_evaluations_per_s=sample_ips * nfe,
             **efficiency(sample_ips * nfe, forward, peak),
-            "ema": sample_cfg.use_ema,
-        },
-        "hardware": {
+            ema=sample_cfg.use_ema,
+        ),
+        hardware={
             "device": str(exp.device),
             "device_name": device_name(exp.device),
             "dtype": exp.config.train.precision,
@@ -363,7 +345,7 @@ def run_metrics(
             "peak_memory_bytes": peak_memory_bytes(exp.device),
             "fused_norm_kernel": fused_kernel_ran(trainer.model),
         },
-    }
+    )
 
 
 def sampler_calls(sample_cfg: SampleConfig, num_timesteps: int) -> int:
@@ -371,20 +353,13 @@ def sampler_calls(sample_cfg: SampleConfig, num_timesteps: int) -> int:
     return sample_cfg.steps if sample_cfg.steps is not None else num_timesteps
 
 
-def load_run_config(run_dir: Path) -> RunConfig:
-    path = Path(run_dir) / CONFIG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} is not a run folder: it has no {CONFIG_NAME}")
-    return RunConfig.from_dict(read_json(path))
-
-
 def load_run(run_dir: Path, *, device: str | None = None) -> tuple[Experiment, dict]:
     """Rebuild a run's experiment from its folder and load its checkpoint (checked against its config)."""
-    config = load_run_config(run_dir)
+    config = RunFolder(run_dir).read_config()
     if device is not None:
         config = replace(config, device=device)
     exp = build_experiment(config)
-    ckpt = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME, exp.identity)
+    ckpt = load_checkpoint(RunFolder(run_dir).checkpoint, exp.identity)
     return exp, ckpt
 
 
@@ -415,7 +390,7 @@ def sample_run(
         exp.recipe,
     )
     samples, seconds = generate(exp, exp.model, cfg, n, seed=seed, progress=progress)
-    out = Path(run_dir) / "samples"
+    out = RunFolder(run_dir).extra_samples
     out.mkdir(exist_ok=True)
     stem = f"{cfg.method}-{cfg.steps or exp.diffusion.num_timesteps}steps-eta{cfg.eta:g}-n{n}-seed{seed}"
     stem = f"{stem}-{'ema' if use_ema else 'raw'}-{secrets.token_hex(2)}"
@@ -432,12 +407,12 @@ def evaluate_run(
     seed: int,
     device: str = "auto",
     progress: bool = True,
-) -> list[dict]:
+) -> list[EvaluationEntry]:
     """Sample a finished run with each step count and score it; each result is appended to the run's
     ``metrics.json`` under ``evaluations`` (the run's own numbers are kept as they are)."""
-    metrics_path = Path(run_dir) / METRICS_NAME
-    if not metrics_path.is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} has no {METRICS_NAME}: the run has not finished")
+    folder = RunFolder(run_dir)
+    if not folder.has_metrics():
+        raise FileNotFoundError(f"{str(run_dir)!r} has no metrics.json: the run has not finished")
     exp, ckpt = load_run(run_dir, device=device)
     exp.model.load_state_dict(ckpt["ema"]["module"])
     exp.model.to(exp.device)
@@ -455,19 +430,11 @@ def evaluate_run(
             exp.recipe,
         )
         samples, seconds = generate(exp, exp.model, cfg, n, seed=seed, progress=progress)
-        entry = {
-            "sample": {
-                "method": cfg.method,
-                "steps": cfg.steps,
-                "eta": cfg.eta,
-                "n": n,
-                "seed": seed,
-                "images_per_s": n / seconds,
-            },
-            **evaluate(exp, exp.model, samples, progress=progress),
-        }
-        metrics = read_json(metrics_path)
-        metrics.setdefault("evaluations", []).append(entry)
-        write_json_atomic(metrics_path, metrics)
+        scores = evaluate(exp, exp.model, samples, progress=progress)
+        entry = EvaluationEntry(
+            **scores.evaluation_fields(),
+            sample=EvalSample(cfg.method, cfg.steps, cfg.eta, n, seed, n / seconds),
+        )
+        folder.add_evaluation(entry)
         entries.append(entry)
     return entries

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .io import read_json, write_json_atomic
+from .run_folder import RunFolder
 
 SWEEP_NAME = "sweep.json"
 BUDGET_KINDS = ("steps", "minutes", "flops")
@@ -134,29 +135,24 @@ def config_differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]
     return diffs
 
 
-def run_state(run_dir: Path) -> str | None:
-    status = run_dir / "status.json"
-    return read_json(status).get("state") if status.is_file() else None
-
-
 def run_or_resume(
     config: RunConfig, out: Path, name: str, *, progress: bool = True, download: bool = False
 ) -> tuple[Path, str]:
     """Train ``config`` into ``out/name``: skip it when complete, resume it when half done, start it when
     absent. Returns the folder and what was done (``skipped``, ``resumed`` or ``started``)."""
-    from .run import CONFIG_NAME, execute
+    from .run import execute
 
-    run_dir = out / name
+    folder = RunFolder(out / name)
+    run_dir = folder.path
     if run_dir.exists():
-        config_path = run_dir / CONFIG_NAME
-        if config_path.is_file():
-            diffs = config_differences(read_json(config_path), config.to_dict())
+        if folder.is_run():
+            diffs = config_differences(folder.read_config_dict(), config.to_dict())
             if diffs:
                 raise ValueError(
                     f"{run_dir} holds a run with another configuration ({'; '.join(diffs)}); "
                     "choose another --out for a different sweep"
                 )
-        if run_state(run_dir) == "complete":
+        if folder.state() == "complete":
             return run_dir, "skipped"
         execute(config, resume=run_dir, progress=progress, download=download)
         return run_dir, "resumed"

@@ -11,6 +11,7 @@ from bench import compare
 from bench.cli import main
 from bench.config import RunConfig
 from bench.images import save_grid
+from bench.run_folder import RunFolder, RunMetrics, SampleMetrics, TrainMetrics
 
 FD = {("unet", 0): 10.0, ("unet", 1): 12.0, ("unet", 2): 14.0, ("direct", 0): 90.0, ("direct", 1): 92.0}
 
@@ -31,19 +32,25 @@ def make_run(root, name, denoiser, seed, fd=None, *, metrics=True, damaged=False
         (run / "metrics.json").write_text('{"parameters": 12, "train": ')
     elif metrics:
         method = "one_shot" if denoiser == "direct" else "ddim"
-        (run / "metrics.json").write_text(
-            json.dumps(
-                {
-                    "parameters": 1000,
-                    "train": {"images_per_s": 100.0, "forward_flops_per_image": 2e8, "images_seen": 96000},
-                    "sample": {
-                        "method": method,
-                        "steps": 1 if method == "one_shot" else 50,
-                        "images_per_s": 50.0,
-                    },
-                    "quality": {"fd": fd, "kid": {"mean": fd / 100}},
-                    "references": {"real": {"fd": 1.5 * (size or 1)}, "mean-image": {"fd": 543.0}},
-                }
+        RunFolder(run).write_metrics(
+            RunMetrics(
+                run_id=name,
+                parameters=1000,
+                train=TrainMetrics(
+                    steps=1500,
+                    images_seen=96000,
+                    images_per_s=100.0,
+                    data_wait_s=0.0,
+                    final_loss=0.1,
+                    stop_reason="steps",
+                    train_seconds_total=960.0,
+                    forward_flops_per_image=2e8,
+                ),
+                sample=SampleMetrics(
+                    method=method, steps=1 if method == "one_shot" else 50, eta=1.0, n=8, images_per_s=50.0
+                ),
+                quality={"fd": fd, "kid": {"mean": fd / 100}},
+                references={"real": {"fd": 1.5 * (size or 1)}, "mean-image": {"fd": 543.0}},
             )
         )
     return run

@@ -1,0 +1,86 @@
+"""The run folder's one owner: what `bench run` writes, `bench compare` reads through the same layout, so a
+field renamed on one side fails here instead of becoming a column of NaNs."""
+
+import json
+import math
+
+import pytest
+
+from bench import compare
+from bench.run_folder import MetricsFormatError, RunFolder, RunMetrics, find_runs
+from tests.helpers import run_ok
+
+# Columns `bench compare` takes from metrics.json's train and sample sections.
+SPEED_COLUMNS = [
+    "parameters",
+    "forward_gflops",
+    "train_gflops",
+    "train_images_per_s",
+    "sample_images_per_s",
+    "train_fraction_of_peak",
+    "train_images",
+    "sample_steps",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return run_ok(tmp_path_factory.mktemp("runs"))
+
+
+def test_metrics_round_trip_through_the_layout(run_dir):
+    folder = RunFolder(run_dir)
+    raw = json.loads((run_dir / "metrics.json").read_text())
+    metrics = folder.read_metrics()
+    assert json.loads(json.dumps(metrics.to_dict())) == raw
+    assert metrics.run_id == run_dir.name and metrics.train.steps == 10
+    assert folder.read_config().train.steps == 10
+    assert folder.state() == "complete"
+    assert [row["step"] for row in folder.read_loss_curve()] == [5, 10]
+
+
+def test_compare_fills_every_column_bench_run_writes(run_dir):
+    row = compare.run_rows(RunFolder(run_dir))[0]
+    missing = [c for c in SPEED_COLUMNS if row[c] is None or math.isnan(float(row[c]))]
+    assert not missing, f"bench compare lost {missing} from a run bench run wrote"
+    assert row["train_images"] == 10 * 16
+
+
+@pytest.mark.parametrize(
+    ("section", "old", "new"),
+    [("train", "images_per_s", "img_per_s"), ("sample", "method", "sampler"), (None, "parameters", "params")],
+)
+def test_a_renamed_metrics_key_is_an_error_not_a_column_of_nans(run_dir, tmp_path, section, old, new):
+    copy = tmp_path / "renamed"
+    copy.mkdir()
+    for name in ("config.json", "status.json"):
+        (copy / name).write_text((run_dir / name).read_text())
+    data = json.loads((run_dir / "metrics.json").read_text())
+    where = data[section] if section else data
+    where[new] = where.pop(old)
+    (copy / "metrics.json").write_text(json.dumps(data))
+    with pytest.raises(MetricsFormatError, match=f"{section + '.' if section else ''}{old}"):
+        RunFolder(copy).read_metrics()
+    with pytest.warns(UserWarning, match="skipping"):
+        collection = compare.collect([copy])
+    assert collection.runs.empty and old in collection.skipped[0][1]
+
+
+def test_a_folder_without_metrics_says_its_state(tmp_path):
+    folder = RunFolder(tmp_path)
+    folder.write_status("training", step=3)
+    with pytest.raises(FileNotFoundError, match=r"no metrics.json yet \(state: training\)"):
+        folder.read_metrics()
+    with pytest.raises(FileNotFoundError, match="is not a run folder"):
+        folder.read_config()
+
+
+def test_find_runs_lists_folders_with_a_config(run_dir, tmp_path):
+    assert [f.path for f in find_runs([run_dir.parent])] == [run_dir]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        find_runs([tmp_path / "nowhere"])
+
+
+def test_sections_a_run_did_not_produce_are_left_out():
+    data = RunMetrics(run_id="r", parameters=1).to_dict()
+    assert "quality" not in data and "evaluations" not in data and "nll" not in data
