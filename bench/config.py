@@ -1,5 +1,9 @@
 """Typed run configuration: resolved once from the CLI (or Python), saved with the run, read back on resume.
 
+Each numeric field that has a rule declares it once, as a :class:`Rule` in the field's metadata: the
+config's ``__post_init__`` checks it, and the CLI derives its option type from it (``bench.cli.options``),
+so a new option costs one field here and one flag there.
+
 The defaults are sized so that ``bench run --denoiser unet --schedule linear`` trains, samples and
 evaluates on the embedded 5,000-digit MNIST subset in a few minutes on a 2-core CPU.
 """
@@ -8,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -16,10 +20,74 @@ AUTO_SAMPLER = "auto"
 
 
 @dataclass(frozen=True)
+class Rule:
+    """What values a number may take: an integer or a real number, bounded below and/or above (open or
+    closed), None allowed when ``optional``."""
+
+    kind: type = float
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    optional: bool = False
+
+    def describe(self) -> str:
+        noun = "integer" if self.kind is int else "number"
+        positive = (self.low == 0 and self.low_open) or (self.kind is int and self.low == 1)
+        if self.high is None:
+            if positive:
+                return f"a positive {noun}"
+            return f"{'>' if self.low_open else '>='} {self.low:g}" if self.low is not None else f"a {noun}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+    def allows(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
+        if isinstance(value, bool) or not isinstance(value, int if self.kind is int else int | float):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def check(self, name: str, value: Any) -> Any:
+        if not self.allows(value):
+            raise ValueError(f"{name} must be {self.describe()}, got {value!r}")
+        return value
+
+
+POSITIVE_INT = Rule(int, low=1)
+POSITIVE = Rule(float, low=0, low_open=True)
+
+
+def ruled(default: Any, rule: Rule, **kwargs: Any) -> Any:
+    """A dataclass field with a :class:`Rule`."""
+    return field(default=default, metadata={"rule": rule}, **kwargs)
+
+
+def rule_of(kind: type, name: str) -> Rule | None:
+    """The rule the config dataclass ``kind`` declares for its field ``name``, if any."""
+    return {f.name: f.metadata.get("rule") for f in dataclasses.fields(kind)}.get(name)
+
+
+def check_rules(config: Any, prefix: str = "") -> None:
+    """Check every field of ``config`` that declares a rule; the error names the field."""
+    for f in dataclasses.fields(config):
+        rule = f.metadata.get("rule")
+        if rule is not None:
+            rule.check(prefix + f.name, getattr(config, f.name))
+
+
+@dataclass(frozen=True)
 class DiffusionConfig:
     schedule: str = "linear"
-    timesteps: int = 1000
+    timesteps: int = ruled(1000, POSITIVE_INT)
     zero_terminal_snr: bool = False
+
+    def __post_init__(self) -> None:
+        check_rules(self)
 
 
 @dataclass(frozen=True)
@@ -29,42 +97,22 @@ class TrainConfig:
     the training-FLOP budget that ``steps`` was derived from (``bench sweep --budget-flops``); the trainer
     itself counts steps."""
 
-    steps: int = 1500
-    minutes: float | None = None
-    budget_flops: float | None = None
-    batch_size: int = 64
-    lr: float = 1e-3
-    warmup_steps: int = 100
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
+    steps: int = ruled(1500, POSITIVE_INT)
+    minutes: float | None = ruled(None, replace(POSITIVE, optional=True))
+    budget_flops: float | None = ruled(None, replace(POSITIVE, optional=True))
+    batch_size: int = ruled(64, POSITIVE_INT)
+    lr: float = ruled(1e-3, POSITIVE)
+    warmup_steps: int = ruled(100, Rule(int, low=0))
+    weight_decay: float = ruled(0.0, Rule(float, low=0))
+    grad_clip: float = ruled(1.0, Rule(float, low=0))  # 0 disables clipping
+    ema_decay: float = ruled(0.999, Rule(float, low=0, high=1, high_open=True))
     precision: str = "fp32"
     compile: bool = False
-    checkpoint_every: int = 500
-    log_every: int = 25
+    checkpoint_every: int = ruled(500, POSITIVE_INT)
+    log_every: int = ruled(25, POSITIVE_INT)
 
     def __post_init__(self) -> None:
-        positive_ints = {
-            "steps": self.steps,
-            "batch_size": self.batch_size,
-            "checkpoint_every": self.checkpoint_every,
-            "log_every": self.log_every,
-        }
-        for name, value in positive_ints.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.minutes is not None and not (math.isfinite(self.minutes) and self.minutes > 0):
-            raise ValueError(f"minutes must be a positive number, got {self.minutes!r}")
-        if self.budget_flops is not None and not (math.isfinite(self.budget_flops) and self.budget_flops > 0):
-            raise ValueError(f"budget_flops must be a positive number, got {self.budget_flops!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
-        if self.grad_clip < 0:
-            raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip!r}")
+        check_rules(self)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
@@ -80,12 +128,12 @@ class SampleConfig:
     """
 
     method: str = AUTO_SAMPLER
-    steps: int | None = 50
-    eta: float = 1.0
+    steps: int | None = ruled(50, replace(POSITIVE_INT, optional=True))
+    eta: float = ruled(1.0, Rule(float, low=0, high=1))
     variance: str = "beta"
     clip_x0: bool = True
-    n: int = 500
-    batch_size: int = 250
+    n: int = ruled(500, POSITIVE_INT)
+    batch_size: int = ruled(250, POSITIVE_INT)
     use_ema: bool = True
 
     def settings(self) -> dict[str, Any]:
@@ -96,10 +144,7 @@ class SampleConfig:
         return {name: getattr(self, name) for name in sampler_settings(self.method) if hasattr(self, name)}
 
     def __post_init__(self) -> None:
-        for name in ("n", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"sample {name} must be a positive integer, got {value!r}")
+        check_rules(self, prefix="sample ")
 
 
 @dataclass(frozen=True)
@@ -108,7 +153,7 @@ class RunConfig:
     denoiser_options: dict[str, Any] = field(default_factory=dict)
     dataset: str = "mnist5k"
     data_root: str | None = None
-    image_size: int | None = None
+    image_size: int | None = ruled(None, replace(POSITIVE_INT, optional=True))
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -127,6 +172,9 @@ class RunConfig:
     tune_malloc: bool = True
     # TF32 matmuls and convolutions on Ampere and newer GPUs; no effect on CPU.
     tf32: bool = True
+
+    def __post_init__(self) -> None:
+        check_rules(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import denoisers
-from bench.cli import parse_option
+from bench.cli.options import parse_option
 from bench.environment import configure_allocator
 from bench.throughput import measure_matmul_peak, timed
 from bench.trainer import fused_or_foreach

@@ -1,0 +1,72 @@
+"""``bench compare``: every run folder below some paths side by side, in the terminal and in a report
+folder (and pytest-benchmark step timings when the paths hold them)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import click
+
+from . import main
+from .options import usage_errors
+
+
+@main.command("compare")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--where", multiple=True, metavar="KEY=VALUE", help="Keep runs whose column equals VALUE (repeatable)."
+)
+@click.option("--sort", "sort_by", default=None, help="Sort the table by this column.")
+@click.option("--columns", default=None, help="Comma-separated measurement columns to show.")
+@click.option("--metric", default="fd", show_default=True, help="The quality column for the plots.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Report folder (default: <first path>/comparison).",
+)
+@usage_errors
+def compare_cmd(
+    paths: tuple[Path, ...],
+    where: tuple[str, ...],
+    sort_by: str | None,
+    columns: str | None,
+    metric: str,
+    out: Path | None,
+) -> None:
+    """Compare every run folder found below PATHS: a table in the terminal and a report folder."""
+    from .. import compare, compare_report
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        collection = compare.collect(list(paths))
+    for run_dir, reason in collection.skipped:
+        click.echo(f"skipped {run_dir}: {reason}", err=True)
+    bench_files = compare.find_benchmark_files(list(paths))
+    if bench_files:
+        timings = compare.benchmark_table(bench_files)
+        click.echo("step timings (pytest-benchmark):")
+        click.echo(compare.format_table(timings).to_string(index=False))
+        if collection.runs.empty:
+            return
+    if collection.runs.empty:
+        raise click.UsageError(
+            f"no complete run folders (with config.json and metrics.json) under {', '.join(map(str, paths))}"
+        )
+    runs = compare.apply_filters(collection.runs, list(where))
+    if runs.empty:
+        raise click.UsageError(f"no run matches --where {' '.join(where)}")
+    table = compare.summarize(runs)
+    if sort_by:
+        if sort_by not in table.columns:
+            known = ", ".join(table.columns)
+            raise click.UsageError(f"unknown column {sort_by!r} for --sort; columns: {known}")
+        table = table.sort_values(sort_by)
+    chosen = [c.strip() for c in columns.split(",")] if columns else None
+    selected, refs = compare.select_columns(table, chosen), compare.references(runs)
+    numeric, shown = compare.numeric_table(selected, refs), compare.format_table(selected, refs)
+    click.echo(shown.to_string(index=False))
+    out = out or (paths[0] if paths[0].is_dir() else paths[0].parent) / "comparison"
+    for path in compare_report.write_report(out, runs, numeric, shown, metric):
+        click.echo(f"wrote {path}")

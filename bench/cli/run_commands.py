@@ -1,0 +1,176 @@
+"""``bench run``, ``bench sample`` and ``bench eval``: one run trained, sampled and measured, and a
+finished run sampled or scored again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import SampleConfig
+from . import main
+from .options import DATASET, SAMPLER, CommaList, config_option, positive_int, usage_errors
+from .run_options import (
+    DEFAULTS,
+    config_from_options,
+    device_option,
+    extend_budget,
+    quiet_option,
+    run_options,
+)
+
+
+@main.command()
+@run_options
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results"),
+    show_default=True,
+    help="Folder that receives the run folder.",
+)
+@click.option(
+    "--run-id", default=None, help="Name of the run folder (default: time, design and a random tag)."
+)
+@click.option(
+    "--resume",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Continue the run in this folder with its saved config.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars; print only the run folder.")
+@usage_errors
+def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **values: Any) -> None:
+    """Train a denoiser, sample it, measure it; results land in OUT/<run-id>/.
+
+    Under torchrun (e.g. `torchrun --nproc-per-node 2 -m bench.cli run ...`) training uses
+    DistributedDataParallel; --batch-size is per process.
+    """
+    from .. import run as runner
+    from ..run_folder import RunFolder
+
+    if resume is not None:
+        config = extend_budget(RunFolder(resume).read_config(), values)
+    else:
+        config = config_from_options(values)
+    run_dir = runner.execute(
+        config, out=out, run_id=run_id, resume=resume, download=values["download"], progress=not quiet
+    )
+    if quiet:
+        click.echo(str(run_dir))
+    else:
+        click.echo(f"run folder: {run_dir}")
+        click.echo(f"samples:    {RunFolder(run_dir).samples_png}")
+
+
+@main.command("sample")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--n", type=positive_int("n"), default=64, show_default=True, help="Number of samples.")
+@click.option(
+    "--method",
+    type=SAMPLER,
+    default=DEFAULTS.sample.method,
+    show_default=True,
+    help="ancestral, ddim, one_shot or auto.",
+)
+@config_option("--steps", kind=SampleConfig, field="steps", default=50, help="DDIM steps.")
+@config_option("--eta", kind=SampleConfig, field="eta", default=DEFAULTS.sample.eta)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-ema", is_flag=True, help="Sample the raw weights instead of their EMA.")
+@device_option
+@quiet_option
+@usage_errors
+def sample_cmd(
+    run_dir: Path,
+    n: int,
+    method: str,
+    steps: int,
+    eta: float,
+    seed: int,
+    no_ema: bool,
+    device: str,
+    quiet: bool,
+) -> None:
+    """Sample a finished (or checkpointed) run; writes RUN_DIR/samples/<name>.png and .npz."""
+    from .. import run as runner
+
+    paths = runner.sample_run(
+        run_dir,
+        n=n,
+        method=method,
+        steps=steps,
+        eta=eta,
+        seed=seed,
+        use_ema=not no_ema,
+        device=device,
+        progress=not quiet,
+    )
+    for path in paths:
+        click.echo(str(path))
+
+
+@main.command("eval")
+@click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--samples",
+    "samples_path",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Score samples made by other code: an .npz/.npy array or a folder of images.",
+)
+@click.option("--dataset", type=DATASET, default=None, help="The dataset to score --samples against.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--n", type=positive_int("n"), default=500, show_default=True, help="Samples to draw.")
+@click.option("--method", type=SAMPLER, default=DEFAULTS.sample.method, show_default=True)
+@click.option(
+    "--steps",
+    type=CommaList(positive_int("steps")),
+    default="50",
+    show_default=True,
+    help="DDIM steps; several as 10,20,50 give one entry each.",
+)
+@config_option("--eta", kind=SampleConfig, field="eta", default=DEFAULTS.sample.eta)
+@click.option("--seed", type=int, default=0, show_default=True)
+@device_option
+@quiet_option
+@usage_errors
+def eval_cmd(
+    run_dir: Path | None,
+    samples_path: Path | None,
+    dataset: str | None,
+    data_root: str | None,
+    n: int,
+    method: str,
+    steps: list[int],
+    eta: float,
+    seed: int,
+    device: str,
+    quiet: bool,
+) -> None:
+    """Score a run's samples (RUN_DIR), or any samples (--samples FILE --dataset NAME), with every metric
+    beside the real-data floor and the mean-image ceiling."""
+    from .. import datasets
+    from .. import run as runner
+    from ..scoring import load_external_samples, score_samples
+
+    if (run_dir is None) == (samples_path is None):
+        raise click.UsageError("give either RUN_DIR or --samples (with --dataset), not both or neither")
+    if samples_path is not None:
+        if dataset is None:
+            raise click.UsageError("--samples needs --dataset NAME (the images to compare against)")
+        data = datasets.load(dataset, root=data_root)
+        result = score_samples(load_external_samples(samples_path), data, progress=not quiet)
+        click.echo(json.dumps(result, indent=2))
+        return
+    entries = runner.evaluate_run(
+        run_dir, n=n, method=method, steps=steps, eta=eta, seed=seed, device=device, progress=not quiet
+    )
+    for entry in entries:
+        q, ref = entry.quality, entry.references
+        click.echo(
+            f"{entry.sample.method} {entry.sample.steps} steps: fd {q['fd']:.3g} "
+            f"(real {ref['real']['fd']:.3g}, mean image {ref['mean-image']['fd']:.3g}), "
+            f"precision {q['precision']:.3f}, recall {q['recall']:.3f}"
+        )

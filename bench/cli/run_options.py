@@ -1,0 +1,285 @@
+"""The options of a run, shared by ``bench run``, ``bench sweep`` and ``bench study``, and the RunConfig
+they describe. An option's name is its config field's (``--sample-steps`` fills ``SampleConfig.steps``) and
+its type checks the field's rule, so a new trainer option is one field in ``bench.config`` and one option
+here: no validation or mapping line of its own."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import click
+
+from ..config import PRECISIONS, DiffusionConfig, RunConfig, SampleConfig, TrainConfig
+from ..denoiser import PREDICTIONS
+from ..environment import DEVICES
+from .options import (
+    DATASET,
+    DENOISER,
+    SAMPLER,
+    SCHEDULE,
+    CommaList,
+    KeyValue,
+    command_line_given,
+    config_option,
+    from_options,
+)
+
+DEFAULTS = RunConfig()
+SEEDS = CommaList(click.INT, item_error="seeds must be whole numbers, e.g. 0,1,2")
+
+image_size_option = config_option(
+    "--image-size",
+    kind=RunConfig,
+    field="image_size",
+    default=None,
+    show_default=False,
+    help="Resize images to this size [default: the dataset's run size: 14 for mnist5k, else native].",
+)
+channels_last_option = click.option(
+    "--channels-last/--no-channels-last",
+    default=DEFAULTS.channels_last,
+    show_default=True,
+    help="Keep convolution weights and activations in NHWC (faster with oneDNN and cuDNN).",
+)
+fused_norm_option = click.option(
+    "--fused-norm/--no-fused-norm",
+    default=DEFAULTS.fused_norm,
+    show_default=True,
+    help="GroupNorm+SiLU in one C kernel on CPU for channels-last activations (built on first use with the "
+    "system C compiler; PyTorch's operators where it does not apply).",
+)
+device_option = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+
+
+def design_options(grid: bool) -> list:
+    """What is trained: one denoiser, schedule and target for ``bench run``; comma-separated lists of them
+    (and of seeds) for ``bench sweep``'s grid."""
+    if not grid:
+        return [
+            click.option(
+                "--denoiser",
+                type=DENOISER,
+                default=DEFAULTS.denoiser,
+                show_default=True,
+                help="Denoiser plugin (bench list).",
+            ),
+            click.option(
+                "--schedule",
+                type=SCHEDULE,
+                default=DEFAULTS.diffusion.schedule,
+                show_default=True,
+                help="Schedule plugin.",
+            ),
+            click.option(
+                "--target",
+                type=click.Choice(PREDICTIONS),
+                default=None,
+                help="Override what the denoiser predicts.",
+            ),
+            click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True),
+        ]
+    return [
+        click.option(
+            "--denoiser",
+            type=CommaList(DENOISER),
+            default=DEFAULTS.denoiser,
+            show_default=True,
+            help="Denoiser plugins, comma-separated (e.g. unet,transformer,direct).",
+        ),
+        click.option(
+            "--schedule",
+            type=CommaList(SCHEDULE),
+            default=DEFAULTS.diffusion.schedule,
+            show_default=True,
+            help="Schedule plugins, comma-separated.",
+        ),
+        click.option(
+            "--target",
+            type=CommaList(allowed=PREDICTIONS),
+            default=None,
+            help="Prediction targets, comma-separated from eps, x0, v (default: each denoiser's own).",
+        ),
+        click.option(
+            "--seeds", type=SEEDS, default="0", show_default=True, help="Seeds, comma-separated (e.g. 0,1,2)."
+        ),
+        config_option(
+            "--budget-flops",
+            kind=TrainConfig,
+            field="budget_flops",
+            default=None,
+            show_default=False,
+            help="Training budget in forward+backward FLOPs, the same for every design (steps per "
+            "design follow from its measured FLOPs per image); replaces --steps.",
+        ),
+    ]
+
+
+def run_options(fn=None, *, grid: bool = False):
+    """The options ``bench run`` shares with ``bench sweep`` (``grid=True``: lists for the grid's axes).
+
+    An option's name is its config field's (``--sample-steps`` fills ``SampleConfig.steps``), and its
+    type checks the field's rule, so a new option is one field in ``bench.config`` and one line here.
+    """
+    if fn is None:
+        return lambda f: run_options(f, grid=grid)
+    train, sample = DEFAULTS.train, DEFAULTS.sample
+    options = [
+        *design_options(grid),
+        click.option(
+            "--dataset", type=DATASET, default=DEFAULTS.dataset, show_default=True, help="Dataset plugin."
+        ),
+        click.option(
+            "--data-root",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Folder of torchvision datasets or of an image folder.",
+        ),
+        click.option(
+            "--download", is_flag=True, help="Let torchvision download the dataset (needs internet)."
+        ),
+        image_size_option,
+        click.option(
+            "--preset", default=None, help="Denoiser size preset (e.g. small, ddpm-cifar10, DiT-S/2)."
+        ),
+        click.option(
+            "-o",
+            "--option",
+            "options",
+            type=KeyValue(),
+            multiple=True,
+            help="Denoiser option, repeatable (e.g. -o base_channels=64 -o channel_mult=(1,2)).",
+        ),
+        config_option(
+            "--timesteps",
+            kind=DiffusionConfig,
+            field="timesteps",
+            default=DEFAULTS.diffusion.timesteps,
+            help="Diffusion steps T.",
+        ),
+        click.option("--zero-terminal-snr", is_flag=True, help="Rescale the schedule so alpha_bar[T-1] = 0."),
+        config_option(
+            "--steps",
+            kind=TrainConfig,
+            field="steps",
+            default=train.steps,
+            help="Training budget in optimizer steps.",
+        ),
+        config_option(
+            "--minutes",
+            kind=TrainConfig,
+            field="minutes",
+            default=None,
+            show_default=False,
+            help="Training budget in minutes (first one wins).",
+        ),
+        config_option(
+            "--batch-size",
+            kind=TrainConfig,
+            field="batch_size",
+            default=train.batch_size,
+            help="Batch size per process (global = this x processes).",
+        ),
+        config_option("--lr", kind=TrainConfig, field="lr", default=train.lr, help="AdamW learning rate."),
+        config_option("--warmup-steps", kind=TrainConfig, field="warmup_steps", default=train.warmup_steps),
+        config_option("--ema-decay", kind=TrainConfig, field="ema_decay", default=train.ema_decay),
+        config_option("--grad-clip", kind=TrainConfig, field="grad_clip", default=train.grad_clip),
+        click.option(
+            "--precision", type=click.Choice(PRECISIONS), default=train.precision, show_default=True
+        ),
+        click.option(
+            "--compile/--no-compile",
+            default=train.compile,
+            show_default=True,
+            help="torch.compile the model.",
+        ),
+        channels_last_option,
+        fused_norm_option,
+        click.option(
+            "--tune-malloc/--no-tune-malloc",
+            default=DEFAULTS.tune_malloc,
+            show_default=True,
+            help="On CPU (glibc): keep freed activation memory for reuse instead of returning it to "
+            "the OS every step.",
+        ),
+        click.option(
+            "--tf32/--no-tf32",
+            default=DEFAULTS.tf32,
+            show_default=True,
+            help="Allow TF32 matmuls and convolutions on CUDA GPUs (no effect on CPU).",
+        ),
+        config_option(
+            "--checkpoint-every", kind=TrainConfig, field="checkpoint_every", default=train.checkpoint_every
+        ),
+        click.option(
+            "--sampler",
+            "sample_method",
+            type=SAMPLER,
+            default=sample.method,
+            show_default=True,
+            help="ancestral, ddim, one_shot, or auto (one_shot for pure-noise designs, else ddim).",
+        ),
+        config_option(
+            "--sample-steps", kind=SampleConfig, field="steps", default=sample.steps, help="DDIM steps."
+        ),
+        config_option(
+            "--eta",
+            "sample_eta",
+            kind=SampleConfig,
+            field="eta",
+            default=sample.eta,
+            help="DDIM noise: 0 deterministic, 1 DDPM-like.",
+        ),
+        config_option(
+            "--n-samples",
+            "sample_n",
+            kind=SampleConfig,
+            field="n",
+            default=sample.n,
+            help="Samples drawn for the grid and the metrics.",
+        ),
+        click.option(
+            "--eval/--no-eval",
+            "evaluate",
+            default=DEFAULTS.evaluate,
+            show_default=True,
+            help="Measure the samples' quality (--no-eval skips the metrics).",
+        ),
+        device_option,
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def config_from_options(values: dict[str, Any]) -> RunConfig:
+    """The RunConfig that ``run_options``' parsed values describe (validated by the configs themselves)."""
+    from .. import datasets
+
+    options = dict(values["options"])
+    if values["preset"]:
+        options["preset"] = values["preset"]
+    if values["target"]:
+        options["target"] = values["target"]
+    return from_options(
+        RunConfig,
+        values,
+        denoiser_options=options,
+        image_size=values["image_size"] or datasets.run_image_size(values["dataset"]),
+        diffusion=from_options(DiffusionConfig, values),
+        train=from_options(TrainConfig, values),
+        sample=from_options(
+            SampleConfig,
+            values,
+            prefix="sample_",
+            batch_size=min(DEFAULTS.sample.batch_size, values["sample_n"]),
+        ),
+    )
+
+
+def extend_budget(config: RunConfig, values: dict[str, Any]) -> RunConfig:
+    """On --resume the saved config rules; only a budget given on the command line (--steps, --minutes)
+    replaces the saved one, so a finished run can be trained further."""
+    changes = {name: values[name] for name in ("steps", "minutes") if command_line_given(name)}
+    return replace(config, train=replace(config.train, **changes)) if changes else config
