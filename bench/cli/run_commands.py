@@ -94,9 +94,9 @@ def sample_cmd(
     quiet: bool,
 ) -> None:
     """Sample a finished (or checkpointed) run; writes RUN_DIR/samples/<name>.png and .npz."""
-    from .. import run as runner
+    from .. import resample
 
-    paths = runner.sample_run(
+    paths = resample.sample_run(
         run_dir,
         n=n,
         method=method,
@@ -151,8 +151,7 @@ def eval_cmd(
 ) -> None:
     """Score a run's samples (RUN_DIR), or any samples (--samples FILE --dataset NAME), with every metric
     beside the real-data floor and the mean-image ceiling."""
-    from .. import datasets
-    from .. import run as runner
+    from .. import datasets, resample
     from ..scoring import load_external_samples, score_samples
 
     if (run_dir is None) == (samples_path is None):
@@ -164,7 +163,7 @@ def eval_cmd(
         result = score_samples(load_external_samples(samples_path), data, progress=not quiet)
         click.echo(json.dumps(result, indent=2))
         return
-    entries = runner.evaluate_run(
+    entries = resample.evaluate_run(
         run_dir, n=n, method=method, steps=steps, eta=eta, seed=seed, device=device, progress=not quiet
     )
     for entry in entries:

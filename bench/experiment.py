@@ -1,0 +1,122 @@
+"""The objects a RunConfig resolves to (data, diffusion, network, recipe, device), rebuilt the same way for
+a new run and for a finished one, and drawing samples from them in batches."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import denoisers
+import schedules
+from denoisers.kernels.group_norm import use_fused_kernels
+
+from . import datasets
+from .checkpoint import identity, load_checkpoint
+from .config import AUTO_SAMPLER, RunConfig, SampleConfig
+from .denoiser import Denoiser
+from .diffusion import Diffusion
+from .environment import configure_allocator, configure_tf32, resolve_device
+from .run_folder import RunFolder
+from .sampling import sample
+
+
+@dataclass
+class Experiment:
+    """The objects a RunConfig resolves to."""
+
+    config: RunConfig
+    data: datasets.ImageData
+    diffusion: Diffusion
+    model: nn.Module
+    recipe: denoisers.Recipe
+    device: torch.device
+
+    @property
+    def identity(self) -> dict:
+        return identity(
+            self.config.denoiser,
+            self.config.denoiser_options,
+            self.data.image_shape,
+            self.diffusion.num_timesteps,
+        )
+
+
+def build_experiment(config: RunConfig, *, download: bool = False) -> Experiment:
+    """Resolve every name in ``config`` to an object; raises ValueError/FileNotFoundError on bad input."""
+    device = resolve_device(config.device)
+    data = datasets.load(
+        config.dataset, root=config.data_root, download=download, image_size=config.image_size
+    )
+    betas = schedules.make(
+        config.diffusion.schedule,
+        config.diffusion.timesteps,
+        zero_terminal_snr=config.diffusion.zero_terminal_snr,
+    )
+    factory = denoisers.get(config.denoiser)
+    torch.manual_seed(config.seed)  # the initial weights
+    model = factory(data.image_shape, **config.denoiser_options)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    use_fused_kernels(model, config.fused_norm)
+    configure_tf32(device, config.tf32)
+    configure_allocator(device, config.tune_malloc)
+    return Experiment(config, data, Diffusion(betas), model, denoisers.recipe_of(model), device)
+
+
+def resolve_sampler(sample_cfg: SampleConfig, recipe: denoisers.Recipe) -> SampleConfig:
+    """Turn ``method="auto"`` into a concrete sampler: one shot for a denoiser trained only at t = T-1, DDIM
+    with ``steps`` steps otherwise; refuse iterative sampling of a model that never saw t < T-1."""
+    method = sample_cfg.method
+    if method == AUTO_SAMPLER:
+        method = recipe.sampler if recipe.timesteps == "terminal" else "ddim"
+    if recipe.timesteps == "terminal" and method != "one_shot":
+        raise ValueError(
+            f"this denoiser is trained only on pure noise (t = T-1), so it can only be sampled with "
+            f"method 'one_shot', not {method!r}"
+        )
+    steps = sample_cfg.steps
+    if method == "one_shot":
+        steps = 1
+    elif method == "ancestral":
+        steps = None
+    return replace(sample_cfg, method=method, steps=steps)
+
+
+def generate(
+    exp: Experiment, model: nn.Module, sample_cfg: SampleConfig, n: int, *, seed: int, progress: bool
+) -> tuple[torch.Tensor, float]:
+    """``n`` samples in [-1, 1] (on CPU) in batches, and the seconds it took (device synchronised)."""
+    gen = torch.Generator().manual_seed(seed)
+    model.eval()
+    denoiser = Denoiser(model, exp.diffusion, exp.recipe.prediction, clip_x0=sample_cfg.clip_x0)
+    chunks, start = [], time.perf_counter()
+    for i in range(0, n, sample_cfg.batch_size):
+        b = min(sample_cfg.batch_size, n - i)
+        x = sample(
+            denoiser,
+            (b, *exp.data.image_shape),
+            method=sample_cfg.method,
+            steps=sample_cfg.steps,
+            generator=gen,
+            device=exp.device,
+            progress=progress,
+            **sample_cfg.settings(),
+        )
+        chunks.append(x.float().cpu())
+    if exp.device.type == "cuda":
+        torch.cuda.synchronize(exp.device)
+    return torch.cat(chunks).clamp(-1, 1), time.perf_counter() - start
+
+
+def load_run(run_dir: Path, *, device: str | None = None) -> tuple[Experiment, dict]:
+    """Rebuild a run's experiment from its folder and load its checkpoint (checked against its config)."""
+    config = RunFolder(run_dir).read_config()
+    if device is not None:
+        config = replace(config, device=device)
+    exp = build_experiment(config)
+    ckpt = load_checkpoint(RunFolder(run_dir).checkpoint, exp.identity)
+    return exp, ckpt

@@ -1,0 +1,106 @@
+"""What a run measures once it is trained: its size, speed and hardware efficiency, and its samples'
+scores beside the reference rows, with the NLL bound for denoisers trained on every t."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from denoisers.common import count_parameters
+from denoisers.kernels.group_norm import fused_kernel_ran
+
+from .config import SampleConfig
+from .denoiser import Denoiser
+from .environment import device_name
+from .experiment import Experiment
+from .likelihood import nll_bits_per_dim
+from .run_folder import Evaluation, RunMetrics, SampleMetrics, TrainMetrics
+from .scoring import EvalConfig, score_samples
+from .throughput import (
+    efficiency,
+    forward_flops_per_image,
+    matmul_peak,
+    peak_memory_bytes,
+    training_flops_per_image,
+)
+from .trainer import Trainer, TrainLog
+
+
+def evaluate(
+    exp: Experiment,
+    model: nn.Module,
+    samples: torch.Tensor,
+    *,
+    progress: bool,
+    config: EvalConfig | None = None,
+) -> Evaluation:
+    """Quality metrics beside the reference rows, and the NLL bound for denoisers trained on every t."""
+    config = config or EvalConfig()
+    result = Evaluation(**score_samples(samples, exp.data, config, progress=progress))
+    if exp.recipe.timesteps == "all":
+        nll = nll_bits_per_dim(
+            Denoiser(model, exp.diffusion, exp.recipe.prediction),
+            exp.data.test_images[: config.nll_images],
+            num_timesteps=config.nll_timesteps,
+            device=exp.device,
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+        result = replace(result, nll=nll.to_dict())
+    return result
+
+
+def run_metrics(
+    exp: Experiment, trainer: Trainer, log: TrainLog, sample_cfg: SampleConfig, *, n: int, sample_s: float
+) -> RunMetrics:
+    """Parameters, speed and hardware efficiency of training and sampling."""
+    forward = forward_flops_per_image(trainer.model, exp.data.image_shape, exp.device)
+    training = training_flops_per_image(trainer.model, exp.data.image_shape, exp.device)
+    peak = matmul_peak(exp.device)
+    best = (log.images_per_second or 0.0) * training
+    if best > peak:  # a peak cached while the machine was busy: measure it again
+        peak = matmul_peak(exp.device, refresh=True)
+    nfe = sampler_calls(sample_cfg, exp.diffusion.num_timesteps)
+    sample_ips = n / sample_s
+    return RunMetrics(
+        parameters=count_parameters(trainer.model),
+        image_shape=list(exp.data.image_shape),
+        train=TrainMetrics(
+            steps=trainer.step,
+            images_seen=trainer.step * exp.config.train.batch_size * trainer.dist.world_size,
+            images_per_s=log.images_per_second,
+            data_wait_s=log.data_seconds,
+            final_loss=(log.intervals[-1]["loss"] if log.intervals else None),
+            stop_reason=log.stop_reason,
+            train_seconds_total=trainer.train_seconds,
+            forward_flops_per_image=forward,
+            training_flops_per_image=training,
+            **efficiency(log.images_per_second, training, peak),
+        ),
+        sample=SampleMetrics(
+            method=sample_cfg.method,
+            steps=sample_cfg.steps,
+            eta=sample_cfg.eta,
+            n=n,
+            images_per_s=sample_ips,
+            network_evaluations_per_image=nfe,
+            network_evaluations_per_s=sample_ips * nfe,
+            **efficiency(sample_ips * nfe, forward, peak),
+            ema=sample_cfg.use_ema,
+        ),
+        hardware={
+            "device": str(exp.device),
+            "device_name": device_name(exp.device),
+            "dtype": exp.config.train.precision,
+            "threads": torch.get_num_threads(),
+            "matmul_peak_flops_per_s": peak,
+            "peak_memory_bytes": peak_memory_bytes(exp.device),
+            "fused_norm_kernel": fused_kernel_ran(trainer.model),
+        },
+    )
+
+
+def sampler_calls(sample_cfg: SampleConfig, num_timesteps: int) -> int:
+    """Network evaluations per sample: the resolved step count (all T for ancestral)."""
+    return sample_cfg.steps if sample_cfg.steps is not None else num_timesteps
