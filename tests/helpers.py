@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from click.testing import CliRunner
 from torch import nn
@@ -75,3 +76,8 @@ def run_ok(tmp_path, *extra: str, run_id: str = "r1"):
     result = invoke("run", *FAST, *extra, "--out", str(tmp_path), "--run-id", run_id, "--quiet")
     assert result.exit_code == 0, result.output
     return tmp_path / run_id
+
+
+def as_uint8(images: torch.Tensor) -> np.ndarray:
+    """Back from [-1, 1] to the stored bytes; exact because every uint8 maps to a distinct float."""
+    return np.rint((images.numpy() + 1.0) * 127.5).astype(np.uint8)
