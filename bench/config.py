@@ -148,6 +148,20 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Where a design trained on a teacher's pairs (``direct-distilled``) gets them: ``teacher`` is a complete
+    run folder whose EMA model maps ``pairs`` seeded noises x_T to images with deterministic DDIM (eta = 0)
+    in ``teacher_steps`` steps. Ignored by designs trained on independent pairs."""
+
+    teacher: str | None = None
+    teacher_steps: int = ruled(50, POSITIVE_INT)
+    pairs: int = ruled(4000, POSITIVE_INT)
+
+    def __post_init__(self) -> None:
+        check_rules(self)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     denoiser: str = "unet"
     denoiser_options: dict[str, Any] = field(default_factory=dict)
@@ -157,6 +171,7 @@ class RunConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     evaluate: bool = True
     seed: int = 0
     device: str = "auto"
@@ -183,7 +198,12 @@ class RunConfig:
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Rebuild a config saved by :meth:`to_dict`; unknown keys are an error, not silently dropped."""
         data = dict(data)
-        nested = {"diffusion": DiffusionConfig, "train": TrainConfig, "sample": SampleConfig}
+        nested = {
+            "diffusion": DiffusionConfig,
+            "train": TrainConfig,
+            "sample": SampleConfig,
+            "distill": DistillConfig,
+        }
         for key, kind in nested.items():
             if key in data:
                 data[key] = _build(kind, data[key])

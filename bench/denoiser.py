@@ -92,16 +92,21 @@ def training_loss(
     t: torch.Tensor,
     *,
     eps: torch.Tensor | None = None,
+    x_t: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """L_simple per example: mean over pixels of ``|| target - net(x_t, t) ||^2`` (Ho et al. eq. 14).
 
     For eps prediction this is the seed's ``E || eps - eps_theta(x_t, t) ||^2``; other targets use the same
-    unweighted MSE on their own quantity.
+    unweighted MSE on their own quantity. ``x_t`` given instead of drawn from q(x_t | x0) is a coupled pair
+    (x0 made from that x_t by a teacher); eps is then the noise that pair implies.
     """
-    if eps is None:
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    x_t = denoiser.diffusion.q_sample(x0, t, eps)
+    if x_t is not None:
+        eps = denoiser.diffusion.eps_from_x0(x_t, t, x0)
+    else:
+        if eps is None:
+            eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        x_t = denoiser.diffusion.q_sample(x0, t, eps)
     output = denoiser.net(x_t, t)
     if output.shape != x0.shape:
         raise ValueError(f"the model returned shape {tuple(output.shape)}, expected {tuple(x0.shape)}")

@@ -14,6 +14,8 @@ import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig, SampleConfig
+from .denoiser import Denoiser
+from .distill import Pairs, Teacher, distillation_metrics, load_teacher, make_pairs
 from .distributed import DistInfo, barrier, broadcast_object, init_distributed, shutdown
 from .environment import environment, resolve_device
 from .experiment import Experiment, build_experiment, generate, resolve_sampler
@@ -63,6 +65,7 @@ def _execute(
     t0 = time.perf_counter()
     exp = build_experiment(config, download=download)
     sample_cfg = resolve_sampler(config.sample, exp.recipe)
+    teacher = load_teacher(config.distill, exp) if exp.recipe.pairs == "teacher" else None
     phases["setup_s"] = time.perf_counter() - t0
     progress = progress and dist.is_main
 
@@ -72,15 +75,20 @@ def _execute(
         run_dir = None
     folder = RunFolder(broadcast_object(str(run_dir) if run_dir else None, dist))
 
+    pairs = None
+    if teacher is not None:
+        pairs = teacher_pairs(teacher, config, folder, dist, progress=progress)
+        phases["pairs_s"] = pairs.seconds
     trainer = Trainer(
         exp.model,
         exp.diffusion,
-        exp.data.train_images,
+        pairs.x0 if pairs is not None else exp.data.train_images,
         config.train,
         exp.recipe,
         device=exp.device,
         seed=config.seed,
         dist=dist,
+        inputs=pairs.x_T if pairs is not None else None,
     )
     history: list[dict] = []
     if resume is not None and folder.checkpoint.exists():
@@ -118,8 +126,27 @@ def _execute(
 
     if dist.is_main:
         finish(exp, trainer, log, sample_cfg, folder, phases, progress=progress)
+        if teacher is not None and pairs is not None:
+            student = Denoiser(trainer.ema.module, exp.diffusion, exp.recipe.prediction, clip_x0=True)
+            mean_image = exp.data.train_images.mean(0, keepdim=True)
+            report = distillation_metrics(teacher, pairs, student, mean_image, seed=config.seed)
+            folder.write_metrics(replace(folder.read_metrics(), distillation=report))
     barrier(dist)
     return folder.path
+
+
+def teacher_pairs(
+    teacher: Teacher, config: RunConfig, folder: RunFolder, dist: DistInfo, *, progress: bool
+) -> Pairs:
+    """The main process makes (or resumes) the pairs; the others then read the finished cache."""
+    if dist.is_main:
+        folder.write_config(config)
+        folder.write_status("making teacher pairs")
+        pairs = make_pairs(teacher, config.distill, seed=config.seed, path=folder.pairs, progress=progress)
+    barrier(dist)
+    if not dist.is_main:
+        pairs = make_pairs(teacher, config.distill, seed=config.seed, path=folder.pairs, progress=False)
+    return pairs
 
 
 def finish(

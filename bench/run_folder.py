@@ -30,8 +30,9 @@ ENVIRONMENT_NAME = "environment.json"
 LOSS_NAME = "loss.csv"
 SAMPLES_PNG_NAME = "samples.png"
 SAMPLES_NPZ_NAME = "samples.npz"
+PAIRS_NAME = "pairs.pt"  # a distilled design's teacher pairs (bench.distill)
 EXTRA_SAMPLES_DIR = "samples"  # what `bench sample` adds later, beside the run's own files
-RUN_FILES = (CONFIG_NAME, STATUS_NAME, METRICS_NAME, ENVIRONMENT_NAME, LOSS_NAME, CHECKPOINT_NAME)
+RUN_FILES = (CONFIG_NAME, STATUS_NAME, METRICS_NAME, ENVIRONMENT_NAME, LOSS_NAME, CHECKPOINT_NAME, PAIRS_NAME)
 
 Scores = dict[str, float]
 
@@ -118,6 +119,7 @@ class RunMetrics(Evaluation):
     train: TrainMetrics | None = None
     sample: SampleMetrics | None = None
     hardware: dict[str, Any] | None = None
+    distillation: dict[str, Any] | None = None  # bench.distill.distillation_metrics, for teacher pairs
     phases: dict[str, float] = field(default_factory=dict)
     evaluations: list[EvaluationEntry] = field(default_factory=list)
 
@@ -205,6 +207,10 @@ class RunFolder:
     @property
     def extra_samples(self) -> Path:
         return self.path / EXTRA_SAMPLES_DIR
+
+    @property
+    def pairs(self) -> Path:
+        return self.path / PAIRS_NAME
 
     @property
     def loss_curve(self) -> Path:

@@ -79,7 +79,10 @@ class Trainer:
         device: torch.device,
         seed: int,
         dist: DistInfo | None = None,
+        inputs: torch.Tensor | None = None,
     ) -> None:
+        """``inputs``, when given, is the x_t each of ``images`` is paired with (a teacher's pairs, for a
+        recipe with ``pairs="teacher"``); otherwise x_t is drawn from q(x_t | x0) at every step."""
         self.config = config
         self.recipe = recipe
         self.device = device
@@ -88,6 +91,13 @@ class Trainer:
         self.diffusion = diffusion
         self.model = model.to(device)
         self.images = images.to(device)
+        if (inputs is None) != (recipe.pairs == "independent"):
+            raise ValueError(
+                "a recipe with teacher pairs needs the inputs each image is paired with, and only it does"
+            )
+        if inputs is not None and inputs.shape != images.shape:
+            raise ValueError(f"inputs {tuple(inputs.shape)} must match the images {tuple(images.shape)}")
+        self.inputs = inputs.to(device) if inputs is not None else None
         self.ema = EMA(self.model, config.ema_decay)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
@@ -142,8 +152,9 @@ class Trainer:
         warmup = self.config.warmup_steps
         return self.config.lr * min(1.0, (step + 1) / warmup) if warmup > 0 else self.config.lr
 
-    def train_step(self, x0: torch.Tensor) -> torch.Tensor:
-        """One optimisation step; returns the batch loss as a device tensor (no host sync)."""
+    def train_step(self, x0: torch.Tensor, x_t: torch.Tensor | None = None) -> torch.Tensor:
+        """One optimisation step (``x_t``: the paired inputs, for teacher pairs); returns the batch loss as a
+        device tensor (no host sync)."""
         cfg = self.config
         t = sample_timesteps(
             self.recipe, self.diffusion.num_timesteps, x0.shape[0], self.generator, self.device
@@ -154,7 +165,7 @@ class Trainer:
             else contextlib.nullcontext()
         )
         with autocast:
-            loss = training_loss(self.denoiser, x0, t, generator=self.generator).mean()
+            loss = training_loss(self.denoiser, x0, t, x_t=x_t, generator=self.generator).mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
@@ -214,9 +225,11 @@ class Trainer:
                 if log.stop_reason:
                     break
                 t0 = time.perf_counter()
-                x0 = self.images[self.batch_indices(self.step)]
+                indices = self.batch_indices(self.step)
+                x0 = self.images[indices]
+                x_t = self.inputs[indices] if self.inputs is not None else None
                 log.data_seconds += time.perf_counter() - t0
-                interval.loss_sum += self.train_step(x0)
+                interval.loss_sum += self.train_step(x0, x_t)
                 interval.steps += 1
                 checkpoint_due = self.step % cfg.checkpoint_every == 0
                 if self.step % cfg.log_every == 0 or checkpoint_due or self.step >= cfg.steps:

@@ -11,6 +11,7 @@ from bench.denoiser import check_prediction
 from bench.registry import Registry
 
 TIMESTEP_MODES = ("all", "terminal")
+PAIRINGS = ("independent", "teacher")
 
 
 @dataclass(frozen=True)
@@ -21,16 +22,24 @@ class Recipe:
     timesteps:  which t the trainer draws: ``"all"`` (uniform over 0..T-1, as in DDPM) or ``"terminal"``
                 (only t = T-1, i.e. the network sees pure noise: the one-shot design).
     sampler:    the sampling method this design is meant for (``ancestral``, ``ddim`` or ``one_shot``).
+    pairs:      what each training input is paired with: ``"independent"`` (x_t drawn from q(x_t | x0), so
+                at t = T-1 the noise says almost nothing of x0) or ``"teacher"`` (x0 is what a trained
+                teacher's deterministic sampler makes of that very x_T: knowledge distillation).
     """
 
     prediction: str = "eps"
     timesteps: str = "all"
     sampler: str = "ancestral"
+    pairs: str = "independent"
 
     def __post_init__(self) -> None:
         check_prediction(self.prediction)
         if self.timesteps not in TIMESTEP_MODES:
             raise ValueError(f"timesteps must be one of {', '.join(TIMESTEP_MODES)}, got {self.timesteps!r}")
+        if self.pairs not in PAIRINGS:
+            raise ValueError(f"pairs must be one of {', '.join(PAIRINGS)}, got {self.pairs!r}")
+        if self.pairs == "teacher" and self.timesteps != "terminal":
+            raise ValueError("teacher pairs map pure noise x_T to an image: they need timesteps='terminal'")
 
 
 DenoiserFactory = Callable[..., nn.Module]

@@ -5,6 +5,11 @@ one call. An MSE-trained network outputs E[x0 | x_T], and x_T carries almost not
 sqrt(alpha_bar_T), about 0.006 for DDPM's linear schedule at T=1000 and 0 with zero terminal SNR), so this
 design is expected to collapse towards the mean image; the benchmark measures by how much.
 
+``direct-distilled`` is the other half of the answer: the same network, loss and one-call sampler, trained
+on coupled pairs, each x0 being the image a trained teacher's deterministic DDIM sampler reaches from that
+very x_T (Luhman & Luhman 2021). Then x0 is a function of x_T, the MSE optimum is that function and not the
+mean image, and one call can reproduce the teacher's map.
+
 The backbone and its options are those of the ``unet`` plugin (or, with ``backbone="transformer"``, of the
 ``transformer`` plugin), built by their own builders with this design's recipe, so a comparison with them
 isolates the design and not the architecture. ``direct`` registers the default backbone's presets; with
@@ -26,6 +31,8 @@ from .unet import build_unet
 BACKBONES = {"unet": build_unet, "transformer": build_transformer}
 RECIPE = Recipe(prediction="x0", timesteps="terminal", sampler="one_shot")
 """Predict the image, from pure noise only, in one call."""
+DISTILLED_RECIPE = Recipe(prediction="x0", timesteps="terminal", sampler="one_shot", pairs="teacher")
+"""The same, but trained on the image a teacher's deterministic sampler makes of that noise."""
 
 
 @register("direct", presets=UNET_PRESETS)
@@ -33,12 +40,26 @@ def direct(
     image_shape: tuple[int, int, int], *, backbone: str = "unet", target: str = "x0", **options: Any
 ) -> nn.Module:
     """Pure noise -> image in one call, trained with MSE (the seed's question); `unet` backbone by default."""
+    return _build("direct", RECIPE, image_shape, backbone, target, options)
+
+
+@register("direct-distilled", presets=UNET_PRESETS)
+def direct_distilled(
+    image_shape: tuple[int, int, int], *, backbone: str = "unet", target: str = "x0", **options: Any
+) -> nn.Module:
+    """direct, trained on (x_T, teacher's DDIM image of x_T) pairs (Luhman & Luhman 2021); needs --teacher."""
+    return _build("direct-distilled", DISTILLED_RECIPE, image_shape, backbone, target, options)
+
+
+def _build(
+    name: str, recipe: Recipe, image_shape: tuple[int, int, int], backbone: str, target: str, options: dict
+) -> nn.Module:
     if backbone not in BACKBONES:
         raise ValueError(
-            f"direct option backbone={backbone!r} is not allowed: must be one of {', '.join(BACKBONES)}"
+            f"{name} option backbone={backbone!r} is not allowed: must be one of {', '.join(BACKBONES)}"
         )
-    check_target("direct", target, allowed=("x0",))
+    check_target(name, target, allowed=("x0",))
     try:
-        return BACKBONES[backbone](image_shape, RECIPE, **options)
+        return BACKBONES[backbone](image_shape, recipe, **options)
     except ValueError as exc:
-        raise ValueError(f"direct (backbone={backbone}): {exc}") from None
+        raise ValueError(f"{name} (backbone={backbone}): {exc}") from None

@@ -4,9 +4,12 @@ rather than shapes."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from bench.diffusion import Diffusion
+from bench.sampling import ddim_timesteps
 
 M, S = 0.4, 0.3  # data x0 ~ N(M, S^2) per dimension
 
@@ -38,3 +41,20 @@ def mixture_oracle(diffusion: Diffusion, weights, means, std):
         return (r * b * (x - a * m) / var).sum(1, keepdim=True).to(x_t.dtype)
 
     return model
+
+
+def ddim_moments_exact(diffusion: Diffusion, steps: int) -> tuple[float, float]:
+    """Mean and std of deterministic DDIM's output from x_T ~ N(0, 1) with the Gaussian oracle, computed
+    by propagating its affine update x_s = k x_t + c step by step (the discretisation, not the ODE)."""
+    mean, std = 0.0, 1.0
+    seq = ddim_timesteps(diffusion.num_timesteps, steps)
+    for i, t in enumerate(seq):
+        ab_t = diffusion.alpha_bar[t].item()
+        ab_s = diffusion.alpha_bar[seq[i + 1]].item() if i + 1 < len(seq) else 1.0
+        a, b = math.sqrt(ab_t), math.sqrt(1 - ab_t)
+        d = a**2 * S**2 + b**2
+        # x0_hat = M + a S^2 (x - a M) / d ;  eps_hat = b (x - a M) / d
+        k = (math.sqrt(ab_s) * a * S**2 + math.sqrt(1 - ab_s) * b) / d
+        c = math.sqrt(ab_s) * M - k * a * M
+        mean, std = k * mean + c, abs(k) * std
+    return mean, std

@@ -10,7 +10,7 @@ import schedules
 from bench.denoiser import Denoiser
 from bench.diffusion import Diffusion
 from bench.sampling import SAMPLERS, ddim_timesteps, sample
-from tests.oracles import M, S, gaussian_oracle, mixture_oracle
+from tests.oracles import M, S, ddim_moments_exact, gaussian_oracle, mixture_oracle
 
 
 @pytest.fixture(scope="module")
@@ -43,25 +43,6 @@ def test_sampler_with_gaussian_oracle_reproduces_the_data(diffusion, method, kwa
     mean, std = moments(x)
     assert mean == pytest.approx(M, rel=tol)
     assert std == pytest.approx(S, rel=tol)
-
-
-def ddim_moments_exact(diffusion: Diffusion, steps: int) -> tuple[float, float]:
-    """Mean and std of deterministic DDIM's output from x_T ~ N(0, 1) with the Gaussian oracle, computed
-    by propagating its affine update x_s = k x_t + c step by step (the discretisation, not the ODE)."""
-    from bench.sampling import ddim_timesteps
-
-    mean, std = 0.0, 1.0
-    seq = ddim_timesteps(diffusion.num_timesteps, steps)
-    for i, t in enumerate(seq):
-        ab_t = diffusion.alpha_bar[t].item()
-        ab_s = diffusion.alpha_bar[seq[i + 1]].item() if i + 1 < len(seq) else 1.0
-        a, b = math.sqrt(ab_t), math.sqrt(1 - ab_t)
-        d = a**2 * S**2 + b**2
-        # x0_hat = M + a S^2 (x - a M) / d ;  eps_hat = b (x - a M) / d
-        k = (math.sqrt(ab_s) * a * S**2 + math.sqrt(1 - ab_s) * b) / d
-        c = math.sqrt(ab_s) * M - k * a * M
-        mean, std = k * mean + c, abs(k) * std
-    return mean, std
 
 
 @pytest.mark.parametrize("steps", [50, 10])

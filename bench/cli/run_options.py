@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..config import PRECISIONS, DiffusionConfig, RunConfig, SampleConfig, TrainConfig
+from ..config import PRECISIONS, DiffusionConfig, DistillConfig, RunConfig, SampleConfig, TrainConfig
 from ..denoiser import PREDICTIONS
 from ..environment import DEVICES
 from .options import (
@@ -240,6 +240,27 @@ def run_options(fn=None, *, grid: bool = False):
             help="Samples drawn for the grid and the metrics.",
         ),
         click.option(
+            "--teacher",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="For designs trained on a teacher's pairs (direct-distilled): a complete run folder whose "
+            "deterministic DDIM sampler maps each noise to its image.",
+        ),
+        config_option(
+            "--teacher-steps",
+            kind=DistillConfig,
+            field="teacher_steps",
+            default=DEFAULTS.distill.teacher_steps,
+            help="DDIM steps the teacher takes to make each pair.",
+        ),
+        config_option(
+            "--pairs",
+            kind=DistillConfig,
+            field="pairs",
+            default=DEFAULTS.distill.pairs,
+            help="Teacher pairs to make (once, cached in the run folder).",
+        ),
+        click.option(
             "--eval/--no-eval",
             "evaluate",
             default=DEFAULTS.evaluate,
@@ -269,6 +290,7 @@ def config_from_options(values: dict[str, Any]) -> RunConfig:
         image_size=values["image_size"] or datasets.run_image_size(values["dataset"]),
         diffusion=from_options(DiffusionConfig, values),
         train=from_options(TrainConfig, values),
+        distill=from_options(DistillConfig, values),
         sample=from_options(
             SampleConfig,
             values,

@@ -1,0 +1,190 @@
+"""One-step distillation (`direct-distilled`): the Gaussian oracle where the answer is known, pairs that are
+deterministic and resume bit for bit, the teacher checks, and a run end to end."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import schedules
+from bench.config import DistillConfig, TrainConfig
+from bench.denoiser import Denoiser
+from bench.diffusion import Diffusion
+from bench.distill import Teacher, make_pairs
+from bench.sampling import sample
+from bench.trainer import Trainer
+from denoisers import Recipe
+from tests.helpers import FAST, invoke, run_ok
+from tests.oracles import M, S, ddim_moments_exact, gaussian_oracle
+
+SHAPE = (1, 2, 2)
+STEPS = 50
+
+
+@pytest.fixture(scope="module")
+def diffusion() -> Diffusion:
+    return Diffusion(schedules.get("linear")(1000))
+
+
+def oracle_teacher(diffusion: Diffusion) -> Teacher:
+    """The exact E[eps | x_t] for x0 ~ N(M, S^2) as a teacher: its DDIM map x_T -> x0 is affine."""
+    denoiser = Denoiser(gaussian_oracle(diffusion), diffusion)
+    return Teacher(Path("oracle"), denoiser, 0, 0.0, SHAPE, torch.device("cpu"))
+
+
+class LinearStudent(nn.Module):
+    """x0_hat = a x_T + b, one (a, b) for every pixel: the family the DDIM map of Gaussian data lies in."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        super().__init__()
+        self.recipe = recipe
+        self.a, self.b = nn.Parameter(torch.zeros(())), nn.Parameter(torch.zeros(()))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.a * x_t + self.b
+
+
+def train_student(diffusion, images, inputs, pairs: str) -> nn.Module:
+    recipe = Recipe(prediction="x0", timesteps="terminal", sampler="one_shot", pairs=pairs)
+    student = LinearStudent(recipe)
+    config = TrainConfig(
+        steps=600,
+        batch_size=256,
+        lr=0.05,
+        warmup_steps=0,
+        ema_decay=0.99,
+        grad_clip=0.0,
+        checkpoint_every=600,
+    )
+    trainer = Trainer(
+        student, diffusion, images, config, recipe, device=torch.device("cpu"), seed=0, inputs=inputs
+    )
+    trainer.run(progress=False)
+    return trainer.ema.module  # the average of the last ~100 steps: SGD's jitter left out
+
+
+def one_call_moments(diffusion, student) -> tuple[float, float]:
+    x_T = torch.randn(20_000, *SHAPE, generator=torch.Generator().manual_seed(9))
+    x = sample(Denoiser(student, diffusion, "x0"), tuple(x_T.shape), method="one_shot", x_T=x_T)
+    return x.mean().item(), x.std().item()
+
+
+def test_gaussian_oracle_coupled_pairs_recover_the_data_independent_pairs_collapse(diffusion, tmp_path):
+    teacher = oracle_teacher(diffusion)
+    pairs = make_pairs(
+        teacher, DistillConfig("oracle", STEPS, 4000), seed=0, path=tmp_path / "pairs.pt", progress=False
+    )
+    coupled = train_student(diffusion, pairs.x0, pairs.x_T, "teacher")
+    exact_mean, exact_std = ddim_moments_exact(diffusion, STEPS)  # what the teacher's map gives
+    mean, std = one_call_moments(diffusion, coupled)
+    assert mean == pytest.approx(exact_mean, abs=0.02)
+    assert std == pytest.approx(exact_std, rel=0.05)
+    assert std == pytest.approx(S, rel=0.1)  # ... which is the data distribution
+
+    # The same student on independent pairs: x0 from the data, x_T from q(x_T | x0), almost independent.
+    data = M + S * torch.randn(4000, *SHAPE, generator=torch.Generator().manual_seed(1))
+    independent = train_student(diffusion, data, None, "independent")
+    mean, std = one_call_moments(diffusion, independent)
+    assert mean == pytest.approx(M, abs=0.02)
+    assert std < 0.05 * S  # every noise gives (nearly) the mean: collapse
+
+
+def test_pairs_are_deterministic_and_resume_bit_for_bit(diffusion, tmp_path, monkeypatch):
+    import bench.distill
+
+    teacher, config = oracle_teacher(diffusion), DistillConfig("oracle", 10, 600)  # three chunks
+    straight = make_pairs(teacher, config, seed=3, path=tmp_path / "a.pt", progress=False)
+    again = make_pairs(teacher, config, seed=3, path=tmp_path / "again.pt", progress=False)
+    assert torch.equal(straight.x_T, again.x_T) and torch.equal(straight.x0, again.x0)
+    assert straight.x0.shape == (600, *SHAPE)
+
+    real, calls = bench.distill.teacher_images, []
+
+    def interrupted_after_one_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench.distill, "teacher_images", interrupted_after_one_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        make_pairs(teacher, config, seed=3, path=tmp_path / "b.pt", progress=False)
+    assert len(torch.load(tmp_path / "b.pt", weights_only=True)["x0"]) == 1
+    resumed = make_pairs(teacher, config, seed=3, path=tmp_path / "b.pt", progress=False)
+    assert torch.equal(resumed.x_T, straight.x_T) and torch.equal(resumed.x0, straight.x0)
+    assert len(calls) == 4  # the interrupted chunk and the two left, nothing made twice
+    cached = make_pairs(teacher, config, seed=3, path=tmp_path / "b.pt", progress=False)
+    assert len(calls) == 4 and torch.equal(cached.x0, straight.x0)
+    with pytest.raises(ValueError, match="other settings"):
+        make_pairs(teacher, DistillConfig("oracle", 10, 600), seed=4, path=tmp_path / "b.pt", progress=False)
+
+
+STUDENT = ["--denoiser", "direct-distilled", "-o", "base_channels=8", "--pairs", "40", "--teacher-steps", "3"]
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    return run_ok(tmp_path_factory.mktemp("teacher"))
+
+
+def student_run(tmp_path, *extra: str):
+    return invoke("run", *FAST, *STUDENT, *extra, "--out", str(tmp_path / "out"), "--run-id", "s", "--quiet")
+
+
+def test_distilled_run_trains_on_the_teachers_pairs(teacher_dir, tmp_path):
+    result = student_run(tmp_path, "--teacher", str(teacher_dir))
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "out" / "s"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["sample"]["method"] == "one_shot"
+    report = metrics["distillation"]
+    assert report["teacher"] == str(teacher_dir) and report["pairs"] == 40 and report["teacher_steps"] == 3
+    assert report["pair_flops"] > 0 and report["pair_seconds"] > 0
+    for key in ("rms_to_teacher", "rms_teacher_1_step_to_teacher", "rms_mean_image_to_teacher"):
+        assert 0 <= report[key] < 2
+    pairs = torch.load(run_dir / "pairs.pt", weights_only=True)
+    assert pairs["settings"]["teacher_step"] == 10 and sum(len(x) for x in pairs["x0"]) == 40
+
+
+def damage(teacher_dir: Path, tmp_path: Path, how: str) -> Path:
+    copy = tmp_path / f"teacher-{how}"
+    copy.mkdir()
+    for path in teacher_dir.iterdir():
+        if path.is_file():
+            (copy / path.name).write_bytes(path.read_bytes())
+    if how == "incomplete":
+        (copy / "status.json").write_text(json.dumps({"state": "training", "step": 5}))
+    elif how == "corrupt":
+        (copy / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    elif how == "empty":
+        for path in copy.iterdir():
+            path.unlink()
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("how", "extra", "message"),
+    [
+        ("none", [], "give --teacher RUN_DIR"),
+        ("empty", [], "is not a run folder"),
+        ("incomplete", [], "is not a complete run (state: training)"),
+        ("corrupt", [], "checkpoint"),
+        ("good", ["--image-size", "12"], "makes 1x8x8 images, but this run trains on 1x12x12"),
+    ],
+)
+def test_a_teacher_that_cannot_teach_is_a_usage_error(teacher_dir, tmp_path, how, extra, message):
+    teacher = {"none": [], "good": ["--teacher", str(teacher_dir)]}.get(
+        how, ["--teacher", str(damage(teacher_dir, tmp_path, how)) if how != "none" else ""]
+    )
+    result = student_run(tmp_path, *teacher, *extra)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()  # nothing was created
+
+
+def test_a_one_shot_teacher_is_refused(tmp_path):
+    direct = run_ok(tmp_path / "direct", "-o", "terminal=True", "--target", "x0")
+    result = student_run(tmp_path, "--teacher", str(direct))
+    assert result.exit_code == 2 and "trained only on pure noise" in result.output
