@@ -19,7 +19,7 @@ from scipy import stats
 
 from .run_folder import RUN_FILES, RunFolder, RunMetrics, find_runs
 
-DESIGN = ["dataset", "image", "denoiser", "target", "schedule", "sampler", "sample_steps", "budget"]
+DESIGN = ["dataset", "image", "denoiser", "target", "schedule", "sampler", "sample_steps", "eta", "budget"]
 SPEED = [
     "parameters",
     "forward_gflops",
@@ -59,8 +59,10 @@ def run_rows(folder: RunFolder) -> list[dict]:
         rows.append(
             {
                 **row,
+                "source": "bench eval",
                 "sampler": entry.sample.method,
                 "sample_steps": entry.sample.steps,
+                "eta": ddim_eta(entry.sample.method, entry.sample.eta),
                 "sample_images_per_s": entry.sample.images_per_s,
                 **numbers(entry.quality),
             }
@@ -76,6 +78,7 @@ def run_row(folder: RunFolder, metrics: RunMetrics) -> dict:
     row = {
         "run": folder.name,
         "path": str(folder.path),
+        "source": "run",
         "dataset": config["dataset"],
         "image": image_label(config, metrics),
         "denoiser": config["denoiser"] + (f"[{options['preset']}]" if "preset" in options else ""),
@@ -84,6 +87,7 @@ def run_row(folder: RunFolder, metrics: RunMetrics) -> dict:
         + ("+ztsnr" if config["diffusion"].get("zero_terminal_snr") else ""),
         "sampler": sample.method,
         "sample_steps": sample.steps,
+        "eta": ddim_eta(sample.method, sample.eta),
         "budget": budget_label(config["train"]),
         "seed": config["seed"],
         "parameters": metrics.parameters,
@@ -94,9 +98,15 @@ def run_row(folder: RunFolder, metrics: RunMetrics) -> dict:
         "train_fraction_of_peak": train.fraction_of_peak,
         "train_images": train.images_seen,
         **numbers(metrics.quality),
+        **{f"distill_{k}": v for k, v in numbers(metrics.distillation).items()},
     }
     row["nll_bpd"] = (metrics.nll or {}).get("bits_per_dim", math.nan)
     return row
+
+
+def ddim_eta(method: str, eta: float) -> float:
+    """DDIM's eta is part of the design (0: deterministic, 1: DDPM-like); other samplers have none."""
+    return eta if method == "ddim" else math.nan
 
 
 def image_label(config: dict, metrics: RunMetrics) -> str:

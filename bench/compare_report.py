@@ -38,14 +38,22 @@ def design_label(row: pd.Series, *, data: bool = False) -> str:
     that mixes several of them)."""
     target = "" if row.get("target") in (None, "default") else f" ({row['target']})"
     label = f"{row['denoiser']}{target} / {row['schedule']} / {row['sampler']}"
+    if row.get("source", "run") != "run":
+        label += f" {row['sample_steps']} steps" + ddim_label(row.get("eta", math.nan))
     if data:
         label = " ".join(filter(None, (row.get("dataset"), row.get("image"), label)))
     return label
 
 
+def ddim_label(eta: object) -> str:
+    return f", eta {eta:g}" if isinstance(eta, float) and not math.isnan(eta) else ""
+
+
 def montage(runs: pd.DataFrame, path: Path) -> Path | None:
-    """One tile per design: the sample grid of its first seed, titled with the design."""
-    firsts = runs.sort_values("seed").groupby("design", sort=False).head(1)
+    """One tile per design: the sample grid of its first seed, titled with the design (a run's own samples
+    only; later ``bench eval`` entries keep no grid)."""
+    own = runs[runs["source"] == "run"] if "source" in runs.columns else runs
+    firsts = own.sort_values("seed").groupby("design", sort=False).head(1)
     tiles = [(r["design"], RunFolder(r["path"]).samples_png) for _, r in firsts.iterrows()]
     tiles = [(label, p) for label, p in tiles if p.is_file()]
     if not tiles:
@@ -95,15 +103,16 @@ def quality_vs_compute(runs: pd.DataFrame, metric: str, path: Path) -> Path | No
 
 def quality_vs_steps(runs: pd.DataFrame, metric: str, path: Path) -> Path | None:
     data = runs.dropna(subset=[metric, "sample_steps"])
-    keys = [k for k in ("denoiser", "target", "schedule", "dataset", "image") if k in data.columns]
-    varied = data.groupby(keys)["sample_steps"].nunique()
+    keys = [k for k in ("denoiser", "target", "schedule", "dataset", "image", "eta") if k in data.columns]
+    varied = data.groupby(keys, dropna=False)["sample_steps"].nunique()
     if data.empty or varied.max() < 2:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (den, tgt, sch, *_), group in data.groupby(keys):
+    for (den, tgt, sch, *_), group in data.groupby(keys, dropna=False):
         mean = group.groupby("sample_steps")[metric].mean()
+        eta = group["eta"].iloc[0] if "eta" in group else math.nan
         if len(mean) > 1:
-            ax.plot(mean.index, mean.values, "o-", label=f"{den} ({tgt}) / {sch}")
+            ax.plot(mean.index, mean.values, "o-", label=f"{den} ({tgt}) / {sch}" + ddim_label(eta))
     ax.set_xscale("log")
     ax.set_xlabel("sampling steps (network evaluations per image)")
     ax.set_ylabel(f"{metric} (lower is better)")

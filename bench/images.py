@@ -20,10 +20,13 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def grid_image(images: torch.Tensor, *, scale: int | None = None, pad: int = 2) -> Image.Image:
-    """A square-ish grid of ``images`` (N, C, H, W) as a PIL image, upscaled so small images stay visible."""
+def grid_image(
+    images: torch.Tensor, *, scale: int | None = None, pad: int = 2, nrow: int | None = None
+) -> Image.Image:
+    """A grid of ``images`` (N, C, H, W), ``nrow`` per row (square-ish by default), as a PIL image, upscaled
+    so small images stay visible."""
     n = images.shape[0]
-    grid = make_grid(to_uint8(images), nrow=math.ceil(math.sqrt(n)), padding=pad, pad_value=255)
+    grid = make_grid(to_uint8(images), nrow=nrow or math.ceil(math.sqrt(n)), padding=pad, pad_value=255)
     arr = grid.permute(1, 2, 0).numpy()
     img = Image.fromarray(arr[..., 0] if images.shape[1] == 1 else arr)
     if scale is None:

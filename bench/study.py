@@ -1,11 +1,18 @@
 """``bench study direct``: the seed's question, "why not train a denoiser that predicts the image directly
-from pure noise?", answered with three runs that share the backbone, schedule, data and budget:
+from pure noise?", answered with four runs that share the backbone, schedule, data and budget:
 
-  unet (eps)       the DDPM design: predict the noise at every t, sample iteratively;
-  unet (x0)        the same network predicting the image at every t, sampled iteratively;
-  direct           the same network predicting the image from pure noise only, sampled in one call;
+  unet (eps)         the DDPM design: predict the noise at every t, sample iteratively;
+  unet (x0)          the same network predicting the image at every t, sampled iteratively;
+  direct             the same network predicting the image from pure noise only, sampled in one call, trained
+                     on independent (noise, image) pairs;
+  direct-distilled   the same again, trained on coupled pairs: each image is what the unet (eps) run, as a
+                     teacher, makes of that very noise with deterministic DDIM (Luhman & Luhman 2021);
 
-plus a curve that needs no training: how much of x0 can be recovered from x_t at all. For the empirical
+and the teacher itself sampled with 1, 2, 4, 8 and 50 deterministic DDIM steps (what few-step sampling
+gives without distillation), a figure of the teacher's, the distilled student's and direct's image of the
+same noises,
+
+and a curve that needs no training: how much of x0 can be recovered from x_t at all. For the empirical
 training distribution the best possible (MSE-optimal) predictor is exact,
 
     E[x0 | x_t] = sum_i w_i x_i,  w = softmax_i(-||x_t - sqrt(alpha_bar) x_i||^2 / (2 (1 - alpha_bar))),
@@ -29,14 +36,21 @@ import schedules  # noqa: E402
 
 from .compare_report import save_figure  # noqa: E402
 from .config import RunConfig  # noqa: E402
+from .denoiser import Denoiser  # noqa: E402
 from .diffusion import Diffusion  # noqa: E402
+from .images import grid_image  # noqa: E402
 from .io import write_text_atomic  # noqa: E402
+from .sampling import sample  # noqa: E402
 
 DESIGNS = {
     "unet-eps": ("unet", {}),
     "unet-x0": ("unet", {"target": "x0"}),
     "direct": ("direct", {}),
+    "direct-distilled": ("direct-distilled", {}),
 }
+TEACHER = "unet-eps"
+TEACHER_STEPS = (1, 2, 4, 8, 50)
+FIGURE_NOISES = 8
 
 
 @torch.inference_mode()
@@ -97,25 +111,85 @@ def plot_recoverability(curves: dict[str, pd.DataFrame], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def study_configs(base: RunConfig) -> dict[str, RunConfig]:
-    """The three designs with everything else (data, schedule, budget, seed, sampler steps) shared."""
+def study_configs(base: RunConfig, out: Path = Path("results/study-direct")) -> dict[str, RunConfig]:
+    """The designs with everything else (data, schedule, budget, seed, sampler steps) shared; the distilled
+    one learns from ``out/<TEACHER>`` with as many DDIM steps as the runs are sampled with."""
+    distill = replace(base.distill, teacher=str(out / TEACHER), teacher_steps=TEACHER_STEPS[-1])
     return {
-        name: replace(base, denoiser=denoiser, denoiser_options={**base.denoiser_options, **options})
+        name: replace(
+            base, denoiser=denoiser, denoiser_options={**base.denoiser_options, **options}, distill=distill
+        )
         for name, (denoiser, options) in DESIGNS.items()
     }
 
 
+def evaluate_teacher(teacher_dir: Path, base: RunConfig, *, progress: bool) -> None:
+    """Score the teacher with each of TEACHER_STEPS deterministic DDIM steps, skipping those it has."""
+    from .resample import evaluate_run
+    from .run_folder import RunFolder
+
+    n, seed = base.sample.n, base.seed
+    done = {
+        e.sample.steps
+        for e in RunFolder(teacher_dir).read_metrics().evaluations
+        if (e.sample.method, e.sample.eta, e.sample.n, e.sample.seed) == ("ddim", 0.0, n, seed)
+    }
+    missing = [steps for steps in TEACHER_STEPS if steps not in done]
+    if missing:
+        evaluate_run(
+            teacher_dir,
+            n=n,
+            method="ddim",
+            steps=missing,
+            eta=0.0,
+            seed=seed,
+            device=base.device,
+            progress=progress,
+        )
+
+
+def distillation_figure(out: Path, base: RunConfig, path: Path) -> Path:
+    """For a few fixed noises: the teacher's deterministic DDIM image, the distilled student's one call, and
+    direct's one call (random pairs), one row each."""
+    from .distill import noise
+    from .experiment import load_run
+
+    rows = {}
+    for label, name, method, steps in (
+        (f"teacher ({TEACHER}), DDIM {TEACHER_STEPS[-1]}, eta 0", TEACHER, "ddim", TEACHER_STEPS[-1]),
+        ("direct-distilled, one call", "direct-distilled", "one_shot", 1),
+        ("direct (random pairs), one call", "direct", "one_shot", 1),
+    ):
+        exp, ckpt = load_run(out / name, device=base.device)
+        exp.model.load_state_dict(ckpt["ema"]["module"])
+        model = exp.model.to(exp.device).eval()
+        x_T = noise(base.seed, 0, FIGURE_NOISES, exp.data.image_shape, held_out=True)
+        denoiser = Denoiser(model, exp.diffusion, exp.recipe.prediction, clip_x0=True)
+        x = sample(denoiser, tuple(x_T.shape), method=method, steps=steps, x_T=x_T, device=exp.device)
+        rows[label] = x.float().cpu().clamp(-1, 1)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.2 * FIGURE_NOISES, 1.6 * len(rows)), squeeze=False)
+    for ax, (label, images) in zip(axes[:, 0], rows.items(), strict=True):
+        ax.imshow(grid_image(images, scale=4, nrow=FIGURE_NOISES), cmap="gray")
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.suptitle("The same noises x_T, mapped to images", fontsize=10)
+    return save_figure(fig, path)
+
+
 def run_direct_study(base: RunConfig, out: Path, *, progress: bool = True) -> list[Path]:
-    """Train (or resume, or skip when complete) the three designs into ``out/<design>``, then write the
-    comparison and the recoverability curves into ``out/report``."""
+    """Train (or resume, or skip when complete) the designs into ``out/<design>``, score the teacher at few
+    steps, then write the comparison, the distillation figure and the recoverability curves into
+    ``out/report``."""
     from . import compare_report, datasets
     from .sweep import run_or_resume
 
-    for name, config in study_configs(base).items():
+    for name, config in study_configs(base, out).items():
         run_or_resume(config, out, name, progress=progress)
+    evaluate_teacher(out / TEACHER, base, progress=progress)
 
     report_dir = out / "report"
     written = compare_report.write_folder_report(out, report_dir, "fd")
+    written.append(distillation_figure(out, base, report_dir / "distillation.png"))
     data = datasets.load(base.dataset, root=base.data_root, image_size=base.image_size)
     curves = {}
     for schedule in ("linear", "cosine"):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -28,9 +30,11 @@ def test_recoverability_of_a_single_training_image_is_exact():
 
 
 def test_study_shares_everything_but_the_design():
-    configs = study_configs(RunConfig(seed=3))
-    assert [c.denoiser for c in configs.values()] == ["unet", "unet", "direct"]
+    configs = study_configs(RunConfig(seed=3), Path("out"))
+    assert [c.denoiser for c in configs.values()] == ["unet", "unet", "direct", "direct-distilled"]
     assert configs["unet-x0"].denoiser_options == {"target": "x0"}
+    assert configs["direct-distilled"].distill.teacher == str(Path("out") / "unet-eps")
+    assert configs["direct-distilled"].distill.teacher_steps == configs["unet-eps"].sample.steps
     assert len({(c.train, c.diffusion, c.dataset, c.seed, c.sample) for c in configs.values()}) == 1
 
 
