@@ -146,7 +146,8 @@ def run_or_resume(
     run_dir = folder.path
     if run_dir.exists():
         if folder.is_run():
-            diffs = config_differences(folder.read_config_dict(), config.to_dict())
+            # read through RunConfig, so a field added since the folder was written takes its default
+            diffs = config_differences(folder.read_config().to_dict(), config.to_dict())
             if diffs:
                 raise ValueError(
                     f"{run_dir} holds a run with another configuration ({'; '.join(diffs)}); "
