@@ -57,12 +57,12 @@ def run_metrics(
     """Parameters, speed and hardware efficiency of training and sampling."""
     forward = forward_flops_per_image(trainer.model, exp.data.image_shape, exp.device)
     training = training_flops_per_image(trainer.model, exp.data.image_shape, exp.device)
-    peak = matmul_peak(exp.device)
-    best = (log.images_per_second or 0.0) * training
-    if best > peak:  # a peak cached while the machine was busy: measure it again
-        peak = matmul_peak(exp.device, refresh=True)
     nfe = sampler_calls(sample_cfg, exp.diffusion.num_timesteps)
     sample_ips = n / sample_s
+    peak = matmul_peak(exp.device)
+    best = max((log.images_per_second or 0.0) * training, sample_ips * nfe * forward)
+    if best > peak:  # a peak cached while the machine was busy: measure it again
+        peak = matmul_peak(exp.device, refresh=True)
     return RunMetrics(
         parameters=count_parameters(trainer.model),
         image_shape=list(exp.data.image_shape),

@@ -84,3 +84,41 @@ def test_find_runs_lists_folders_with_a_config(run_dir, tmp_path):
 def test_sections_a_run_did_not_produce_are_left_out():
     data = RunMetrics(run_id="r", parameters=1).to_dict()
     assert "quality" not in data and "evaluations" not in data and "nll" not in data
+
+
+def test_bench_run_ends_with_its_result(tmp_path):
+    from tests.helpers import FAST, invoke
+
+    result = invoke("run", *FAST, "--out", str(tmp_path), "--run-id", "r")
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.output.splitlines()]  # progress bars end in "\r" and spaces
+    assert any(line.startswith("training:") and "images/s" in line and "10 steps" in line for line in lines)
+    assert any(line.startswith("sampling:") and "ddim 5 steps" in line for line in lines)
+    assert any(line.startswith("time:") and "training" in line and "sampling" in line for line in lines)
+    assert f"run folder: {tmp_path / 'r'}" in lines
+
+
+def test_the_summary_puts_each_metric_beside_its_floor_and_ceiling():
+    from bench.run_folder import SampleMetrics, TrainMetrics
+    from bench.run_summary import summary
+
+    metrics = RunMetrics(
+        run_id="r",
+        parameters=1,
+        train=TrainMetrics(1500, 96000, 360.0, 0.1, 0.03, "steps", 260.0, 1e8, 3e8, 1e11, 0.5),
+        sample=SampleMetrics("ddim", 50, 1.0, 500, 32.0, fraction_of_peak=0.25),
+        quality={"fd": 42.08, "precision": 0.746, "recall": 0.895},
+        references={"real": {"fd": 4.211, "precision": 0.91}, "mean-image": {"fd": 1742.3, "recall": 0.0}},
+        nll={"bits_per_dim": 2.98, "standard_error": 0.18},
+        phases={"train_s": 261.1, "sample_s": 15.5},
+    )
+    text = summary(metrics).splitlines()
+    assert text[0].split()[:2] == ["quality", "this"]
+    assert [line.split() for line in text if line.startswith("FD")] == [
+        ["FD", "(lower", "is", "better)", "42.08", "4.211", "1,742"]
+    ]
+    assert [line.split()[1:] for line in text if line.startswith("recall")] == [["0.895", "-", "0"]]
+    assert "NLL bound, bits/dim   2.98 ± 0.18" in "\n".join(text)
+    assert "training:  360.0 images/s (50% of peak), 1,500 steps" in text
+    assert "sampling:  32.0 images/s (25% of peak), ddim 50 steps" in text
+    assert text[-1] == "time:      training 261.1 s, sampling 15.5 s"

@@ -50,6 +50,7 @@ def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **value
     """
     from .. import run as runner
     from ..run_folder import RunFolder
+    from ..run_summary import summary
 
     if resume is not None:
         config = extend_budget(RunFolder(resume).read_config(), values)
@@ -60,9 +61,11 @@ def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **value
     )
     if quiet:
         click.echo(str(run_dir))
-    else:
-        click.echo(f"run folder: {run_dir}")
-        click.echo(f"samples:    {RunFolder(run_dir).samples_png}")
+        return
+    folder = RunFolder(run_dir)
+    click.echo(summary(folder.read_metrics()))
+    click.echo(f"\nrun folder: {run_dir}")
+    click.echo(f"samples:    {folder.samples_png}")
 
 
 @main.command("sample")
