@@ -2,6 +2,7 @@ import textwrap
 
 import pytest
 
+import denoisers
 import schedules
 from bench.registry import Registry, UnknownPluginError
 
@@ -84,3 +85,35 @@ def test_broken_entry_point_warns_and_keeps_builtins(tmp_path, monkeypatch):
     reg.register("good", lambda: None)
     with pytest.warns(UserWarning, match="could not load widget plugin 'bad'"):
         assert reg.names() == ["good"]
+
+
+def test_a_third_party_denoiser_declares_its_presets_where_it_registers(tmp_path, monkeypatch):
+    """The module an entry point names may register itself, with metadata; the registry keeps that."""
+    (tmp_path / "fake_denoiser_plugin.py").write_text(
+        textwrap.dedent(
+            '''
+            import denoisers
+            from denoisers.unet import build_unet
+
+            @denoisers.register("tiny-unet", presets={"tiny": {"base_channels": 8}})
+            def tiny_unet(image_shape, *, preset="tiny", **options):
+                """A U-Net with its own preset, from a third-party package."""
+                opts = {**{"tiny": {"base_channels": 8}}[preset], **options}
+                return build_unet(image_shape, denoisers.Recipe(), **opts)
+            '''
+        )
+    )
+    info = tmp_path / "fake_denoiser_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-denoiser-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[bench.denoisers]\ntiny-unet = fake_denoiser_plugin:tiny_unet\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = denoisers.REGISTRY
+    registry.reload_entry_points()
+    try:
+        assert denoisers.presets("tiny-unet") == ["tiny"]
+        assert "fake-denoiser-plugin" in registry.plugin("tiny-unet").source
+        assert registry.plugin("tiny-unet").description.startswith("A U-Net with its own preset")
+    finally:
+        registry._plugins.pop("tiny-unet", None)
+        registry.reload_entry_points()
