@@ -20,6 +20,17 @@ from scipy import stats
 from .run_folder import RUN_FILES, RunFolder, RunMetrics, find_runs
 
 DESIGN = ["dataset", "image", "denoiser", "target", "schedule", "sampler", "sample_steps", "eta", "budget"]
+HEADLINE = [
+    "fd",
+    "kid_mean",
+    "precision",
+    "recall",
+    "class_entropy",
+    "nll_bpd",
+    "train_images_per_s",
+    "sample_images_per_s",
+]
+"""What the terminal table shows unless ``--columns`` asks for others (the CSV has every column)."""
 SPEED = [
     "parameters",
     "forward_gflops",
@@ -200,6 +211,23 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
+def headline_columns(table: pd.DataFrame) -> list[str]:
+    """The HEADLINE columns this table has (KID and class entropy need a classifier feature space)."""
+    return [c for c in HEADLINE if c in table.columns and table[c].notna().any()]
+
+
+def split_constant_design(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, object]]:
+    """The table without the design columns that are the same in every row, and those shared values: a
+    comparison of designs on one dataset and budget need not repeat them on every line."""
+    if len(table) < 2:
+        return table, {}
+    labels = [c for c in DESIGN if c != "denoiser"]  # the row label, and where reference rows are named
+    shared = {
+        c: table[c].iloc[0] for c in labels if c in table.columns and table[c].nunique(dropna=False) == 1
+    }
+    return table.drop(columns=list(shared)), shared
+
+
 def select_columns(table: pd.DataFrame, columns: list[str] | None) -> pd.DataFrame:
     if not columns:
         return table
@@ -263,12 +291,7 @@ def find_benchmark_files(paths: list[Path]) -> list[Path]:
     files: set[Path] = set()
     for path in paths:
         candidates = [path] if path.is_file() else list(path.rglob("*.json")) if path.is_dir() else []
-        files.update(
-            p
-            for p in candidates
-            if p.name not in RUN_FILES
-            and is_benchmark_json(p)
-        )
+        files.update(p for p in candidates if p.name not in RUN_FILES and is_benchmark_json(p))
     return sorted(files)
 
 

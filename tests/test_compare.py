@@ -192,3 +192,20 @@ def test_image_sizes_are_separate_designs_with_their_own_references(tmp_path):
     refs = compare.references(collection.runs)
     assert refs["real (mnist5k 14x14)"]["fd"] == pytest.approx(21.0)
     assert refs["real (mnist5k 28x28)"]["fd"] == pytest.approx(42.0)
+
+
+def test_the_terminal_shows_the_headline_and_the_csv_everything(results, tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "r"
+    result = CliRunner().invoke(main, ["compare", str(results), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.split("wrote")[0].splitlines() if not line.startswith("skipped")]
+    assert lines[0].startswith("every row: dataset mnist5k")  # the shared design, said once
+    header = lines[1].split()
+    assert header[0] == "denoiser" and "fd" in header and "seeds" in header
+    assert "parameters" not in header and "forward_gflops" not in header  # in the CSV only
+    csv_columns = set(pd.read_csv(out / "comparison.csv").columns)
+    assert {"parameters", "forward_gflops", "fd", "dataset"} <= csv_columns
+    every = CliRunner().invoke(main, ["compare", str(results), "--out", str(out), "--columns", "all"])
+    assert "parameters" in every.output and "every row" not in every.output

@@ -18,7 +18,12 @@ from .options import usage_errors
     "--where", multiple=True, metavar="KEY=VALUE", help="Keep runs whose column equals VALUE (repeatable)."
 )
 @click.option("--sort", "sort_by", default=None, help="Sort the table by this column.")
-@click.option("--columns", default=None, help="Comma-separated measurement columns to show.")
+@click.option(
+    "--columns",
+    default=None,
+    help="Comma-separated measurement columns to show, or 'all' [default: the headline metrics; the CSV "
+    "always has every column].",
+)
 @click.option("--metric", default="fd", show_default=True, help="The quality column for the plots.")
 @click.option(
     "--out",
@@ -63,10 +68,16 @@ def compare_cmd(
             known = ", ".join(table.columns)
             raise click.UsageError(f"unknown column {sort_by!r} for --sort; columns: {known}")
         table = table.sort_values(sort_by)
-    chosen = [c.strip() for c in columns.split(",")] if columns else None
-    selected, refs = compare.select_columns(table, chosen), compare.references(runs)
-    numeric, shown = compare.numeric_table(selected, refs), compare.format_table(selected, refs)
-    click.echo(shown.to_string(index=False))
+    refs = compare.references(runs)
+    if columns == "all":
+        view = table
+    else:
+        chosen = [c.strip() for c in columns.split(",")] if columns else compare.headline_columns(table)
+        view, shared = compare.split_constant_design(compare.select_columns(table, chosen))
+        if shared:
+            click.echo("every row: " + ", ".join(f"{k} {v}" for k, v in shared.items() if str(v) != "nan"))
+    click.echo(compare.format_table(view, refs).to_string(index=False))
+    numeric, shown = compare.numeric_table(table, refs), compare.format_table(table, refs)
     out = out or (paths[0] if paths[0].is_dir() else paths[0].parent) / "comparison"
     for path in compare_report.write_report(out, runs, numeric, shown, metric):
         click.echo(f"wrote {path}")
