@@ -142,7 +142,16 @@ def teacher_pairs(
     if dist.is_main:
         folder.write_config(config)
         folder.write_status("making teacher pairs")
-        pairs = make_pairs(teacher, config.distill, seed=config.seed, path=folder.pairs, progress=progress)
+        try:
+            pairs = make_pairs(
+                teacher, config.distill, seed=config.seed, path=folder.pairs, progress=progress
+            )
+        except KeyboardInterrupt:
+            folder.write_status("interrupted")
+            raise KeyboardInterrupt(
+                f"stopped while making teacher pairs (those made are kept); continue with "
+                f"`bench run --resume {folder.path}`"
+            ) from None
     barrier(dist)
     if not dist.is_main:
         pairs = make_pairs(teacher, config.distill, seed=config.seed, path=folder.pairs, progress=False)

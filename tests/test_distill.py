@@ -188,3 +188,31 @@ def test_a_one_shot_teacher_is_refused(tmp_path):
     direct = run_ok(tmp_path / "direct", "-o", "terminal=True", "--target", "x0")
     result = student_run(tmp_path, "--teacher", str(direct))
     assert result.exit_code == 2 and "trained only on pure noise" in result.output
+
+
+def test_an_interrupted_pair_phase_resumes_to_the_same_pairs(teacher_dir, tmp_path, monkeypatch):
+    import bench.distill
+
+    args = ["--teacher", str(teacher_dir), "--pairs", "600"]  # three chunks
+    straight = invoke("run", *FAST, *STUDENT, *args, "--out", str(tmp_path), "--run-id", "a", "--quiet")
+    assert straight.exit_code == 0, straight.output
+    real, calls = bench.distill.teacher_images, []
+
+    def interrupted_at_the_second_chunk(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(bench.distill, "teacher_images", interrupted_at_the_second_chunk)
+    cut = invoke("run", *FAST, *STUDENT, *args, "--out", str(tmp_path), "--run-id", "b", "--quiet")
+    assert cut.exit_code == 130 and "stopped while making teacher pairs" in cut.output
+    assert f"bench run --resume {tmp_path / 'b'}" in cut.output
+    monkeypatch.setattr(bench.distill, "teacher_images", real)
+    resumed = invoke("run", "--resume", str(tmp_path / "b"), "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    a, b = (torch.load(tmp_path / r / "pairs.pt", weights_only=True) for r in ("a", "b"))
+    assert all(torch.equal(x, y) for x, y in zip(a["x0"], b["x0"], strict=True))
+    assert all(torch.equal(x, y) for x, y in zip(a["x_T"], b["x_T"], strict=True))
+    weights = [torch.load(tmp_path / r / "checkpoint.pt", weights_only=True)["model"] for r in ("a", "b")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
