@@ -193,7 +193,7 @@ def test_a_one_shot_teacher_is_refused(tmp_path):
 def test_an_interrupted_pair_phase_resumes_to_the_same_pairs(teacher_dir, tmp_path, monkeypatch):
     import bench.distill
 
-    args = ["--teacher", str(teacher_dir), "--pairs", "600"]  # three chunks
+    args = ["--teacher", str(teacher_dir), "--pairs", "260"]  # two chunks, the second of 10
     straight = invoke("run", *FAST, *STUDENT, *args, "--out", str(tmp_path), "--run-id", "a", "--quiet")
     assert straight.exit_code == 0, straight.output
     real, calls = bench.distill.teacher_images, []
