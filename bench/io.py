@@ -15,6 +15,16 @@ import torch
 CACHE_ENV = "BENCH_CACHE_DIR"
 
 
+def _file_mode() -> int:
+    """What ``open(path, "w")`` would give a new file under this process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 def cache_root() -> Path:
     """``$BENCH_CACHE_DIR`` when set, else ``~/.cache/ddpm-bench``: where features, peaks and kernels live."""
     root = os.environ.get(CACHE_ENV)
@@ -31,6 +41,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes files only their owner can read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
