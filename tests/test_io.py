@@ -1,5 +1,6 @@
 """Atomic writes: a new file appears whole, with the permissions an ordinary write would give it."""
 
+import json
 import os
 import stat
 
@@ -17,5 +18,5 @@ def test_atomic_files_get_the_usual_permissions(tmp_path):
 def test_an_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
     write_json_atomic(tmp_path / "m.json", {"a": 1})
     write_json_atomic(tmp_path / "m.json", {"a": 2})
-    assert (tmp_path / "m.json").read_text().strip().endswith("}") and '"a": 2' in (tmp_path / "m.json").read_text()
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
