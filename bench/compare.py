@@ -17,10 +17,12 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
-from .run_folder import RUN_FILES, RunFolder, RunMetrics, find_runs
+from .run_folder import RUN_FILES, Evaluation, RunFolder, RunMetrics, find_runs
 
 DESIGN = ["dataset", "image", "denoiser", "target", "schedule", "sampler", "sample_steps", "eta", "budget"]
 HEADLINE = [
+    "fid",
+    "inception_score",
     "fd",
     "kid_mean",
     "precision",
@@ -76,9 +78,21 @@ def run_rows(folder: RunFolder) -> list[dict]:
                 "eta": ddim_eta(entry.sample.method, entry.sample.eta),
                 "sample_images_per_s": entry.sample.images_per_s,
                 **numbers(entry.quality),
+                **standard_columns(entry),
             }
         )
     return rows
+
+
+def standard_columns(scores: Evaluation) -> dict[str, float]:
+    """Standard FID, IS and KID (Inception space) when the evaluation measured them."""
+    if scores.fid is None:
+        return {}
+    return {
+        "fid": scores.fid,
+        "inception_score": (scores.inception_score or {}).get("mean", math.nan),
+        "kid_inception": (scores.kid_inception or {}).get("mean", math.nan),
+    }
 
 
 def run_row(folder: RunFolder, metrics: RunMetrics) -> dict:

@@ -93,6 +93,11 @@ class Evaluation:
     eval_config: dict[str, Any] | None = None
     seconds: float | None = None
     nll: dict[str, Any] | None = None
+    # standard, Inception-space metrics (bench.metrics.fidelity), with --fid
+    fid: float | None = None
+    inception_score: dict[str, float] | None = None
+    kid_inception: dict[str, float] | None = None
+    fid_settings: dict[str, Any] | None = None
 
     def evaluation_fields(self) -> dict[str, Any]:
         """The fields of :class:`Evaluation` alone, to copy into a RunMetrics or an EvaluationEntry."""

@@ -66,6 +66,18 @@ def score_samples(
     }
 
 
+def standard_scores(
+    samples: torch.Tensor, data: datasets.ImageData, weights: Path, *, progress: bool = False
+) -> dict:
+    """Standard FID, IS and KID of ``samples`` against ``data``'s training split (features cached)."""
+    from .metrics.fidelity import StandardInception, reference_features, standard_metrics
+
+    extractor = StandardInception(weights)
+    reference = reference_features(extractor, data.name, data.train_images, progress=progress)
+    pool, logits = extractor.features(samples, progress=progress)
+    return standard_metrics(pool, logits, reference)
+
+
 def load_external_samples(path: Path) -> torch.Tensor:
     """Samples written by any code: an .npz/.npy array (uint8 NHWC or float NCHW in [-1, 1]) or a folder of
     image files."""

@@ -136,6 +136,20 @@ def sample_cmd(
 )
 @config_option("--eta", kind=SampleConfig, field="eta", default=DEFAULTS.sample.eta)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--fid",
+    is_flag=True,
+    help="Also standard FID, Inception Score and KID in Inception space (torch-fidelity); samples are drawn "
+    "in chunks kept under RUN_DIR/samples/, so a larger or interrupted evaluation reuses them.",
+)
+@click.option(
+    "--inception-weights",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The pt_inception-2015-12-05 weight file for --fid [default: $BENCH_FID_WEIGHTS, else the cached "
+    "download].",
+)
+@click.option("--download-inception", is_flag=True, help="Fetch the --fid weights once into the cache.")
 @device_option
 @quiet_option
 @usage_errors
@@ -149,25 +163,43 @@ def eval_cmd(
     steps: list[int],
     eta: float,
     seed: int,
+    fid: bool,
+    inception_weights: Path | None,
+    download_inception: bool,
     device: str,
     quiet: bool,
 ) -> None:
     """Score a run's samples (RUN_DIR), or any samples (--samples FILE --dataset NAME), with every metric
     beside the real-data floor and the mean-image ceiling."""
     from .. import datasets, resample
-    from ..scoring import load_external_samples, score_samples
+    from ..metrics.fidelity import check_weights, find_weights
+    from ..scoring import load_external_samples, score_samples, standard_scores
 
     if (run_dir is None) == (samples_path is None):
         raise click.UsageError("give either RUN_DIR or --samples (with --dataset), not both or neither")
+    weights = find_weights(inception_weights, download=download_inception) if fid else None
+    if weights is not None:
+        check_weights(weights)  # a bad file is refused before any sampling
     if samples_path is not None:
         if dataset is None:
             raise click.UsageError("--samples needs --dataset NAME (the images to compare against)")
         data = datasets.load(dataset, root=data_root)
-        result = score_samples(load_external_samples(samples_path), data, progress=not quiet)
+        samples = load_external_samples(samples_path)
+        result = score_samples(samples, data, progress=not quiet)
+        if weights is not None:
+            result.update(standard_scores(samples, data, weights, progress=not quiet))
         click.echo(json.dumps(result, indent=2))
         return
     entries = resample.evaluate_run(
-        run_dir, n=n, method=method, steps=steps, eta=eta, seed=seed, device=device, progress=not quiet
+        run_dir,
+        n=n,
+        method=method,
+        steps=steps,
+        eta=eta,
+        seed=seed,
+        device=device,
+        progress=not quiet,
+        fid_weights=weights,
     )
     for entry in entries:
         q, ref = entry.quality, entry.references
@@ -175,4 +207,9 @@ def eval_cmd(
             f"{entry.sample.method} {entry.sample.steps} steps: fd {q['fd']:.3g} "
             f"(real {ref['real']['fd']:.3g}, mean image {ref['mean-image']['fd']:.3g}), "
             f"precision {q['precision']:.3f}, recall {q['recall']:.3f}"
+            + (
+                f"; FID {entry.fid:.4g}, IS {entry.inception_score['mean']:.4g}"
+                if entry.fid is not None
+                else ""
+            )
         )

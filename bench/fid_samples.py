@@ -1,0 +1,81 @@
+"""Samples for standard FID at any count (FID-50k included): drawn in chunks, each chunk written with its
+Inception features as soon as it is done, so an interrupted evaluation continues where it stopped and the
+same command run twice does the work once.
+
+A chunk's noise comes from a generator seeded by the evaluation seed and the chunk's index, so chunks are
+the same whichever evaluation made them, and a larger ``--n`` reuses the chunks a smaller one left. Samples
+are kept as uint8 (50,000 3x32x32 images are 150 MB) and never all held as float tensors; only the features
+(float32, 2048 + 1008 per image) are gathered for the metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import SampleConfig
+from .experiment import Experiment, generate
+from .images import to_uint8
+from .io import torch_save_atomic
+from .metrics.fidelity import StandardInception
+
+CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class FidSamples:
+    images: torch.Tensor  # uint8 [N, C, H, W]
+    pool: torch.Tensor  # float32 [N, 2048]
+    logits: torch.Tensor  # float32 [N, 1008]
+    seconds: float  # sampling time of the chunks made in this call (0 when all were cached)
+    made: int  # images sampled in this call
+
+
+def chunk_folder(root: Path, cfg: SampleConfig, seed: int, use_ema: bool, weights_hash: str) -> Path:
+    """Where one sampler setting's chunks live (``n`` is not part of the name: counts share chunks)."""
+    steps = f"{cfg.steps}steps" if cfg.steps else "allsteps"
+    return (
+        root
+        / f"fid-{cfg.method}-{steps}-eta{cfg.eta:g}-seed{seed}-{'ema' if use_ema else 'raw'}-{weights_hash}"
+    )
+
+
+def chunked_samples(
+    exp: Experiment,
+    model: nn.Module,
+    cfg: SampleConfig,
+    n: int,
+    *,
+    seed: int,
+    folder: Path,
+    extractor: StandardInception,
+    chunk: int = CHUNK,
+    progress: bool = True,
+) -> FidSamples:
+    """The first ``n`` samples of the setting ``cfg`` with their features, making the chunks not on disk."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images, pools, logits, seconds, made = [], [], [], 0.0, 0
+    chunks = math.ceil(n / chunk)
+    for c in tqdm(range(chunks), desc="fid samples", unit="chunk", disable=not progress):
+        path = folder / f"chunk-{chunk}-{c:05d}.pt"
+        if path.is_file():
+            saved = torch.load(path, weights_only=True)
+        else:
+            start = time.perf_counter()
+            batch = replace(cfg, batch_size=min(cfg.batch_size, chunk))
+            x, _ = generate(exp, model, batch, chunk, seed=seed * 1_000_003 + c, progress=False)
+            seconds += time.perf_counter() - start
+            made += chunk
+            pool, logit = extractor.features(x)
+            saved = {"images": to_uint8(x), "pool": pool, "logits": logit}
+            torch_save_atomic(path, saved)
+        images.append(saved["images"])
+        pools.append(saved["pool"])
+        logits.append(saved["logits"])
+    return FidSamples(torch.cat(images)[:n], torch.cat(pools)[:n], torch.cat(logits)[:n], seconds, made)
