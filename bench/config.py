@@ -108,6 +108,7 @@ class TrainConfig:
     ema_decay: float = ruled(0.999, Rule(float, low=0, high=1, high_open=True))
     precision: str = "fp32"
     compile: bool = False
+    hflip: bool = False  # random horizontal flips of the training images (DDPM's CIFAR-10 recipe)
     checkpoint_every: int = ruled(500, POSITIVE_INT)
     log_every: int = ruled(25, POSITIVE_INT)
 

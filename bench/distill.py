@@ -56,6 +56,8 @@ def load_teacher(config: DistillConfig, student: Experiment) -> Teacher:
             f"denoiser {student.config.denoiser!r} trains on a teacher's pairs: give --teacher RUN_DIR, a "
             "complete run of an iterative design (e.g. results/<run-id> of `bench run --denoiser unet`)"
         )
+    if student.config.train.hflip:
+        raise TeacherError("--hflip breaks teacher pairs: a mirrored image is not the teacher's map of x_T")
     folder = RunFolder(config.teacher)
     if not folder.is_run():
         raise TeacherError(f"--teacher {config.teacher!r} is not a run folder: it has no config.json")

@@ -65,6 +65,13 @@ def sample_timesteps(
     return torch.randint(0, num_timesteps, (batch,), generator=generator, device=device)
 
 
+def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image mirrored left-right with probability 1/2, drawn from the trainer's generator (so a
+    resumed run flips the same images)."""
+    flip = torch.rand(images.shape[0], generator=generator, device=images.device) < 0.5
+    return torch.where(flip.view(-1, *[1] * (images.ndim - 1)), images.flip(-1), images)
+
+
 class Trainer:
     """Holds the training state (model, EMA, optimizer, step, RNG) and runs the loop until a budget ends."""
 
@@ -95,6 +102,8 @@ class Trainer:
             raise ValueError(
                 "a recipe with teacher pairs needs the inputs each image is paired with, and only it does"
             )
+        if inputs is not None and config.hflip:
+            raise ValueError("--hflip breaks teacher pairs: a mirrored image is not the teacher's map of x_T")
         if inputs is not None and inputs.shape != images.shape:
             raise ValueError(f"inputs {tuple(inputs.shape)} must match the images {tuple(images.shape)}")
         self.inputs = inputs.to(device) if inputs is not None else None
@@ -156,6 +165,8 @@ class Trainer:
         """One optimisation step (``x_t``: the paired inputs, for teacher pairs); returns the batch loss as a
         device tensor (no host sync)."""
         cfg = self.config
+        if cfg.hflip:
+            x0 = random_hflip(x0, self.generator)
         t = sample_timesteps(
             self.recipe, self.diffusion.num_timesteps, x0.shape[0], self.generator, self.device
         )

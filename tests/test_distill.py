@@ -172,6 +172,7 @@ def damage(teacher_dir: Path, tmp_path: Path, how: str) -> Path:
         ("incomplete", [], "is not a complete run (state: training)"),
         ("corrupt", [], "checkpoint"),
         ("good", ["--image-size", "12"], "makes 1x8x8 images, but this run trains on 1x12x12"),
+        ("good", ["--hflip"], "--hflip breaks teacher pairs"),
     ],
 )
 def test_a_teacher_that_cannot_teach_is_a_usage_error(teacher_dir, tmp_path, how, extra, message):

@@ -138,3 +138,30 @@ def test_bf16_autocast_trains_on_cpu():
     log = trainer.run(progress=False)
     assert trainer.step == 10 and math.isfinite(log.intervals[-1]["loss"])
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights stay fp32
+
+
+def test_hflip_mirrors_about_half_the_images_and_resumes_exactly():
+    from bench.trainer import random_hflip
+
+    images = torch.arange(2 * 1 * 2 * 3, dtype=torch.float32).reshape(2, 1, 2, 3).repeat(500, 1, 1, 1)
+    flipped = random_hflip(images, torch.Generator().manual_seed(0))
+    mirrored = (flipped == images.flip(-1)).flatten(1).all(1)
+    assert ((flipped == images).flatten(1).all(1) | mirrored).all()  # each image kept or mirrored whole
+    assert 400 < mirrored.sum() < 600
+    straight = make_trainer(10, hflip=True)
+    straight.run(progress=False)
+    half = make_trainer(5, hflip=True)
+    half.run(progress=False)
+    state = half.state_dict()  # before the next trainer re-seeds the global RNG it records
+    resumed = make_trainer(10, hflip=True)
+    resumed.load_state_dict(state)
+    resumed.run(progress=False)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(straight.model.parameters(), resumed.model.parameters(), strict=True)
+    )
+    plain = make_trainer(10)
+    plain.run(progress=False)
+    assert not all(
+        torch.equal(a, b) for a, b in zip(straight.model.parameters(), plain.model.parameters(), strict=True)
+    )

@@ -194,6 +194,12 @@ def run_options(fn=None, *, grid: bool = False):
             show_default=True,
             help="torch.compile the model.",
         ),
+        click.option(
+            "--hflip/--no-hflip",
+            default=DEFAULTS.train.hflip,
+            show_default=True,
+            help="Mirror each training image left-right with probability 1/2 (DDPM's CIFAR-10 recipe).",
+        ),
         channels_last_option,
         fused_norm_option,
         click.option(
