@@ -121,6 +121,28 @@ def quality_vs_steps(runs: pd.DataFrame, metric: str, path: Path) -> Path | None
     return save_figure(fig, path)
 
 
+def quality_vs_training_step(runs: pd.DataFrame, metric: str, path: Path) -> Path | None:
+    """``metric`` of the EMA model during training (``eval.csv``, from ``--eval-every``), one line per run."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = 0
+    for _, row in runs.drop_duplicates("path").iterrows():
+        csv = RunFolder(row["path"]).eval_curve
+        if csv.is_file():
+            curve = pd.read_csv(csv)
+            if metric in curve:
+                label = f"{row['design']} s{row['seed']}"
+                ax.plot(curve["step"], curve[metric], "o-", ms=3, lw=1, label=label)
+                drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(f"{metric} of the EMA model (lower is better), small sample")
+    ax.set_title("Sample quality during training")
+    ax.legend(fontsize=6)
+    return save_figure(fig, path)
+
+
 def loss_curves(runs: pd.DataFrame, path: Path) -> Path | None:
     """One colour per design and one line style per seed, so a legend of many runs stays unambiguous."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -179,6 +201,7 @@ def write_report(
         (lambda p: quality_vs_compute(runs, metric, p) if metric in runs else None, "quality_vs_compute.png"),
         (lambda p: quality_vs_steps(runs, metric, p) if metric in runs else None, "quality_vs_steps.png"),
         (lambda p: loss_curves(runs, p), "loss_curves.png"),
+        (lambda p: quality_vs_training_step(runs, metric, p), "quality_vs_training_step.png"),
     ):
         path = fn(out / name)
         if path is not None:

@@ -174,6 +174,8 @@ class RunConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     evaluate: bool = True
+    # score the EMA model every N training steps on a small sample (eval.csv); None: only at the end
+    eval_every: int | None = ruled(None, replace(POSITIVE_INT, optional=True))
     seed: int = 0
     device: str = "auto"
     # Convolutions in NHWC: oneDNN and cuDNN run them faster than NCHW (the U-Net trains 1.3x faster on a

@@ -3,6 +3,7 @@ scores beside the reference rows, with the NLL bound for denoisers trained on ev
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import torch
@@ -49,6 +50,27 @@ def evaluate(
         )
         result = replace(result, nll=nll.to_dict())
     return result
+
+
+DURING_TRAINING_SAMPLES = 250
+DURING_TRAINING_KEYS = ("fd", "kid_mean", "precision", "recall", "class_entropy", "missing_classes")
+
+
+def score_during_training(exp: Experiment, trainer: Trainer, sample_cfg: SampleConfig) -> dict:
+    """The EMA model's cheap classifier-space scores on a small sample at the current step (one row of
+    ``eval.csv``), leaving every random stream of the training as it was."""
+    from .experiment import generate
+    from .metrics import evaluate_samples, get_feature_extractor
+
+    start = time.perf_counter()
+    n = DURING_TRAINING_SAMPLES
+    with torch.random.fork_rng(devices=[exp.device] if exp.device.type == "cuda" else []):
+        cfg = replace(sample_cfg, n=n, batch_size=min(sample_cfg.batch_size, n))
+        samples, _ = generate(exp, trainer.ema.module, cfg, n, seed=exp.config.seed, progress=False)
+        extractor = get_feature_extractor(exp.data.name, exp.data, progress=False)
+        quality = evaluate_samples(samples, exp.data.test_images, extractor, EvalConfig().quality())
+    scores = {key: quality[key] for key in DURING_TRAINING_KEYS if key in quality}
+    return {"step": trainer.step, **scores, "seconds": time.perf_counter() - start}
 
 
 def run_metrics(

@@ -21,7 +21,7 @@ from .environment import environment, resolve_device
 from .experiment import Experiment, build_experiment, generate, resolve_sampler
 from .images import save_grid, save_samples_npz
 from .io import create_run_dir
-from .measure import evaluate, run_metrics
+from .measure import evaluate, run_metrics, score_during_training
 from .run_folder import RunFolder
 from .trainer import NonFiniteLossError, Trainer, TrainLog
 
@@ -91,10 +91,12 @@ def _execute(
         inputs=pairs.x_T if pairs is not None else None,
     )
     history: list[dict] = []
+    scores: list[dict] = []  # eval.csv, with --eval-every
     if resume is not None and folder.checkpoint.exists():
         ckpt = load_checkpoint(folder.checkpoint, exp.identity)
         trainer.load_state_dict(ckpt)
         history = [row for row in folder.read_loss_curve() if row["step"] <= trainer.step]
+        scores = [row for row in folder.read_eval_curve() if row["step"] <= trainer.step]
     if dist.is_main:
         folder.write_config(config)
         folder.write_environment(environment(exp.device, dist.world_size))
@@ -107,9 +109,17 @@ def _execute(
             folder.write_status("training", step=tr.step)
         barrier(dist)
 
+    def score(tr: Trainer) -> None:
+        if dist.is_main:
+            scores.append(score_during_training(exp, tr, sample_cfg))
+            folder.write_eval_curve(scores)
+        barrier(dist)
+
     t0 = time.perf_counter()
     try:
-        log = trainer.run(progress=progress, on_checkpoint=checkpoint)
+        log = trainer.run(
+            progress=progress, on_checkpoint=checkpoint, on_eval=score, eval_every=config.eval_every
+        )
     except NonFiniteLossError as exc:
         if dist.is_main:
             folder.write_loss_curve(history + trainer.log.intervals)

@@ -28,11 +28,15 @@ STATUS_NAME = "status.json"
 METRICS_NAME = "metrics.json"
 ENVIRONMENT_NAME = "environment.json"
 LOSS_NAME = "loss.csv"
+EVAL_NAME = "eval.csv"  # quality against training step, with --eval-every
 SAMPLES_PNG_NAME = "samples.png"
 SAMPLES_NPZ_NAME = "samples.npz"
 PAIRS_NAME = "pairs.pt"  # a distilled design's teacher pairs (bench.distill)
 EXTRA_SAMPLES_DIR = "samples"  # what `bench sample` adds later, beside the run's own files
-RUN_FILES = (CONFIG_NAME, STATUS_NAME, METRICS_NAME, ENVIRONMENT_NAME, LOSS_NAME, CHECKPOINT_NAME, PAIRS_NAME)
+RUN_FILES = (
+    *(CONFIG_NAME, STATUS_NAME, METRICS_NAME, ENVIRONMENT_NAME),
+    *(LOSS_NAME, EVAL_NAME, CHECKPOINT_NAME, PAIRS_NAME),
+)
 
 Scores = dict[str, float]
 
@@ -268,18 +272,34 @@ class RunFolder:
         metrics = self.read_metrics()
         self.write_metrics(dataclasses.replace(metrics, evaluations=[*metrics.evaluations, entry]))
 
-    # loss.csv ---------------------------------------------------------------------------------------
+    # loss.csv and eval.csv: one row per step logged ------------------------------------------------
+    @property
+    def eval_curve(self) -> Path:
+        return self.path / EVAL_NAME
+
     def write_loss_curve(self, rows: list[dict]) -> None:
+        self._write_curve(LOSS_NAME, rows)
+
+    def read_loss_curve(self) -> list[dict]:
+        return self._read_curve(LOSS_NAME)
+
+    def write_eval_curve(self, rows: list[dict]) -> None:
+        self._write_curve(EVAL_NAME, rows)
+
+    def read_eval_curve(self) -> list[dict]:
+        return self._read_curve(EVAL_NAME)
+
+    def _write_curve(self, name: str, rows: list[dict]) -> None:
         if not rows:
             return
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-        write_text_atomic(self.path / LOSS_NAME, buf.getvalue())
+        write_text_atomic(self.path / name, buf.getvalue())
 
-    def read_loss_curve(self) -> list[dict]:
-        path = self.path / LOSS_NAME
+    def _read_curve(self, name: str) -> list[dict]:
+        path = self.path / name
         if not path.is_file():
             return []
         with open(path, newline="") as f:

@@ -218,11 +218,14 @@ class Trainer:
         *,
         progress: bool = True,
         on_checkpoint: Callable[[Trainer], None] | None = None,
+        on_eval: Callable[[Trainer], None] | None = None,
+        eval_every: int | None = None,
     ) -> TrainLog:
         """Train until ``config.steps`` or ``config.minutes`` is reached, or Ctrl-C.
 
         The loss is read back to the host once per ``log_every`` steps (never per step); that is also where
         NaN/inf is detected, before any checkpoint, so a checkpoint never holds a diverged model.
+        ``on_eval`` runs every ``eval_every`` steps, between timed intervals, so it never counts as training.
         """
         cfg = self.config
         log = self.log = TrainLog()
@@ -243,12 +246,15 @@ class Trainer:
                 interval.loss_sum += self.train_step(x0, x_t)
                 interval.steps += 1
                 checkpoint_due = self.step % cfg.checkpoint_every == 0
-                if self.step % cfg.log_every == 0 or checkpoint_due or self.step >= cfg.steps:
+                eval_due = on_eval is not None and bool(eval_every) and self.step % eval_every == 0
+                if self.step % cfg.log_every == 0 or checkpoint_due or eval_due or self.step >= cfg.steps:
                     row = self._close_interval(interval, log)
                     bar.update(row["steps"])
                     bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
                     if on_checkpoint is not None and checkpoint_due:
                         on_checkpoint(self)
+                    if eval_due:  # between intervals: its time is not training time
+                        on_eval(self)
                     interval = _Interval(interval.loss_sum.zero_())
         bar.close()
         return log

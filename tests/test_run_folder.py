@@ -122,3 +122,23 @@ def test_the_summary_puts_each_metric_beside_its_floor_and_ceiling():
     assert "training:  360.0 images/s (50% of peak), 1,500 steps" in text
     assert "sampling:  32.0 images/s (25% of peak), ddim 50 steps" in text
     assert text[-1] == "time:      training 261.1 s, sampling 15.5 s"
+
+
+def test_eval_every_scores_during_training_without_changing_it(tmp_path):
+    from tests.helpers import invoke
+
+    plain = run_ok(tmp_path, run_id="plain")
+    scored = run_ok(tmp_path, "--eval-every", "5", run_id="scored")
+    rows = RunFolder(scored).read_eval_curve()
+    assert [row["step"] for row in rows] == [5, 10]
+    assert all(row["fd"] > 0 and 0 <= row["precision"] <= 1 and row["seconds"] > 0 for row in rows)
+    import torch
+
+    a, b = (torch.load(r / "checkpoint.pt", weights_only=True) for r in (plain, scored))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])  # scoring left the RNGs alone
+    # a resumed run keeps the rows up to its checkpoint and adds the rest
+    half = run_ok(tmp_path, "--eval-every", "5", "--steps", "5", run_id="half")
+    assert invoke("run", "--resume", str(half), "--steps", "10", "--quiet").exit_code == 0
+    assert [row["step"] for row in RunFolder(half).read_eval_curve()] == [5, 10]
+    result = invoke("compare", str(tmp_path), "--out", str(tmp_path / "report"))
+    assert result.exit_code == 0 and (tmp_path / "report" / "quality_vs_training_step.png").is_file()

@@ -266,6 +266,15 @@ def run_options(fn=None, *, grid: bool = False):
             default=DEFAULTS.distill.pairs,
             help="Teacher pairs to make (once, cached in the run folder).",
         ),
+        config_option(
+            "--eval-every",
+            kind=RunConfig,
+            field="eval_every",
+            default=None,
+            show_default=False,
+            help="Also score the EMA model every N training steps on 250 samples (classifier-space metrics), "
+            "into eval.csv; bench compare draws them against the step.",
+        ),
         click.option(
             "--eval/--no-eval",
             "evaluate",
