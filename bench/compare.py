@@ -123,6 +123,7 @@ def run_row(folder: RunFolder, metrics: RunMetrics) -> dict:
         "train_fraction_of_peak": train.fraction_of_peak,
         "train_images": train.images_seen,
         **numbers(metrics.quality),
+        **standard_columns(metrics),
         **{f"distill_{k}": v for k, v in numbers(metrics.distillation).items()},
     }
     row["nll_bpd"] = (metrics.nll or {}).get("bits_per_dim", math.nan)

@@ -176,6 +176,9 @@ class RunConfig:
     evaluate: bool = True
     # score the EMA model every N training steps on a small sample (eval.csv); None: only at the end
     eval_every: int | None = ruled(None, replace(POSITIVE_INT, optional=True))
+    # standard FID, IS and KID (bench.metrics.fidelity) at the end and with --eval-every
+    fid: bool = False
+    inception_weights: str | None = None
     seed: int = 0
     device: str = "auto"
     # Convolutions in NHWC: oneDNN and cuDNN run them faster than NCHW (the U-Net trains 1.3x faster on a

@@ -12,13 +12,14 @@ from torch import nn
 from denoisers.common import count_parameters
 from denoisers.kernels.group_norm import fused_kernel_ran
 
-from .config import SampleConfig
+from .config import RunConfig, SampleConfig
 from .denoiser import Denoiser
 from .environment import device_name
 from .experiment import Experiment
 from .likelihood import nll_bits_per_dim
+from .metrics.fidelity import StandardInception, find_weights
 from .run_folder import Evaluation, RunMetrics, SampleMetrics, TrainMetrics
-from .scoring import EvalConfig, score_samples
+from .scoring import EvalConfig, score_samples, standard_scores
 from .throughput import (
     efficiency,
     forward_flops_per_image,
@@ -36,10 +37,14 @@ def evaluate(
     *,
     progress: bool,
     config: EvalConfig | None = None,
+    inception: StandardInception | None = None,
 ) -> Evaluation:
-    """Quality metrics beside the reference rows, and the NLL bound for denoisers trained on every t."""
+    """Quality metrics beside the reference rows, the NLL bound for denoisers trained on every t, and with
+    ``inception`` standard FID, IS and KID."""
     config = config or EvalConfig()
     result = Evaluation(**score_samples(samples, exp.data, config, progress=progress))
+    if inception is not None:
+        result = replace(result, **standard_scores(samples, exp.data, inception, progress=progress))
     if exp.recipe.timesteps == "all":
         nll = nll_bits_per_dim(
             Denoiser(model, exp.diffusion, exp.recipe.prediction),
@@ -56,9 +61,19 @@ DURING_TRAINING_SAMPLES = 250
 DURING_TRAINING_KEYS = ("fd", "kid_mean", "precision", "recall", "class_entropy", "missing_classes")
 
 
-def score_during_training(exp: Experiment, trainer: Trainer, sample_cfg: SampleConfig) -> dict:
+def standard_inception(config: RunConfig, exp: Experiment, *, download: bool) -> StandardInception | None:
+    """The checked Inception extractor a ``--fid`` run needs, found before anything is written."""
+    if not config.fid:
+        return None
+    return StandardInception(find_weights(config.inception_weights, download=download), device=exp.device)
+
+
+def score_during_training(
+    exp: Experiment, trainer: Trainer, sample_cfg: SampleConfig, inception: StandardInception | None = None
+) -> dict:
     """The EMA model's cheap classifier-space scores on a small sample at the current step (one row of
-    ``eval.csv``), leaving every random stream of the training as it was."""
+    ``eval.csv``, with standard FID when the run has ``--fid``), leaving every random stream of the training
+    as it was."""
     from .experiment import generate
     from .metrics import evaluate_samples, get_feature_extractor
 
@@ -69,7 +84,9 @@ def score_during_training(exp: Experiment, trainer: Trainer, sample_cfg: SampleC
         samples, _ = generate(exp, trainer.ema.module, cfg, n, seed=exp.config.seed, progress=False)
         extractor = get_feature_extractor(exp.data.name, exp.data, progress=False)
         quality = evaluate_samples(samples, exp.data.test_images, extractor, EvalConfig().quality())
-    scores = {key: quality[key] for key in DURING_TRAINING_KEYS if key in quality}
+        scores = {key: quality[key] for key in DURING_TRAINING_KEYS if key in quality}
+        if inception is not None:
+            scores["fid"] = standard_scores(samples, exp.data, inception)["fid"]
     return {"step": trainer.step, **scores, "seconds": time.perf_counter() - start}
 
 

@@ -21,7 +21,8 @@ from .environment import environment, resolve_device
 from .experiment import Experiment, build_experiment, generate, resolve_sampler
 from .images import save_grid, save_samples_npz
 from .io import create_run_dir
-from .measure import evaluate, run_metrics, score_during_training
+from .measure import evaluate, run_metrics, score_during_training, standard_inception
+from .metrics.fidelity import StandardInception
 from .run_folder import RunFolder
 from .trainer import NonFiniteLossError, Trainer, TrainLog
 
@@ -66,6 +67,7 @@ def _execute(
     exp = build_experiment(config, download=download)
     sample_cfg = resolve_sampler(config.sample, exp.recipe)
     teacher = load_teacher(config.distill, exp) if exp.recipe.pairs == "teacher" else None
+    inception = standard_inception(config, exp, download=download)
     phases["setup_s"] = time.perf_counter() - t0
     progress = progress and dist.is_main
 
@@ -111,7 +113,7 @@ def _execute(
 
     def score(tr: Trainer) -> None:
         if dist.is_main:
-            scores.append(score_during_training(exp, tr, sample_cfg))
+            scores.append(score_during_training(exp, tr, sample_cfg, inception))
             folder.write_eval_curve(scores)
         barrier(dist)
 
@@ -135,7 +137,7 @@ def _execute(
         )
 
     if dist.is_main:
-        finish(exp, trainer, log, sample_cfg, folder, phases, progress=progress)
+        finish(exp, trainer, log, sample_cfg, folder, phases, inception, progress=progress)
         if teacher is not None and pairs is not None:
             student = Denoiser(trainer.ema.module, exp.diffusion, exp.recipe.prediction, clip_x0=True)
             mean_image = exp.data.train_images.mean(0, keepdim=True)
@@ -175,6 +177,7 @@ def finish(
     sample_cfg: SampleConfig,
     folder: RunFolder,
     phases: dict[str, float],
+    inception: StandardInception | None = None,
     *,
     progress: bool,
 ) -> None:
@@ -195,7 +198,7 @@ def finish(
     if exp.config.evaluate:
         folder.write_status("evaluating", step=trainer.step)
         start = time.perf_counter()
-        scores = evaluate(exp, model, samples, progress=progress)
+        scores = evaluate(exp, model, samples, progress=progress, inception=inception)
         metrics = replace(metrics, **scores.evaluation_fields())
         phases["eval_s"] = time.perf_counter() - start
     folder.write_metrics(replace(metrics, phases=phases))

@@ -18,6 +18,7 @@ from PIL import Image
 from . import datasets
 from .images import array_to_tensor, load_samples_npz
 from .metrics import QualityConfig, evaluate_samples, get_feature_extractor, reference_rows
+from .metrics.fidelity import StandardInception
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -67,12 +68,11 @@ def score_samples(
 
 
 def standard_scores(
-    samples: torch.Tensor, data: datasets.ImageData, weights: Path, *, progress: bool = False
+    samples: torch.Tensor, data: datasets.ImageData, extractor: StandardInception, *, progress: bool = False
 ) -> dict:
-    """Standard FID, IS and KID of ``samples`` against ``data``'s training split (features cached)."""
-    from .metrics.fidelity import StandardInception, reference_features, standard_metrics
+    """Standard FID, IS and KID of ``samples`` against ``data``'s training split (its features cached)."""
+    from .metrics.fidelity import reference_features, standard_metrics
 
-    extractor = StandardInception(weights)
     reference = reference_features(extractor, data.name, data.train_images, progress=progress)
     pool, logits = extractor.features(samples, progress=progress)
     return standard_metrics(pool, logits, reference)

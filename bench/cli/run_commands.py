@@ -172,7 +172,7 @@ def eval_cmd(
     """Score a run's samples (RUN_DIR), or any samples (--samples FILE --dataset NAME), with every metric
     beside the real-data floor and the mean-image ceiling."""
     from .. import datasets, resample
-    from ..metrics.fidelity import check_weights, find_weights
+    from ..metrics.fidelity import StandardInception, check_weights, find_weights
     from ..scoring import load_external_samples, score_samples, standard_scores
 
     if (run_dir is None) == (samples_path is None):
@@ -187,7 +187,7 @@ def eval_cmd(
         samples = load_external_samples(samples_path)
         result = score_samples(samples, data, progress=not quiet)
         if weights is not None:
-            result.update(standard_scores(samples, data, weights, progress=not quiet))
+            result.update(standard_scores(samples, data, StandardInception(weights), progress=not quiet))
         click.echo(json.dumps(result, indent=2))
         return
     entries = resample.evaluate_run(

@@ -137,7 +137,10 @@ def run_options(fn=None, *, grid: bool = False):
             help="Folder of torchvision datasets or of an image folder.",
         ),
         click.option(
-            "--download", is_flag=True, help="Let torchvision download the dataset (needs internet)."
+            "--download",
+            is_flag=True,
+            help="Download what the run lacks (needs internet): the dataset, and with --fid the Inception "
+            "weights.",
         ),
         image_size_option,
         click.option(
@@ -274,6 +277,20 @@ def run_options(fn=None, *, grid: bool = False):
             show_default=False,
             help="Also score the EMA model every N training steps on 250 samples (classifier-space metrics), "
             "into eval.csv; bench compare draws them against the step.",
+        ),
+        click.option(
+            "--fid/--no-fid",
+            default=DEFAULTS.fid,
+            show_default=True,
+            help="Also standard FID, IS and KID in Inception space (torch-fidelity), at the end and with "
+            "--eval-every.",
+        ),
+        click.option(
+            "--inception-weights",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="The pt_inception-2015-12-05 weights for --fid [default: $BENCH_FID_WEIGHTS, else the "
+            "cached download].",
         ),
         click.option(
             "--eval/--no-eval",

@@ -181,3 +181,52 @@ def test_cli_errors_are_usage_errors(weights, tmp_path, monkeypatch):
         result = invoke("eval", "--samples", str(wrong), "--dataset", "digits", *extra, "--quiet")
         assert result.exit_code == 2, result.output
         assert message in result.output and "Traceback" not in result.output
+
+
+def test_a_fid_run_scores_at_the_end_and_during_training(weights, tmp_path, monkeypatch):
+    import bench.measure
+    from bench.metrics import fidelity as fidelity_module
+
+    real_reference = fidelity_module.reference_features
+    monkeypatch.setattr(  # 16 training images keep the reference cheap
+        fidelity_module,
+        "reference_features",
+        lambda ext, name, train, progress=False: real_reference(ext, name, train[:16]),
+    )
+    monkeypatch.setattr(bench.measure, "DURING_TRAINING_SAMPLES", 12)
+    run_dir = run_ok(
+        tmp_path,
+        "--eval",
+        "--n-samples",
+        "12",
+        "--eval-every",
+        "10",
+        "--fid",
+        "--inception-weights",
+        str(weights),
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (
+        metrics["fid"] > 0 and metrics["inception_score"]["mean"] >= 1 and "mean" in metrics["kid_inception"]
+    )
+    from bench.run_folder import RunFolder
+
+    rows = RunFolder(run_dir).read_eval_curve()
+    assert [row["step"] for row in rows] == [10] and rows[0]["fid"] > 0
+    monkeypatch.delenv(fidelity.WEIGHTS_ENV, raising=False)
+    missing = invoke(
+        "run",
+        "--denoiser",
+        "tiny-test",
+        "--dataset",
+        "digits",
+        "--fid",
+        "--out",
+        str(tmp_path / "m"),
+        "--quiet",
+    )
+    assert (
+        missing.exit_code == 2
+        and "--inception-weights PATH" in missing.output
+        and not (tmp_path / "m").exists()
+    )
