@@ -61,6 +61,7 @@ def chunked_samples(
     """The first ``n`` samples of the setting ``cfg`` with their features, making the chunks not on disk."""
     folder.mkdir(parents=True, exist_ok=True)
     images, pools, logits, seconds, made = [], [], [], 0.0, 0
+    chunk = min(chunk, n)  # a small evaluation makes no more than it needs (its chunks are named apart)
     chunks = math.ceil(n / chunk)
     for c in tqdm(range(chunks), desc="fid samples", unit="chunk", disable=not progress):
         path = folder / f"chunk-{chunk}-{c:05d}.pt"

@@ -185,14 +185,16 @@ def test_cli_errors_are_usage_errors(weights, tmp_path, monkeypatch):
 
 def test_a_fid_run_scores_at_the_end_and_during_training(weights, tmp_path, monkeypatch):
     import bench.measure
+    import bench.resample
     from bench.metrics import fidelity as fidelity_module
 
     real_reference = fidelity_module.reference_features
-    monkeypatch.setattr(  # 16 training images keep the reference cheap
-        fidelity_module,
-        "reference_features",
-        lambda ext, name, train, progress=False: real_reference(ext, name, train[:16]),
-    )
+
+    def cheap_reference(ext, name, train, progress=False):  # 16 training images keep the reference cheap
+        return real_reference(ext, name, train[:16])
+
+    for module in (fidelity_module, bench.resample):
+        monkeypatch.setattr(module, "reference_features", cheap_reference)
     monkeypatch.setattr(bench.measure, "DURING_TRAINING_SAMPLES", 12)
     run_dir = run_ok(
         tmp_path,
@@ -213,6 +215,12 @@ def test_a_fid_run_scores_at_the_end_and_during_training(weights, tmp_path, monk
 
     rows = RunFolder(run_dir).read_eval_curve()
     assert [row["step"] for row in rows] == [10] and rows[0]["fid"] > 0
+    evaluated = invoke(
+        "eval", str(run_dir), "--fid", "--inception-weights", str(weights), "--n", "12", "--quiet"
+    )
+    assert evaluated.exit_code == 0 and "; FID " in evaluated.output, evaluated.output
+    entry = json.loads((run_dir / "metrics.json").read_text())["evaluations"][0]
+    assert entry["fid"] > 0 and entry["fid_settings"]["n_samples"] == 12
     monkeypatch.delenv(fidelity.WEIGHTS_ENV, raising=False)
     missing = invoke(
         "run",
