@@ -11,6 +11,7 @@ from bench import datasets
 from bench.datasets import DatasetFormatError, DatasetNotFoundError, ImageData
 from bench.datasets._split import stratified_split
 from bench.registry import Plugin, UnknownPluginError
+from tests.dataset_files import write_cifar, write_cifar_batch
 from tests.helpers import as_uint8
 
 BUILTIN = {"cifar10", "digits", "fashion-mnist", "folder", "mnist", "mnist5k"}
@@ -42,39 +43,6 @@ def write_mnist(root: Path, folder: str, rng: np.random.Generator, *, compress: 
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, compress=compress)
         out[prefix] = (images, labels)
     return out
-
-
-def write_cifar_batch(path: Path, data: np.ndarray, labels: list[int], *, bytes_keys: bool = False) -> None:
-    entry = {
-        "batch_label": path.name,
-        "data": data,
-        "labels": labels,
-        "filenames": [f"{i}.png" for i in labels],
-    }
-    if bytes_keys:
-        entry = {k.encode(): v for k, v in entry.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        pickle.dump(entry, f, protocol=2)  # the official batches are protocol-2 pickles with str keys
-
-
-def write_cifar(root: Path, rng: np.random.Generator, *, bytes_keys: bool = False):
-    folder = root / "cifar-10-batches-py"
-    train_x, train_y = [], []
-    for i in range(1, 6):
-        data = rng.integers(0, 256, size=(2, 3072), dtype=np.uint8)
-        labels = [int(y) for y in rng.integers(0, 10, size=2)]
-        write_cifar_batch(folder / f"data_batch_{i}", data, labels, bytes_keys=bytes_keys)
-        train_x.append(data)
-        train_y += labels
-    test_x = rng.integers(0, 256, size=(3, 3072), dtype=np.uint8)
-    test_x[0, :2] = (0, 255)
-    test_y = [9, 0, 4]
-    write_cifar_batch(folder / "test_batch", test_x, test_y, bytes_keys=bytes_keys)
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": names, "num_cases_per_batch": 2, "num_vis": 3072}, f, protocol=2)
-    return np.concatenate(train_x), train_y, test_x, test_y
 
 
 # --- registry ----------------------------------------------------------------------------------------

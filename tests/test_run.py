@@ -219,3 +219,24 @@ def test_compiled_run_trains_and_samples(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 10 and metrics["sample"]["images_per_s"] > 0
     assert json.loads((run_dir / "config.json").read_text())["train"]["compile"] is True
+
+
+def test_a_cifar10_run_from_its_on_disk_format_with_hflip_and_eval_every(tmp_path):
+    """torchvision's CIFAR-10 python batches, written here, trained on end to end as the recipe does."""
+    import numpy as np
+
+    from bench.run_folder import RunFolder
+    from tests.dataset_files import write_cifar
+
+    write_cifar(tmp_path / "data", np.random.default_rng(0), per_batch=8, n_test=20)
+    result = invoke(
+        "run", "--denoiser", "tiny-test", "--dataset", "cifar10", "--data-root", str(tmp_path / "data"),
+        "--steps", "10", "--batch-size", "8", "--checkpoint-every", "5", "--n-samples", "8",
+        "--sample-steps", "3", "--timesteps", "50", "--hflip", "--eval-every", "5", "--device", "cpu",
+        "--out", str(tmp_path / "out"), "--run-id", "c", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    folder = RunFolder(tmp_path / "out" / "c")
+    assert folder.read_config().train.hflip and folder.read_metrics().image_shape == [3, 32, 32]
+    assert [row["step"] for row in folder.read_eval_curve()] == [5, 10]
+    assert folder.read_metrics().quality["fd"] > 0

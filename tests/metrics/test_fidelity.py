@@ -177,6 +177,12 @@ def test_cli_errors_are_usage_errors(weights, tmp_path, monkeypatch):
         (["--fid", "--inception-weights", str(garbage)], "not a readable Inception weight file"),
         (["--fid", "--inception-weights", str(weights)], "samples have shape (1, 12, 12)"),
     ]
+    rgb = tmp_path / "rgb.npy"
+    np.save(rgb, np.zeros((6, 8, 8, 3), dtype=np.uint8))  # digits have one channel
+    result = invoke(
+        "eval", "--samples", str(rgb), "--dataset", "digits", "--fid", "--inception-weights", str(weights)
+    )
+    assert result.exit_code == 2 and "samples have shape (3, 8, 8)" in result.output
     for extra, message in cases:
         result = invoke("eval", "--samples", str(wrong), "--dataset", "digits", *extra, "--quiet")
         assert result.exit_code == 2, result.output
