@@ -85,9 +85,10 @@ def run_rows(folder: RunFolder) -> list[dict]:
 
 
 def standard_columns(scores: Evaluation) -> dict[str, float]:
-    """Standard FID, IS and KID (Inception space) when the evaluation measured them."""
+    """Standard FID, IS and KID (Inception space); NaN where the evaluation did not measure them (a
+    ``bench eval`` row must not inherit its run's)."""
     if scores.fid is None:
-        return {}
+        return {"fid": math.nan, "inception_score": math.nan, "kid_inception": math.nan}
     return {
         "fid": scores.fid,
         "inception_score": (scores.inception_score or {}).get("mean", math.nan),

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .config import DistillConfig
 from .denoiser import Denoiser
+from .environment import configure_allocator, configure_tf32
 from .experiment import Experiment, load_run
 from .io import torch_save_atomic
 from .run_folder import RunFolder
@@ -67,8 +68,13 @@ def load_teacher(config: DistillConfig, student: Experiment) -> Teacher:
             f"--teacher {config.teacher!r} is not a complete run (state: {state or 'unknown'}); finish it "
             f"with `bench run --resume {config.teacher}`"
         )
-    with torch.random.fork_rng(devices=[]):  # rebuilding the teacher seeds torch: keep the student's stream
+    cuda = [torch.cuda.current_device()] if student.device.type == "cuda" else []
+    # rebuilding the teacher seeds torch: keep the student's random streams
+    with torch.random.fork_rng(devices=cuda):
         exp, ckpt = load_run(folder.path, device=student.config.device)
+    # ... and sets process-wide switches from the teacher's config: the student's own apply
+    configure_tf32(student.device, student.config.tf32)
+    configure_allocator(student.device, student.config.tune_malloc)
     if exp.recipe.timesteps != "all":
         raise TeacherError(
             f"--teacher {config.teacher!r} is a {exp.config.denoiser!r} run, trained only on pure noise; a "

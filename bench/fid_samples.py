@@ -37,12 +37,15 @@ class FidSamples:
     made: int  # images sampled in this call
 
 
-def chunk_folder(root: Path, cfg: SampleConfig, seed: int, use_ema: bool, weights_hash: str) -> Path:
-    """Where one sampler setting's chunks live (``n`` is not part of the name: counts share chunks)."""
+def chunk_folder(
+    root: Path, cfg: SampleConfig, seed: int, use_ema: bool, weights_hash: str, train_step: int
+) -> Path:
+    """Where one sampler setting's chunks of the model at ``train_step`` live (``n`` is not part of the name:
+    counts share chunks; the step is, so a run trained further never reuses its earlier samples)."""
     steps = f"{cfg.steps}steps" if cfg.steps else "allsteps"
+    weights = "ema" if use_ema else "raw"
     return (
-        root
-        / f"fid-{cfg.method}-{steps}-eta{cfg.eta:g}-seed{seed}-{'ema' if use_ema else 'raw'}-{weights_hash}"
+        root / f"fid-step{train_step}-{cfg.method}-{steps}-eta{cfg.eta:g}-seed{seed}-{weights}-{weights_hash}"
     )
 
 

@@ -97,7 +97,9 @@ def evaluate_run(
             samples, seconds = generate(exp, exp.model, cfg, n, seed=seed, progress=progress)
             scores, images_per_s = evaluate(exp, exp.model, samples, progress=progress), n / seconds
         else:
-            where = chunk_folder(folder.extra_samples, cfg, seed, True, extractor.weights_hash)
+            where = chunk_folder(
+                folder.extra_samples, cfg, seed, True, extractor.weights_hash, int(ckpt["step"])
+            )
             fs = chunked_samples(
                 exp,
                 exp.model,

@@ -137,12 +137,12 @@ def _execute(
         )
 
     if dist.is_main:
-        finish(exp, trainer, log, sample_cfg, folder, phases, inception, progress=progress)
+        report = None
         if teacher is not None and pairs is not None:
             student = Denoiser(trainer.ema.module, exp.diffusion, exp.recipe.prediction, clip_x0=True)
             mean_image = exp.data.train_images.mean(0, keepdim=True)
             report = distillation_metrics(teacher, pairs, student, mean_image, seed=config.seed)
-            folder.write_metrics(replace(folder.read_metrics(), distillation=report))
+        finish(exp, trainer, log, sample_cfg, folder, phases, inception, report, progress=progress)
     barrier(dist)
     return folder.path
 
@@ -178,6 +178,7 @@ def finish(
     folder: RunFolder,
     phases: dict[str, float],
     inception: StandardInception | None = None,
+    distillation: dict | None = None,
     *,
     progress: bool,
 ) -> None:
@@ -194,7 +195,7 @@ def finish(
     save_grid(folder.samples_png, samples[:64])
     save_samples_npz(folder.samples_npz, samples)
     metrics = run_metrics(exp, trainer, log, sample_cfg, n=samples.shape[0], sample_s=sample_s)
-    metrics = replace(metrics, run_id=folder.name)
+    metrics = replace(metrics, run_id=folder.name, distillation=distillation)
     if exp.config.evaluate:
         folder.write_status("evaluating", step=trainer.step)
         start = time.perf_counter()

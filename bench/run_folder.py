@@ -55,7 +55,7 @@ class TrainMetrics:
     final_loss: float | None
     stop_reason: str
     train_seconds_total: float
-    forward_flops_per_image: float | None
+    forward_flops_per_image: float | None = None  # None in runs from before it was measured
     training_flops_per_image: float | None = None  # None in runs from before it was measured: 3x forward
     achieved_flops_per_s: float | None = None
     fraction_of_peak: float | None = None

@@ -117,7 +117,10 @@ def study_configs(base: RunConfig, out: Path = Path("results/study-direct")) -> 
     distill = replace(base.distill, teacher=str(out / TEACHER), teacher_steps=TEACHER_STEPS[-1])
     return {
         name: replace(
-            base, denoiser=denoiser, denoiser_options={**base.denoiser_options, **options}, distill=distill
+            base,
+            denoiser=denoiser,
+            denoiser_options={**base.denoiser_options, **options},
+            distill=distill if denoiser == "direct-distilled" else base.distill,
         )
         for name, (denoiser, options) in DESIGNS.items()
     }

@@ -142,3 +142,31 @@ def test_eval_every_scores_during_training_without_changing_it(tmp_path):
     assert [row["step"] for row in RunFolder(half).read_eval_curve()] == [5, 10]
     result = invoke("compare", str(tmp_path), "--out", str(tmp_path / "report"))
     assert result.exit_code == 0 and (tmp_path / "report" / "quality_vs_training_step.png").is_file()
+
+
+def test_a_metrics_file_from_before_flops_were_counted_still_reads(run_dir, tmp_path):
+    copy = tmp_path / "old"
+    copy.mkdir()
+    for name in ("config.json", "status.json"):
+        (copy / name).write_text((run_dir / name).read_text())
+    data = json.loads((run_dir / "metrics.json").read_text())
+    del data["train"]["forward_flops_per_image"], data["train"]["training_flops_per_image"]
+    (copy / "metrics.json").write_text(json.dumps(data))
+    row = compare.run_rows(RunFolder(copy))[0]
+    assert math.isnan(row["forward_gflops"]) and row["train_images"] == 10 * 16
+
+
+def test_an_eval_row_never_shows_its_runs_fid(run_dir, tmp_path):
+    import dataclasses
+
+    from bench.run_folder import EvalSample, EvaluationEntry
+
+    copy = tmp_path / "fid"
+    copy.mkdir()
+    for name in ("config.json", "status.json"):
+        (copy / name).write_text((run_dir / name).read_text())
+    metrics = RunFolder(run_dir).read_metrics()
+    entry = EvaluationEntry(quality={"fd": 3.0}, sample=EvalSample("ddim", 10, 1.0, 8, 0, 5.0))
+    RunFolder(copy).write_metrics(dataclasses.replace(metrics, fid=5.0, evaluations=[entry]))
+    own, evaluated = compare.run_rows(RunFolder(copy))
+    assert own["fid"] == 5.0 and math.isnan(evaluated["fid"]) and evaluated["sample_steps"] == 10

@@ -34,6 +34,7 @@ def test_study_shares_everything_but_the_design():
     assert [c.denoiser for c in configs.values()] == ["unet", "unet", "direct", "direct-distilled"]
     assert configs["unet-x0"].denoiser_options == {"target": "x0"}
     assert configs["direct-distilled"].distill.teacher == str(Path("out") / "unet-eps")
+    assert all(c.distill == RunConfig().distill for n, c in configs.items() if n != "direct-distilled")
     assert configs["direct-distilled"].distill.teacher_steps == configs["unet-eps"].sample.steps
     assert len({(c.train, c.diffusion, c.dataset, c.seed, c.sample) for c in configs.values()}) == 1
 

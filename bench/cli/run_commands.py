@@ -172,6 +172,7 @@ def eval_cmd(
     """Score a run's samples (RUN_DIR), or any samples (--samples FILE --dataset NAME), with every metric
     beside the real-data floor and the mean-image ceiling."""
     from .. import datasets, resample
+    from ..environment import resolve_device
     from ..metrics.fidelity import StandardInception, check_weights, find_weights
     from ..scoring import load_external_samples, score_samples, standard_scores
 
@@ -187,7 +188,8 @@ def eval_cmd(
         samples = load_external_samples(samples_path)
         result = score_samples(samples, data, progress=not quiet)
         if weights is not None:
-            result.update(standard_scores(samples, data, StandardInception(weights), progress=not quiet))
+            extractor = StandardInception(weights, device=resolve_device(device))
+            result.update(standard_scores(samples, data, extractor, progress=not quiet))
         click.echo(json.dumps(result, indent=2))
         return
     entries = resample.evaluate_run(

@@ -61,8 +61,8 @@ def find_weights(path: str | Path | None = None, *, download: bool = False) -> P
     raise InceptionWeightsError(
         f"standard FID, IS and KID need the pt_inception-2015-12-05 Inception weights ({WEIGHTS_FILE}, the "
         f"file pytorch-fid, torch-fidelity and clean-fid use): give --inception-weights PATH or set "
-        f"{WEIGHTS_ENV}=PATH, or add --download-inception to fetch them once into {cached.parent} (needs "
-        "internet)"
+        f"{WEIGHTS_ENV}=PATH, or fetch them once into {cached.parent} with --download-inception (bench "
+        "eval) or --download (bench run; needs internet)"
     )
 
 
@@ -124,9 +124,11 @@ class StandardInception:
 def reference_features(
     extractor: StandardInception, dataset: str, train_images: Tensor, *, progress: bool = False
 ) -> Tensor:
-    """Pool features of a dataset's training split, computed once per dataset, size and weight file."""
+    """Pool features of a dataset's training split, computed once per dataset, size, weight file and data
+    (an image folder's name says nothing of its content, so the images' bytes are part of the key)."""
     size = "x".join(map(str, train_images.shape[1:]))
-    path = cache_root() / "fid-reference" / f"{dataset}-{size}-{extractor.weights_hash}.pt"
+    data = hashlib.sha256(train_images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:12]
+    path = cache_root() / "fid-reference" / f"{dataset}-{size}-{data}-{extractor.weights_hash}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)["features"]
     features, _ = extractor.features(train_images, progress=progress)

@@ -115,7 +115,7 @@ def test_chunked_resumed_and_one_shot_paths_agree(weights, tmp_path, monkeypatch
     assert resumed.sample.images_per_s is not None and again.sample.images_per_s is None  # nothing made twice
     assert again.fid == resumed.fid
 
-    (chunks,) = (run_dir / "samples").glob("fid-ddim-3steps-*")
+    (chunks,) = (run_dir / "samples").glob("fid-step10-ddim-3steps-*")
     saved = [torch.load(p, weights_only=True) for p in sorted(chunks.glob("chunk-*.pt"))]
     assert len(saved) == 3 and sum(len(s["images"]) for s in saved) == 12
     samples = torch.cat([s["images"] for s in saved])[:10]
@@ -127,6 +127,16 @@ def test_chunked_resumed_and_one_shot_paths_agree(weights, tmp_path, monkeypatch
     assert resumed.fid == pytest.approx(standard_metrics(pool, logits, reference)["fid"], rel=1e-6)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [e["fid"] for e in metrics["evaluations"]] == [resumed.fid, again.fid]
+
+
+def test_the_reference_cache_is_keyed_by_the_images_not_only_the_name(weights, tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    extractor = StandardInception(weights)
+    a, b = images(4, 256, 2).float() / 127.5 - 1, images(4, 256, 3).float() / 127.5 - 1
+    first = fidelity.reference_features(extractor, "folder", a)
+    assert torch.equal(fidelity.reference_features(extractor, "folder", a), first)  # from the cache
+    assert not torch.equal(fidelity.reference_features(extractor, "folder", b), first)
+    assert len(list((tmp_path / "cache" / "fid-reference").iterdir())) == 2
 
 
 def test_weights_are_found_or_the_error_says_how(weights, tmp_path, monkeypatch):
