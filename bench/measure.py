@@ -15,8 +15,9 @@ from denoisers.kernels.group_norm import fused_kernel_ran
 from .config import RunConfig, SampleConfig
 from .denoiser import Denoiser
 from .environment import device_name
-from .experiment import Experiment
+from .experiment import Experiment, generate
 from .likelihood import nll_bits_per_dim
+from .metrics import evaluate_samples, get_feature_extractor
 from .metrics.fidelity import StandardInception, find_weights
 from .run_folder import Evaluation, RunMetrics, SampleMetrics, TrainMetrics
 from .scoring import EvalConfig, score_samples, standard_scores
@@ -74,8 +75,6 @@ def score_during_training(
     """The EMA model's cheap classifier-space scores on a small sample at the current step (one row of
     ``eval.csv``, with standard FID when the run has ``--fid``), leaving every random stream of the training
     as it was."""
-    from .experiment import generate
-    from .metrics import evaluate_samples, get_feature_extractor
 
     start = time.perf_counter()
     n = DURING_TRAINING_SAMPLES
