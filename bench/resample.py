@@ -8,8 +8,9 @@ import secrets
 from dataclasses import replace
 from pathlib import Path
 
+from .config import SampleConfig
 from .datasets._base import uint8_to_unit
-from .experiment import generate, load_run, resolve_sampler
+from .experiment import Experiment, generate, load_run, resolve_sampler
 from .fid_samples import CHUNK, chunk_folder, chunked_samples
 from .images import save_grid, save_samples_npz
 from .measure import evaluate
@@ -18,6 +19,12 @@ from .run_folder import EvalSample, EvaluationEntry, RunFolder
 
 CLASSIFIER_SAMPLES = 10_000
 """At most this many of an FID evaluation's samples are scored in the classifier's feature space."""
+
+
+def sampler_config(exp: Experiment, *, method: str, steps: int | None, eta: float, n: int) -> SampleConfig:
+    """The run's own sampling settings with another sampler, step count, eta and number of samples."""
+    cfg = replace(exp.config.sample, method=method, steps=steps, eta=eta, n=n)
+    return resolve_sampler(replace(cfg, batch_size=min(cfg.batch_size, n)), exp.recipe)
 
 
 def sample_run(
@@ -36,16 +43,7 @@ def sample_run(
     exp, ckpt = load_run(run_dir, device=device)
     exp.model.load_state_dict(ckpt["ema"]["module"] if use_ema else ckpt["model"])
     exp.model.to(exp.device)
-    cfg = resolve_sampler(
-        replace(
-            exp.config.sample,
-            method=method,
-            steps=steps,
-            eta=eta,
-            batch_size=min(exp.config.sample.batch_size, n),
-        ),
-        exp.recipe,
-    )
+    cfg = sampler_config(exp, method=method, steps=steps, eta=eta, n=n)
     samples, seconds = generate(exp, exp.model, cfg, n, seed=seed, progress=progress)
     out = RunFolder(run_dir).extra_samples
     out.mkdir(exist_ok=True)
@@ -82,17 +80,7 @@ def evaluate_run(
     extractor = StandardInception(fid_weights, device=exp.device) if fid_weights is not None else None
     entries = []
     for count in steps:
-        cfg = resolve_sampler(
-            replace(
-                exp.config.sample,
-                method=method,
-                steps=count,
-                eta=eta,
-                n=n,
-                batch_size=min(exp.config.sample.batch_size, n),
-            ),
-            exp.recipe,
-        )
+        cfg = sampler_config(exp, method=method, steps=count, eta=eta, n=n)
         if extractor is None:
             samples, seconds = generate(exp, exp.model, cfg, n, seed=seed, progress=progress)
             scores, images_per_s = evaluate(exp, exp.model, samples, progress=progress), n / seconds
