@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from bench import datasets
 from bench.datasets import DatasetFormatError, DatasetNotFoundError, ImageData
@@ -141,13 +142,36 @@ def test_describe_reports_sizes(digits):
     assert repr(digits) == f"ImageData({text})"
 
 
-def test_image_size_resizes_with_antialiasing():
-    data = datasets.load("digits", image_size=16)
-    assert data.image_shape == (1, 16, 16) and data.num_train == 1497
-    assert data.train_images.min().item() >= -1.0 and data.train_images.max().item() <= 1.0
-    # bilinear upsampling keeps the image mean
-    small = datasets.load("digits")
-    assert torch.allclose(data.test_images.mean((1, 2, 3)), small.test_images.mean((1, 2, 3)), atol=0.02)
+def pil_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """PIL's bilinear resize of one float image: on downsampling its filter widens with the scale, the
+    antialiasing the folder loader gets from PIL."""
+    picture = Image.fromarray(image)
+    assert picture.mode == "F"  # 32-bit float pixels, no rounding to bytes
+    return np.asarray(picture.resize((size, size), Image.Resampling.BILINEAR))
+
+
+def test_image_size_resizes_with_antialiasing(monkeypatch):
+    """28 -> 14 downsampling of one-pixel stripes (and of noise) as PIL does it, after a center crop."""
+    stripes = np.where(np.arange(28) % 2 == 0, -1.0, 1.0).astype(np.float32) * np.ones((30, 1), np.float32)
+    noise = np.random.default_rng(0).uniform(-1, 1, size=(30, 28)).astype(np.float32)
+    images = torch.from_numpy(np.stack([stripes, noise]))[:, None]  # 2 x 1 x 30 x 28: rows 1..28 are kept
+
+    def wide(root, download):
+        """Stripes and noise, 30 x 28."""
+        return ImageData("wide", images, None, images, None, None)
+
+    plugin = Plugin(name="wide", obj=wide, description="Stripes and noise, 30 x 28.", source="test")
+    monkeypatch.setitem(datasets.DATASETS._plugins, "wide", plugin)
+    data = datasets.load("wide", image_size=14)
+    assert data.image_shape == (1, 14, 14)
+    for got, image in zip(data.train_images[:, 0].numpy(), (stripes, noise), strict=True):
+        assert np.abs(got - pil_resize(image[1:29], 14)).max() < 1e-6
+    # the stripes average out to grey away from the borders (sampling them, as nearest does, keeps +-1)
+    assert np.abs(data.train_images[0, 0, :, 1:-1].numpy()).max() < 1e-6
+
+    digits = datasets.load("digits", image_size=16)
+    assert digits.image_shape == (1, 16, 16) and digits.num_train == 1497
+    assert digits.train_images.min().item() >= -1.0 and digits.train_images.max().item() <= 1.0
 
 
 @pytest.mark.parametrize("size", [0, -4, 2.5, True, "32"])

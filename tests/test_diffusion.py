@@ -20,13 +20,12 @@ def long(*values: int) -> torch.Tensor:
 
 def test_precomputed_terms_match_their_definitions(diffusion):
     betas = schedules.get("linear")(1000)
-    ab = 1.0
     for t in (0, 1, 2, 10, 999):
         ab_t = math.prod(1 - betas[i].item() for i in range(t + 1))
         assert diffusion.alpha_bar[t].item() == pytest.approx(ab_t, rel=1e-10)
         prev = 1.0 if t == 0 else math.prod(1 - betas[i].item() for i in range(t))
         assert diffusion.alpha_bar_prev[t].item() == pytest.approx(prev, rel=1e-10)
-    assert ab == 1.0 and diffusion.alpha_bar.dtype == torch.float64
+    assert diffusion.alpha_bar.dtype == torch.float64
 
 
 def test_q_xt_x0_is_the_seed_formula_and_broadcasts(diffusion):
@@ -120,12 +119,26 @@ def test_clipped_x0_keeps_eps_consistent(diffusion):
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
 def test_training_loss_is_mse_to_the_target(diffusion, prediction):
+    """The targets written out from alpha_bar: eps, x0, and v = sqrt(ab) eps - sqrt(1 - ab) x0."""
     x0, eps, t = torch.randn(6, 1, 4, 4), torch.randn(6, 1, 4, 4), long(0, 1, 2, 300, 600, 999)
-    target = Denoiser(lambda xt, tt: xt, diffusion, prediction).target(x0, eps, t)
-    exact = training_loss(Denoiser(lambda xt, tt: target, diffusion, prediction), x0, t, eps=eps)
+    ab = diffusion.alpha_bar[t].view(6, 1, 1, 1)
+    x_t = (ab.sqrt() * x0 + (1 - ab).sqrt() * eps).float()
+    v = (ab.sqrt() * eps - (1 - ab).sqrt() * x0).float()
+    target = {"eps": eps, "x0": x0, "v": v}[prediction]
+    seen = []
+
+    def exact_net(xt, tt):
+        seen.append(xt)
+        return target
+
+    exact = training_loss(Denoiser(exact_net, diffusion, prediction), x0, t, eps=eps)
     assert exact.shape == (6,) and torch.allclose(exact, torch.zeros(6), atol=1e-12)
+    assert torch.allclose(seen[0], x_t, atol=1e-6)  # the network sees x_t drawn with this very eps
     zero = training_loss(Denoiser(lambda xt, tt: torch.zeros_like(xt), diffusion, prediction), x0, t, eps=eps)
     assert torch.allclose(zero, target.pow(2).flatten(1).mean(1), rtol=1e-5)
+    # an output off by c everywhere costs c^2, whatever the target
+    off = training_loss(Denoiser(lambda xt, tt: target + 0.5, diffusion, prediction), x0, t, eps=eps)
+    assert torch.allclose(off, torch.full((6,), 0.25), rtol=1e-5)
 
 
 def test_normal_kl_matches_torch_distributions():
@@ -159,8 +172,26 @@ def test_vb_terms(diffusion):
     # a perfect x0 prediction with the posterior variance has zero KL for t > 0
     terms = diffusion.vb_term(Denoiser(lambda x, tt: x0, diffusion, "x0"), x0, xt, t, variance="posterior")
     assert torch.allclose(terms[1:], torch.zeros(2, dtype=torch.float64), atol=1e-9)
-    # at t = 0 the term is the decoder NLL: positive, and it shrinks as the decoder variance does
-    assert terms[0] > 0
+    # At t = 0 the term is the decoder NLL. With x0 exact the decoder's mean is x0 itself, so each pixel
+    # costs -log of the mass N(x0, s^2) puts on its bin of half-width h = 1/255: erf(h / (s sqrt 2)) for an
+    # inner bin, Phi(h / s) for the two end bins (they reach to infinity). Positive, and it shrinks with the
+    # decoder variance s^2 (the posterior variance at t = 1, which the clipped log variance uses at t = 0).
+    h, decoder_nll = 1 / 255, []
+    for scale in (1.0, 0.25, 1 / 16):
+        scaled = Diffusion(schedules.get("linear")(1000) * scale)
+        s = math.sqrt(scaled.posterior_variance[1].item())
+        perfect = Denoiser(lambda x, tt: x0, scaled, "x0")
+        t0 = long(0, 0, 0)
+        nll = scaled.vb_term(perfect, x0, scaled.q_sample(x0, t0), t0, variance="posterior")
+        mass = math.erf(h / (s * math.sqrt(2)))  # of an inner bin; an end bin holds (1 + mass) / 2
+        inner, end = -math.log(mass), -math.log((1 + mass) / 2)
+        at_end = (x0.abs() == 1).flatten(1).sum(1).double()
+        closed = at_end * end + (16 - at_end) * inner
+        assert torch.allclose(nll, closed, rtol=1e-9)
+        decoder_nll.append(nll)
+    assert (decoder_nll[0] > decoder_nll[1]).all() and (decoder_nll[1] > decoder_nll[2]).all()
+    assert (decoder_nll[2] > 0).all()
+    assert torch.allclose(terms[0], decoder_nll[0][0], rtol=1e-9)
     # L_T against the closed form KL(N(m, v) || N(0, 1)) = 0.5 (v + m^2 - 1 - log v), summed over pixels
     ab = diffusion.alpha_bar[-1]
     closed = 0.5 * (1 - ab + ab * x0.pow(2) - 1 - torch.log(1 - ab)).flatten(1).sum(1)

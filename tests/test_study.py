@@ -22,11 +22,20 @@ def test_recoverability_goes_from_everything_to_nothing():
     assert mse[0] < mse[300] < mse[999] * 1.01
 
 
-def test_recoverability_of_a_single_training_image_is_exact():
-    train = torch.zeros(1, 1, 4, 4)
-    test = torch.ones(3, 1, 4, 4)
-    df = recoverability(train, test, Diffusion(schedules.get("linear")(10)), [0, 9])
-    assert df["mse_optimal"].tolist() == pytest.approx([1.0, 1.0])
+def test_recoverability_at_both_ends_is_the_nearest_image_then_the_mean():
+    """Two training images, all +1 and all -1, whose mean (0) is neither. At t = 0 (noise std 0.01) the
+    posterior puts all its weight on the training image nearer x_t; at zero terminal SNR x_t says nothing,
+    and the best guess is the mean image."""
+    train = torch.tensor([1.0, -1.0], dtype=torch.float64).view(2, 1, 1, 1).expand(2, 1, 4, 4)
+    test = torch.tensor([0.5, -0.8, 1.0], dtype=torch.float64).view(3, 1, 1, 1).expand(3, 1, 4, 4)
+    diffusion = Diffusion(torch.tensor([1e-4, 0.5, 1.0], dtype=torch.float64))
+    df = recoverability(train, test, diffusion, [0, 2]).set_index("t")
+    nearest = (0.5**2 + 0.2**2 + 0.0) / 3  # to +1, -1 and +1
+    mean = (0.5**2 + 0.8**2 + 1.0**2) / 3  # to 0
+    assert df.loc[0, "mse_optimal"] == pytest.approx(nearest, rel=1e-12)
+    assert df.loc[2, "mse_optimal"] == pytest.approx(mean, rel=1e-12)
+    assert df["mse_mean_image"].tolist() == pytest.approx([mean, mean], rel=1e-12)
+    assert df["snr"].tolist() == pytest.approx([(1 - 1e-4) / 1e-4, 0.0], rel=1e-9)
 
 
 def test_study_shares_everything_but_the_design():

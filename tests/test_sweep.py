@@ -2,16 +2,22 @@
 refusing a folder that holds another experiment, and clear usage errors."""
 
 import json
+import math
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
 from click.testing import CliRunner
+from torch import nn
 
+import denoisers
 from bench.cli import main
 from bench.compare import budget_label
 from bench.config import RunConfig, TrainConfig
-from bench.sweep import Budget, apply_budget, grid, run_id, training_flops_per_step
+from bench.registry import Plugin
+from bench.sweep import Budget, apply_budget, grid, run_id
+from denoisers import Recipe
 from tests.helpers import FAST
 
 # FAST without the denoiser (a list in a sweep) and the budget (added unless a test gives one)
@@ -100,17 +106,42 @@ def test_a_folder_holding_another_experiment_is_refused(tmp_path):
     assert (out / "tiny-test-linear-s0" / "checkpoint.pt").read_bytes() == checkpoint
 
 
-def test_a_flop_budget_gives_each_design_the_same_compute():
-    base = RunConfig(dataset="digits", train=TrainConfig(batch_size=16))
-    budget = Budget("flops", 5e11)
-    small = apply_budget(base.__class__(**{**base.__dict__, "denoiser": "tiny-test"}), budget)
-    unet = apply_budget(base.__class__(**{**base.__dict__, "denoiser": "unet"}), budget)
-    for config in (small, unet):
-        per_step = training_flops_per_step(config)
-        assert abs(config.train.steps * per_step - budget.value) <= per_step / 2 + 1
-        assert config.train.budget_flops == budget.value
-    assert small.train.steps > 10 * unet.train.steps  # the cheap network trains for far longer
-    assert budget_label(small.to_dict()["train"]) == "5e+11 FLOPs"
+class TwoLayers(nn.Module):
+    """Pixels -> hidden -> pixels, two bias-free linear maps: training FLOPs known in closed form."""
+
+    def __init__(self, image_shape, hidden: int) -> None:
+        super().__init__()
+        self.recipe = Recipe()
+        d = math.prod(image_shape)
+        self.net = nn.Sequential(nn.Linear(d, hidden, bias=False), nn.Linear(hidden, d, bias=False))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1)).view_as(x)
+
+
+def two_layers(image_shape, *, hidden: int = 8) -> TwoLayers:
+    """Two linear maps (FLOP-budget tests)."""
+    return TwoLayers(image_shape, hidden)
+
+
+def test_a_flop_budget_gives_each_design_the_same_compute(monkeypatch):
+    plugin = Plugin("two-layers-test", two_layers, "Two linear maps.", "test")
+    monkeypatch.setitem(denoisers.REGISTRY._plugins, "two-layers-test", plugin)
+    base = RunConfig(dataset="digits", denoiser="two-layers-test", train=TrainConfig(batch_size=16))
+    # Per 8x8 image (d = 64 pixels) and hidden width h: forward 2dh + 2hd; backward the second layer's
+    # weight and input gradients (2hd each) and the first layer's weight gradient (2dh; the image needs
+    # none): 10 d h FLOPs. One step is 16 images.
+    per_step = {h: 10 * 64 * h * 16 for h in (8, 64)}  # 81,920 and 655,360
+    budget = Budget("flops", 100 * per_step[64])
+    for h, steps in ((8, 800), (64, 100)):
+        config = apply_budget(replace(base, denoiser_options={"hidden": h}), budget)
+        assert config.train.steps == steps and steps * per_step[h] == budget.value
+        assert config.train.budget_flops == budget.value and config.train.minutes is None
+    # a budget between two step counts rounds to the nearer one
+    wide = replace(base, denoiser_options={"hidden": 64})
+    assert apply_budget(wide, Budget("flops", 100.4 * per_step[64])).train.steps == 100
+    assert apply_budget(wide, Budget("flops", 100.6 * per_step[64])).train.steps == 101
+    assert budget_label(config.to_dict()["train"]) == "6.6e+07 FLOPs"
 
 
 def test_grid_names_and_order():

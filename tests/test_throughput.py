@@ -32,9 +32,31 @@ def test_matmul_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
     assert len(calls) == 1 and (tmp_path / "matmul_peak.json").is_file()
 
 
-def test_measured_matmul_peak_is_plausible():
-    peak = throughput.measure_matmul_peak(torch.device("cpu"), sizes=(128, 256), repeats=2)
-    assert 1e8 < peak < 1e14
+class FakeClock:
+    """perf_counter for code that reads it twice per timed call: each call after the first of a pair
+    advances by the next of ``durations``."""
+
+    def __init__(self, durations: list[float]) -> None:
+        self.durations, self.now, self.reads = list(durations), 100.0, 0
+
+    def perf_counter(self) -> float:
+        if self.reads % 2:
+            self.now += self.durations.pop(0)
+        self.reads += 1
+        return self.now
+
+
+def test_measured_matmul_peak_is_the_best_of_2n3_flops_over_the_time(monkeypatch):
+    """An n x n matmul is n^2 dot products of length n: n^3 multiply-adds, 2 n^3 FLOPs. The best rate is
+    that of the first size's second repeat here: 2 * 4^3 / 2e-4 = 6.4e5 FLOP/s, against 1.28e5, 2.048e5 and
+    5.12e5 for the others."""
+    # on the real clock: a positive, finite rate
+    assert 0 < throughput.measure_matmul_peak(torch.device("cpu"), sizes=(64,), repeats=1) < float("inf")
+    clock = FakeClock([1e-3, 2e-4, 5e-3, 2e-3])
+    monkeypatch.setattr(throughput, "time", clock)
+    peak = throughput.measure_matmul_peak(torch.device("cpu"), sizes=(4, 8), repeats=2)
+    assert peak == pytest.approx(2 * 4**3 / 2e-4, rel=1e-9)
+    assert clock.durations == [] and clock.reads == 8
 
 
 def test_efficiency_and_memory():

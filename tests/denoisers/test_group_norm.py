@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections import Counter
 
 import pytest
 import torch
@@ -63,22 +64,45 @@ def test_fused_kernel_matches_float64_reference(shape, groups, offset, silu):
         assert (got.double() - expected).abs().max().item() <= 2e-5 * scale + 1e-6
 
 
+class CountingKernel:
+    """The loaded C library with each entry point counted as it is called."""
+
+    def __init__(self, lib) -> None:
+        self.lib, self.calls = lib, Counter()
+
+    def __getattr__(self, name: str):
+        entry = getattr(self.lib, name)
+
+        def counted(*args):
+            self.calls[name] += 1
+            return entry(*args)
+
+        return counted
+
+
 @needs_kernel
-def test_fused_and_native_paths_train_alike():
-    """One U-Net, both paths: the same loss and parameter gradients up to float32 rounding."""
+def test_fused_and_native_paths_train_alike(monkeypatch):
+    """One U-Net, both paths: the same loss and parameter gradients up to float32 rounding, with the C
+    kernel's entry points called once per GroupNorm on the fused path and never on the native one."""
+    kernel = CountingKernel(gn._kernel())
+    monkeypatch.setattr(gn, "_kernel", lambda: kernel)
     torch.manual_seed(0)
     net = denoisers.get("unet")((1, 12, 12), base_channels=16, channel_mult=(1, 2), attention_resolutions=[6])
     net = net.to(memory_format=torch.channels_last)
+    norms = sum(isinstance(m, gn.GroupNorm) for m in net.modules())
     for p in net.parameters():  # the zero-initialised output layers would hide most of the network
         nn.init.normal_(p, std=0.2)
     x, t = torch.randn(4, 1, 12, 12), torch.randint(0, 1000, (4,))
-    grads = {}
+    grads, calls = {}, {}
     for fused in (False, True):
         gn.use_fused_kernels(net, fused)
+        kernel.calls.clear()
         net.zero_grad()
         loss = net(x, t).pow(2).mean()
         loss.backward()
         grads[fused] = (loss.detach(), [p.grad.clone() for p in net.parameters()])
+        calls[fused] = dict(kernel.calls)
+    assert norms > 0 and calls == {False: {}, True: {"gn_forward": norms, "gn_backward": norms}}
     assert torch.allclose(grads[True][0], grads[False][0], rtol=1e-5)
     for a, b in zip(grads[True][1], grads[False][1], strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item() + 1e-7)
