@@ -1,26 +1,43 @@
 """The one wrapper around a network, as EDM wraps its networks once (``EDMPrecond``): a :class:`Denoiser`
-knows which quantity its network predicts (``eps``, ``x0`` or ``v``) and turns any output into the pair
-``(x0_hat, eps_hat)``. The training loss, the samplers and the likelihood bound take this wrapper, so the
-prediction type is resolved here and nowhere else.
+knows which quantity its network predicts (``eps``, ``x0``, ``v`` or EDM's preconditioned ``F``) and turns
+any output into the pair ``(x0_hat, eps_hat)``. The training loss, its weighting over noise levels, the
+samplers and the likelihood bound take this wrapper, so the prediction type is resolved here and nowhere
+else.
 
-The conversions are those of Ho et al. 2020 (eps) and Salimans & Ho 2022 (v), written out in
-:class:`bench.diffusion.Diffusion`; this module only chooses among them.
+The conversions are those of Ho et al. 2020 (eps), Salimans & Ho 2022 (v) and Karras et al. 2022 (EDM,
+Table 1), written in :class:`bench.diffusion.Diffusion`'s alpha_bar so that they stay finite at both ends of
+the schedule (sigma -> 0 and, with zero terminal SNR, sigma = inf).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from .diffusion import Diffusion
 
-PREDICTIONS = ("eps", "x0", "v")
-"""What a network may predict: the noise, the clean image, or v = sqrt(ab) eps - sqrt(1 - ab) x0."""
+PREDICTIONS = ("eps", "x0", "v", "edm")
+"""What a network may predict: the noise, the clean image, v = sqrt(ab) eps - sqrt(1 - ab) x0, or EDM's F
+(x0_hat = c_skip y + c_out F from the input c_in y)."""
+SIGMA_DATA = 0.5
+"""EDM's sigma_data: the standard deviation of the data, 0.5 for images in [-1, 1]."""
+LOSS_WEIGHTS = ("uniform", "min-snr", "edm")
+"""How the per-example loss is weighted over noise levels: ``uniform`` (DDPM's L_simple on the target),
+``min-snr`` (Hang et al. 2023) or ``edm`` (Karras et al. 2022, lambda(sigma) = SNR + 1 / sigma_data^2)."""
+MIN_SNR_GAMMA = 5.0
 
 Net = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Parameterization(Protocol):
+    """What the wrapper needs of a denoiser plugin's recipe (``denoisers.Recipe`` has both)."""
+
+    prediction: str
+    sigma_data: float
 
 
 def check_prediction(prediction: str) -> str:
@@ -29,37 +46,77 @@ def check_prediction(prediction: str) -> str:
     return prediction
 
 
+def check_sigma_data(sigma_data: object) -> float:
+    if isinstance(sigma_data, bool) or not isinstance(sigma_data, int | float) or not sigma_data > 0:
+        raise ValueError(f"sigma_data must be a positive number, got {sigma_data!r}")
+    return float(sigma_data)
+
+
 @dataclass(frozen=True)
 class Denoiser:
     """``net(x_t, t)`` as a denoiser of ``diffusion``: ``denoiser(x_t, t) -> (x0_hat, eps_hat)``.
 
-    ``net`` is any callable (a module, its DDP or compiled wrapper, an analytic oracle). With ``clip_x0`` the
-    x0 estimate is clipped to the data range [-1, 1] and eps recomputed from it (as the DDPM and DDIM
-    reference code do when sampling images), so the two stay consistent.
+    ``net`` is any callable (a module, its DDP or compiled wrapper, an analytic oracle); ``t`` may be integer
+    timesteps or real-valued ones between them. With ``clip_x0`` the x0 estimate is clipped to the data range
+    [-1, 1] and eps recomputed from it (as the DDPM and DDIM reference code do when sampling images), so the
+    two stay consistent. ``sigma_data`` is EDM's, used by the ``edm`` prediction and loss weighting.
     """
 
     net: Net
     diffusion: Diffusion
     prediction: str = "eps"
     clip_x0: bool = False
+    sigma_data: float = SIGMA_DATA
 
     def __post_init__(self) -> None:
         check_prediction(self.prediction)
+        check_sigma_data(self.sigma_data)
 
     @classmethod
-    def of(cls, net: torch.nn.Module, diffusion: Diffusion, *, clip_x0: bool = False) -> Denoiser:
-        """Wrap a denoiser plugin's module with the prediction its recipe declares."""
-        from denoisers import recipe_of
+    def of(
+        cls,
+        net: torch.nn.Module,
+        diffusion: Diffusion,
+        recipe: Parameterization | None = None,
+        *,
+        clip_x0: bool = False,
+    ) -> Denoiser:
+        """Wrap a denoiser plugin's module with what its recipe (by default ``net.recipe``) declares."""
+        recipe = recipe if recipe is not None else getattr(net, "recipe", None)
+        if not all(hasattr(recipe, name) for name in ("prediction", "sigma_data")):
+            raise TypeError(f"{type(net).__name__} has no `recipe` of type denoisers.Recipe")
+        return cls(net, diffusion, recipe.prediction, clip_x0, recipe.sigma_data)
 
-        return cls(net, diffusion, recipe_of(net).prediction, clip_x0)
+    # ------------------------------------------------------------------ EDM's preconditioning (Table 1)
+    def _edm(self, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(c_in y, c_skip y, c_out) per unit of x_t, written in alpha_bar: with y = x_t / sqrt(ab) and
+        d = ab (sigma^2 + sd^2) = 1 - ab + ab sd^2, c_in y = x_t / sqrt(d), c_skip y = sd^2 sqrt(ab) x_t / d
+        and c_out = sd sqrt(1 - ab) / sqrt(d)."""
+        a, b = self.diffusion.coefficients(t, x)
+        sd2 = self.sigma_data**2
+        d = b * b + a * a * sd2
+        return d.rsqrt(), sd2 * a / d, self.sigma_data * b * d.rsqrt()
+
+    def net_input(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network sees: x_t itself, or EDM's c_in(sigma) y."""
+        if self.prediction != "edm":
+            return x_t
+        c_in, _, _ = self._edm(t, x_t)
+        return c_in * x_t
 
     def target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """What the network should output for (x0, eps, t): the regression target of the training loss."""
+        """What the network should output for (x0, eps, t): the regression target of the training loss.
+        EDM's F-target (x0 - c_skip y) / c_out is written as (sqrt(1 - ab) x0 - sd^2 sqrt(ab) eps) /
+        (sd sqrt(d)), which has no cancellation at small sigma."""
         if self.prediction == "eps":
             return eps
         if self.prediction == "x0":
             return x0
-        return self.diffusion.v_from(x0, eps, t)
+        if self.prediction == "v":
+            return self.diffusion.v_from(x0, eps, t)
+        a, b = self.diffusion.coefficients(t, x0)
+        sd = self.sigma_data
+        return (b * x0 - sd * sd * a * eps) / (sd * (b * b + a * a * sd * sd).sqrt())
 
     def split(
         self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
@@ -70,20 +127,52 @@ class Denoiser:
             x0, eps = d.x0_from_eps(x_t, t, output), output
         elif self.prediction == "x0":
             x0, eps = output, None
-        else:
+        elif self.prediction == "v":
             x0, eps = d.x0_from_v(x_t, t, output), d.eps_from_v(x_t, t, output)
+        else:
+            _, c_skip_y, c_out = self._edm(t, x_t)
+            x0, eps = c_skip_y * x_t + c_out * output, None
         if self.clip_x0:
             x0, eps = x0.clamp(-1.0, 1.0), None
         if eps is None:
             eps = d.eps_from_x0(x_t, t, x0)
         return x0, eps
 
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x0_hat, eps_hat) at ``x_t``; an int ``t`` is that timestep for every item (as samplers call)."""
-        if isinstance(t, int):
-            t = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
-        output = self.net(x_t, t).to(x_t.dtype)
+    def __call__(
+        self, x_t: torch.Tensor, t: torch.Tensor | int | float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0_hat, eps_hat) at ``x_t``; a number ``t`` is that timestep for every item (as samplers call),
+        an int an integer timestep, a float a real-valued one."""
+        if not isinstance(t, torch.Tensor):
+            dtype = torch.float64 if isinstance(t, float) else torch.long
+            t = torch.full((x_t.shape[0],), t, dtype=dtype, device=x_t.device)
+        output = self.net(self.net_input(x_t, t), t).to(x_t.dtype)
         return self.split(output, x_t, t)
+
+    # ----------------------------------------------------------------------------- loss weighting
+    def error_scale(self, snr: torch.Tensor) -> torch.Tensor:
+        """k such that, with x_t fixed, ``||output - target||^2 = k ||x0_hat - x0||^2``: SNR for eps, 1 for
+        x0, SNR + 1 for v and SNR + 1 / sd^2 for EDM's F (= 1 / c_out^2)."""
+        return {
+            "eps": snr,
+            "x0": torch.ones_like(snr),
+            "v": snr + 1.0,
+            "edm": snr + self.sigma_data**-2,
+        }[self.prediction]
+
+    def loss_weight(self, kind: str, snr: torch.Tensor, *, gamma: float = MIN_SNR_GAMMA) -> torch.Tensor:
+        """The factor on this target's squared error that makes the loss ``W(SNR) ||x0_hat - x0||^2``:
+        W = min(SNR, gamma) for ``min-snr`` (Hang et al. 2023) and SNR + 1 / sd^2 for ``edm`` (Karras et al.
+        2022, eq. 8's lambda); 1 for ``uniform``, where W is the target's own error scale."""
+        if kind == "uniform":
+            return torch.ones_like(snr)
+        if kind == "min-snr":
+            if self.prediction == "eps":  # min(SNR, gamma) / SNR, written so that SNR = 0 gives its limit 1
+                return (gamma / snr).clamp(max=1.0)
+            return snr.clamp(max=gamma) / self.error_scale(snr)
+        if kind == "edm":
+            return (snr + self.sigma_data**-2) / self.error_scale(snr)
+        raise ValueError(f"loss weight must be one of {', '.join(LOSS_WEIGHTS)}, got {kind!r}")
 
 
 def training_loss(
@@ -94,12 +183,15 @@ def training_loss(
     eps: torch.Tensor | None = None,
     x_t: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    weight: str = "uniform",
+    min_snr_gamma: float = MIN_SNR_GAMMA,
 ) -> torch.Tensor:
-    """L_simple per example: mean over pixels of ``|| target - net(x_t, t) ||^2`` (Ho et al. eq. 14).
+    """The per-example loss: mean over pixels of ``|| target - net(x_t, t) ||^2`` (Ho et al. eq. 14), times
+    the loss weight of each example's noise level (:meth:`Denoiser.loss_weight`; none for ``uniform``).
 
-    For eps prediction this is the seed's ``E || eps - eps_theta(x_t, t) ||^2``; other targets use the same
-    unweighted MSE on their own quantity. ``x_t`` given instead of drawn from q(x_t | x0) is a coupled pair
-    (x0 made from that x_t by a teacher); eps is then the noise that pair implies.
+    For eps prediction and uniform weight this is the seed's ``E || eps - eps_theta(x_t, t) ||^2``. ``x_t``
+    given instead of drawn from q(x_t | x0) is a coupled pair (x0 made from that x_t by a teacher); eps is
+    then the noise that pair implies.
     """
     if x_t is not None:
         eps = denoiser.diffusion.eps_from_x0(x_t, t, x0)
@@ -107,8 +199,12 @@ def training_loss(
         if eps is None:
             eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = denoiser.diffusion.q_sample(x0, t, eps)
-    output = denoiser.net(x_t, t)
+    output = denoiser.net(denoiser.net_input(x_t, t), t)
     if output.shape != x0.shape:
         raise ValueError(f"the model returned shape {tuple(output.shape)}, expected {tuple(x0.shape)}")
     target = denoiser.target(x0, eps, t)
-    return F.mse_loss(output.float(), target.float(), reduction="none").flatten(1).mean(1)
+    loss = F.mse_loss(output.float(), target.float(), reduction="none").flatten(1).mean(1)
+    if weight != "uniform":
+        snr = denoiser.diffusion.snr_at(t)
+        loss = loss * denoiser.loss_weight(weight, snr, gamma=min_snr_gamma).to(loss.device, loss.dtype)
+    return loss

@@ -1,7 +1,9 @@
 """DDPM math with 0-based timesteps (t = 0 ... T-1): forward process, posterior, the conversions between
 prediction targets, the reverse process and the variational-bound terms (Ho et al. 2020; Nichol & Dhariwal
-2021). Which target a network predicts is resolved once, by :class:`bench.denoiser.Denoiser`; the reverse
-process here takes any ``denoise(x_t, t) -> (x0_hat, eps_hat)``.
+2021), and the same process in EDM's variables (Karras et al. 2022): sigma_t = sqrt((1 - alpha_bar_t) /
+alpha_bar_t) and a real-valued t between the grid points. Which target a network predicts is resolved once,
+by :class:`bench.denoiser.Denoiser`; the reverse process here takes any ``denoise(x_t, t) -> (x0_hat,
+eps_hat)``.
 
 Everything here is a closed form of the schedule. Coefficients are precomputed once in float64 and cast to
 the data's dtype at use, so fp32/bf16 training sees the same schedule as the float64 tests.
@@ -67,6 +69,9 @@ class Diffusion:
         )
         # The "large" reverse variance choice sigma^2 = beta (with the t = 0 value replaced the same way).
         self.log_beta_clipped = torch.log(torch.cat([clip_from.reshape(1), betas[1:]]))
+        # EDM's noise level of each timestep, increasing in t (inf where alpha_bar = 0: zero terminal SNR).
+        self.sigmas = ((1.0 - self.alpha_bar) / self.alpha_bar).sqrt()
+        self.log_sigmas = self.sigmas.log()
 
     def __repr__(self) -> str:
         return f"Diffusion(T={self.num_timesteps}, alpha_bar[-1]={self.alpha_bar[-1].item():.3g})"
@@ -75,18 +80,74 @@ class Diffusion:
     def zero_terminal_snr(self) -> bool:
         return bool(self.alpha_bar[-1] == 0)
 
-    def _check_t(self, t: torch.Tensor, x: torch.Tensor) -> None:
-        if not isinstance(t, torch.Tensor) or t.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"t must be an integer (Long) tensor of timesteps, got {t!r:.80}")
+    def _check_t(self, t: torch.Tensor, x: torch.Tensor, *, real: bool = False) -> None:
+        """``t`` is a [B] tensor of integer timesteps, or with ``real`` also of real-valued ones."""
+        integer = isinstance(t, torch.Tensor) and t.dtype in (torch.int64, torch.int32)
+        if not (integer or (real and isinstance(t, torch.Tensor) and t.is_floating_point())):
+            kind = "an integer (Long) or real-valued" if real else "an integer (Long)"
+            raise ValueError(f"t must be {kind} tensor of timesteps, got {t!r:.80}")
         if t.ndim != 1 or t.shape[0] != x.shape[0]:
             raise ValueError(
                 f"t must have shape [B] = [{x.shape[0]}] (one timestep per item), got {tuple(t.shape)}"
             )
 
+    # ------------------------------------------------------------------------------ EDM's variables
+    def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """sigma at a real-valued t in [0, T-1]: log sigma interpolated linearly between the two neighbouring
+        integer timesteps (k-diffusion's ``DiscreteSchedule.t_to_sigma``); float64, on t's device."""
+        t = torch.as_tensor(t).double()
+        log_sigmas = self.log_sigmas.to(t.device)
+        if self.num_timesteps == 1:
+            return log_sigmas[0].exp().expand_as(t)
+        low = t.floor().long().clamp(0, self.num_timesteps - 2)
+        w = t - low
+        lo, hi = log_sigmas[low], log_sigmas[low + 1]
+        # on a grid point exactly, that point's sigma (also where the next one is infinite)
+        log_sigma = torch.where(w <= 0, lo, torch.where(w >= 1, hi, lo + w * (hi - lo)))
+        return log_sigma.exp()
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The real-valued t whose interpolated sigma is ``sigma`` (the inverse of :meth:`t_to_sigma`),
+        clamped to the schedule's range [sigma_0, sigma_{T-1}]; float64, on sigma's device."""
+        log_sigma = torch.as_tensor(sigma).double().log()
+        log_sigmas = self.log_sigmas.to(log_sigma.device)
+        if self.num_timesteps == 1:
+            return torch.zeros_like(log_sigma)
+        log_sigma = log_sigma.clamp(log_sigmas[0], log_sigmas[-1])
+        high = torch.searchsorted(log_sigmas, log_sigma).clamp(1, self.num_timesteps - 1)
+        lo, hi = log_sigmas[high - 1], log_sigmas[high]
+        w = torch.where(log_sigma >= hi, 1.0, (log_sigma - lo) / (hi - lo))
+        return (high - 1) + w
+
+    def sigma_at(self, t: torch.Tensor) -> torch.Tensor:
+        """sigma_t per item, float64 on t's device: the grid value for integer t, interpolated for real t."""
+        if t.is_floating_point():
+            return self.t_to_sigma(t)
+        return self.sigmas.to(t.device)[t]
+
+    def snr_at(self, t: torch.Tensor) -> torch.Tensor:
+        """SNR = alpha_bar / (1 - alpha_bar) = 1 / sigma^2 per item (0 at a zero-terminal-SNR end)."""
+        return self.sigma_at(t).pow(-2)
+
+    def coefficients(self, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)) shaped to broadcast against ``x``, for integer t (the
+        precomputed grid) or real t (through the interpolated sigma: alpha_bar = 1 / (1 + sigma^2))."""
+        if not t.is_floating_point():
+            return gather(self.sqrt_alpha_bar, t, x), gather(self.sqrt_one_minus_alpha_bar, t, x)
+        sigma = self.t_to_sigma(t)
+        shape = (t.shape[0], *([1] * (x.ndim - 1)))
+        a = (1.0 + sigma.pow(2)).rsqrt()
+        b = (1.0 + sigma.pow(-2)).rsqrt()  # sqrt(sigma^2 / (1 + sigma^2)), 1 where sigma is infinite
+        return a.to(x.device, x.dtype).reshape(shape), b.to(x.device, x.dtype).reshape(shape)
+
     # ----------------------------------------------------------------------------------- forward process
     def q_xt_x0(self, x0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and variance of q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)."""
-        self._check_t(t, x0)
+        """Mean and variance of q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I); t integer or
+        real-valued (:meth:`coefficients`)."""
+        self._check_t(t, x0, real=True)
+        if t.is_floating_point():
+            a, b = self.coefficients(t, x0)
+            return a * x0, b * b
         mean = gather(self.sqrt_alpha_bar, t, x0) * x0
         var = gather(1.0 - self.alpha_bar, t, x0)
         return mean, var
@@ -123,27 +184,28 @@ class Diffusion:
     # ---------------------------------------------------------------------------- prediction targets
     def x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x_0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar); undefined where alpha_bar = 0."""
-        return (x_t - gather(self.sqrt_one_minus_alpha_bar, t, x_t) * eps) / gather(
-            self.sqrt_alpha_bar, t, x_t
-        )
+        a, b = self.coefficients(t, x_t)
+        return (x_t - b * eps) / a
 
     def eps_from_x0(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """eps = (x_t - sqrt(alpha_bar) x_0) / sqrt(1 - alpha_bar)."""
-        return (x_t - gather(self.sqrt_alpha_bar, t, x_t) * x0) / gather(
-            self.sqrt_one_minus_alpha_bar, t, x_t
-        )
+        a, b = self.coefficients(t, x_t)
+        return (x_t - a * x0) / b
 
     def v_from(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 (Salimans & Ho 2022)."""
-        return gather(self.sqrt_alpha_bar, t, x0) * eps - gather(self.sqrt_one_minus_alpha_bar, t, x0) * x0
+        a, b = self.coefficients(t, x0)
+        return a * eps - b * x0
 
     def x0_from_v(self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """x_0 = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v."""
-        return gather(self.sqrt_alpha_bar, t, x_t) * x_t - gather(self.sqrt_one_minus_alpha_bar, t, x_t) * v
+        a, b = self.coefficients(t, x_t)
+        return a * x_t - b * v
 
     def eps_from_v(self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """eps = sqrt(1 - alpha_bar) x_t + sqrt(alpha_bar) v."""
-        return gather(self.sqrt_one_minus_alpha_bar, t, x_t) * x_t + gather(self.sqrt_alpha_bar, t, x_t) * v
+        a, b = self.coefficients(t, x_t)
+        return b * x_t + a * v
 
     # ------------------------------------------------------------------------------ reverse process
     def p_mean_variance(

@@ -21,7 +21,7 @@ from .denoiser import Denoiser
 from .diffusion import Diffusion
 from .environment import configure_allocator, configure_tf32, resolve_device
 from .run_folder import RunFolder
-from .sampling import sample
+from .sampling import check_steps, sample
 
 
 @dataclass
@@ -83,6 +83,8 @@ def resolve_sampler(sample_cfg: SampleConfig, recipe: denoisers.Recipe) -> Sampl
         steps = 1
     elif method == "ancestral":
         steps = None
+    if steps is not None:
+        check_steps(method, steps)
     return replace(sample_cfg, method=method, steps=steps)
 
 
@@ -92,7 +94,7 @@ def generate(
     """``n`` samples in [-1, 1] (on CPU) in batches, and the seconds it took (device synchronised)."""
     gen = torch.Generator().manual_seed(seed)
     model.eval()
-    denoiser = Denoiser(model, exp.diffusion, exp.recipe.prediction, clip_x0=sample_cfg.clip_x0)
+    denoiser = Denoiser.of(model, exp.diffusion, exp.recipe, clip_x0=sample_cfg.clip_x0)
     chunks, start = [], time.perf_counter()
     for i in range(0, n, sample_cfg.batch_size):
         b = min(sample_cfg.batch_size, n - i)

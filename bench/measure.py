@@ -20,6 +20,7 @@ from .likelihood import nll_bits_per_dim
 from .metrics import evaluate_samples, get_feature_extractor
 from .metrics.fidelity import StandardInception, find_weights
 from .run_folder import Evaluation, RunMetrics, SampleMetrics, TrainMetrics
+from .sampling import network_calls
 from .scoring import EvalConfig, score_samples, standard_scores
 from .throughput import (
     efficiency,
@@ -39,16 +40,21 @@ def evaluate(
     progress: bool,
     config: EvalConfig | None = None,
     inception: StandardInception | None = None,
+    reuse: Evaluation | None = None,
 ) -> Evaluation:
     """Quality metrics beside the reference rows, the NLL bound for denoisers trained on every t, and with
-    ``inception`` standard FID, IS and KID."""
+    ``inception`` standard FID, IS and KID. ``reuse``, an evaluation of the same model with as many samples
+    (another sampler), lends its reference rows and NLL bound, which do not depend on the sampler."""
     config = config or EvalConfig()
-    result = Evaluation(**score_samples(samples, exp.data, config, progress=progress))
+    refs = reuse.references if reuse is not None else None
+    result = Evaluation(**score_samples(samples, exp.data, config, progress=progress, references=refs))
     if inception is not None:
         result = replace(result, **standard_scores(samples, exp.data, inception, progress=progress))
     if exp.recipe.timesteps == "all":
+        if reuse is not None and reuse.nll is not None:
+            return replace(result, nll=reuse.nll)
         nll = nll_bits_per_dim(
-            Denoiser(model, exp.diffusion, exp.recipe.prediction),
+            Denoiser.of(model, exp.diffusion, exp.recipe),
             exp.data.test_images[: config.nll_images],
             num_timesteps=config.nll_timesteps,
             device=exp.device,
@@ -140,5 +146,7 @@ def run_metrics(
 
 
 def sampler_calls(sample_cfg: SampleConfig, num_timesteps: int) -> int:
-    """Network evaluations per sample: the resolved step count (all T for ancestral)."""
-    return sample_cfg.steps if sample_cfg.steps is not None else num_timesteps
+    """Network evaluations per sample (NFE) of the resolved sampler: what it declared for its step count
+    (all T steps for ancestral)."""
+    steps = sample_cfg.steps if sample_cfg.steps is not None else num_timesteps
+    return network_calls(sample_cfg.method, steps)

@@ -24,7 +24,7 @@ from .io import create_run_dir
 from .measure import evaluate, run_metrics, score_during_training, standard_inception
 from .metrics.fidelity import StandardInception
 from .run_folder import RunFolder
-from .trainer import NonFiniteLossError, Trainer, TrainLog
+from .trainer import NonFiniteLossError, Trainer, TrainLog, check_training_design
 
 
 def new_run_id(config: RunConfig) -> str:
@@ -66,6 +66,7 @@ def _execute(
     t0 = time.perf_counter()
     exp = build_experiment(config, download=download)
     sample_cfg = resolve_sampler(config.sample, exp.recipe)
+    check_training_design(exp.recipe, exp.diffusion, config.train)  # before anything is written
     teacher = load_teacher(config.distill, exp) if exp.recipe.pairs == "teacher" else None
     inception = standard_inception(config, exp, download=download)
     phases["setup_s"] = time.perf_counter() - t0
@@ -139,7 +140,7 @@ def _execute(
     if dist.is_main:
         report = None
         if teacher is not None and pairs is not None:
-            student = Denoiser(trainer.ema.module, exp.diffusion, exp.recipe.prediction, clip_x0=True)
+            student = Denoiser.of(trainer.ema.module, exp.diffusion, exp.recipe, clip_x0=True)
             mean_image = exp.data.train_images.mean(0, keepdim=True)
             report = distillation_metrics(teacher, pairs, student, mean_image, seed=config.seed)
         finish(exp, trainer, log, sample_cfg, folder, phases, inception, report, progress=progress)

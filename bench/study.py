@@ -167,7 +167,7 @@ def distillation_figure(out: Path, base: RunConfig, path: Path) -> Path:
         exp.model.load_state_dict(ckpt["ema"]["module"])
         model = exp.model.to(exp.device).eval()
         x_T = noise(base.seed, 0, FIGURE_NOISES, exp.data.image_shape, held_out=True)
-        denoiser = Denoiser(model, exp.diffusion, exp.recipe.prediction, clip_x0=True)
+        denoiser = Denoiser.of(model, exp.diffusion, exp.recipe, clip_x0=True)
         x = sample(denoiser, tuple(x_T.shape), method=method, steps=steps, x_T=x_T, device=exp.device)
         rows[label] = x.float().cpu().clamp(-1, 1)
     fig, axes = plt.subplots(len(rows), 1, figsize=(1.2 * FIGURE_NOISES, 1.6 * len(rows)), squeeze=False)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from bench.denoiser import check_prediction
+from bench.denoiser import SIGMA_DATA, check_prediction, check_sigma_data
 from bench.registry import Registry
 
 TIMESTEP_MODES = ("all", "terminal")
@@ -18,22 +18,26 @@ PAIRINGS = ("independent", "teacher")
 class Recipe:
     """How a denoiser is trained and sampled, declared by the plugin so shared code never branches on names.
 
-    prediction: what ``net(x_t, t)`` returns: the noise ``eps``, the clean image ``x0``, or ``v``.
+    prediction: what ``net(x_t, t)`` returns: the noise ``eps``, the clean image ``x0``, ``v``, or EDM's
+                preconditioned ``F`` (``edm``: the network sees c_in y instead of x_t).
     timesteps:  which t the trainer draws: ``"all"`` (uniform over 0..T-1, as in DDPM) or ``"terminal"``
                 (only t = T-1, i.e. the network sees pure noise: the one-shot design).
     sampler:    the sampling method this design is meant for (``ancestral``, ``ddim`` or ``one_shot``).
     pairs:      what each training input is paired with: ``"independent"`` (x_t drawn from q(x_t | x0), so
                 at t = T-1 the noise says almost nothing of x0) or ``"teacher"`` (x0 is what a trained
                 teacher's deterministic sampler makes of that very x_T: knowledge distillation).
+    sigma_data: EDM's standard deviation of the data, for the ``edm`` prediction and loss weighting.
     """
 
     prediction: str = "eps"
     timesteps: str = "all"
     sampler: str = "ancestral"
     pairs: str = "independent"
+    sigma_data: float = SIGMA_DATA
 
     def __post_init__(self) -> None:
         check_prediction(self.prediction)
+        check_sigma_data(self.sigma_data)
         if self.timesteps not in TIMESTEP_MODES:
             raise ValueError(f"timesteps must be one of {', '.join(TIMESTEP_MODES)}, got {self.timesteps!r}")
         if self.pairs not in PAIRINGS:

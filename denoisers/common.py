@@ -14,7 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.denoiser import PREDICTIONS
+from bench.denoiser import PREDICTIONS, SIGMA_DATA, check_sigma_data
+
+from ._base import Recipe
 
 Check = Callable[[Any], Any]
 """Turns an option's value into its normal form, or raises ValueError("<what is allowed>")."""
@@ -47,7 +49,7 @@ def resolve_options(
         raise ValueError(f"unknown {plugin} preset {preset!r}; presets: {', '.join(presets)}")
     for name, value in options.items():
         if name not in checks:
-            known = ", ".join(["preset", "target", *checks])
+            known = ", ".join(["preset", "target", "sigma_data", *checks])
             raise ValueError(f"unknown {plugin} option {name}={value!r}; options: {known}")
     resolved = {**presets[preset], **options}
     for name, check in checks.items():
@@ -60,13 +62,27 @@ def resolve_options(
     return resolved
 
 
-def check_target(plugin: str, target: object, allowed: tuple[str, ...] = PREDICTIONS) -> str:
-    """The prediction target, checked here so the error names the option rather than the Recipe field."""
+def design_recipe(
+    plugin: str,
+    target: object,
+    sigma_data: object = SIGMA_DATA,
+    *,
+    allowed: tuple[str, ...] = PREDICTIONS,
+    **fields: Any,
+) -> Recipe:
+    """The recipe of a design whose target and sigma_data came as options, checked here so that an error
+    names the option rather than the Recipe field."""
     if target not in allowed:
         raise ValueError(
             f"{plugin} option target={target!r} is not allowed: must be one of {', '.join(allowed)}"
         )
-    return target  # type: ignore[return-value]
+    try:
+        sigma_data = check_sigma_data(sigma_data)
+    except ValueError:
+        raise ValueError(
+            f"{plugin} option sigma_data={sigma_data!r} is not allowed: must be a positive number"
+        ) from None
+    return Recipe(prediction=target, sigma_data=sigma_data, **fields)  # type: ignore[arg-type]
 
 
 def positive_int(value: Any) -> int:

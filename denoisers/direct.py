@@ -22,43 +22,60 @@ from typing import Any
 
 from torch import nn
 
+from bench.denoiser import SIGMA_DATA
+
 from ._base import Recipe, register
-from .common import check_target
+from .common import design_recipe
 from .transformer import build_transformer
 from .unet import PRESETS as UNET_PRESETS
 from .unet import build_unet
 
 BACKBONES = {"unet": build_unet, "transformer": build_transformer}
-RECIPE = Recipe(prediction="x0", timesteps="terminal", sampler="one_shot")
+TARGETS = ("x0", "edm")
+"""What a one-call image predictor may output: the image, or EDM's F with x0_hat = c_skip y + c_out F (at
+t = T-1, c_skip is about sigma_data^2 / sigma^2 and c_out about sigma_data: a rescaled image). Predicting the
+noise or v from pure noise would divide by sqrt(alpha_bar_{T-1}) to reach the image."""
+PURE_NOISE = {"timesteps": "terminal", "sampler": "one_shot"}
 """Predict the image, from pure noise only, in one call."""
-DISTILLED_RECIPE = Recipe(prediction="x0", timesteps="terminal", sampler="one_shot", pairs="teacher")
-"""The same, but trained on the image a teacher's deterministic sampler makes of that noise."""
 
 
 @register("direct", presets=UNET_PRESETS)
 def direct(
-    image_shape: tuple[int, int, int], *, backbone: str = "unet", target: str = "x0", **options: Any
+    image_shape: tuple[int, int, int],
+    *,
+    backbone: str = "unet",
+    target: str = "x0",
+    sigma_data: float = SIGMA_DATA,
+    **options: Any,
 ) -> nn.Module:
     """Pure noise -> image in one call, trained with MSE (the seed's question); `unet` backbone by default."""
-    return _build("direct", RECIPE, image_shape, backbone, target, options)
+    recipe = design_recipe("direct", target, sigma_data, allowed=TARGETS, **PURE_NOISE)
+    return _build("direct", recipe, image_shape, backbone, options)
 
 
 @register("direct-distilled", presets=UNET_PRESETS)
 def direct_distilled(
-    image_shape: tuple[int, int, int], *, backbone: str = "unet", target: str = "x0", **options: Any
+    image_shape: tuple[int, int, int],
+    *,
+    backbone: str = "unet",
+    target: str = "x0",
+    sigma_data: float = SIGMA_DATA,
+    **options: Any,
 ) -> nn.Module:
     """direct, trained on (x_T, teacher's DDIM image of x_T) pairs (Luhman & Luhman 2021); needs --teacher."""
-    return _build("direct-distilled", DISTILLED_RECIPE, image_shape, backbone, target, options)
+    recipe = design_recipe(
+        "direct-distilled", target, sigma_data, allowed=TARGETS, pairs="teacher", **PURE_NOISE
+    )
+    return _build("direct-distilled", recipe, image_shape, backbone, options)
 
 
 def _build(
-    name: str, recipe: Recipe, image_shape: tuple[int, int, int], backbone: str, target: str, options: dict
+    name: str, recipe: Recipe, image_shape: tuple[int, int, int], backbone: str, options: dict
 ) -> nn.Module:
     if backbone not in BACKBONES:
         raise ValueError(
             f"{name} option backbone={backbone!r} is not allowed: must be one of {', '.join(BACKBONES)}"
         )
-    check_target(name, target, allowed=("x0",))
     try:
         return BACKBONES[backbone](image_shape, recipe, **options)
     except ValueError as exc:

@@ -21,8 +21,10 @@ from einops import rearrange
 from timm.layers import Attention, Mlp, PatchEmbed, build_sincos2d_pos_embed
 from torch import nn
 
+from bench.denoiser import SIGMA_DATA
+
 from ._base import Recipe, check_image_shape, register
-from .common import check_target, positive_float, positive_int, resolve_options, timestep_embedding
+from .common import design_recipe, positive_float, positive_int, resolve_options, timestep_embedding
 
 SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
 """The paper's Table 1: depth, hidden size, heads."""
@@ -226,8 +228,13 @@ def build_transformer(
 
 @register("transformer", presets=PRESETS)
 def transformer(
-    image_shape: tuple[int, int, int], *, preset: str = "small", target: str = "eps", **options: Any
+    image_shape: tuple[int, int, int],
+    *,
+    preset: str = "small",
+    target: str = "eps",
+    sigma_data: float = SIGMA_DATA,
+    **options: Any,
 ) -> DiT:
     """DiT (Peebles & Xie 2023): patch transformer with adaLN-Zero timestep conditioning; predicts eps."""
-    recipe = Recipe(prediction=check_target("transformer", target))
+    recipe = design_recipe("transformer", target, sigma_data)
     return build_transformer(image_shape, recipe, preset=preset, **options)

@@ -24,9 +24,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from bench.denoiser import SIGMA_DATA
+
 from ._base import Recipe, check_image_shape, register
 from .common import (
-    check_target,
+    design_recipe,
     group_count,
     positive_int,
     positive_ints,
@@ -231,7 +233,12 @@ def build_unet(
 
 @register("unet", presets=PRESETS)
 def unet(
-    image_shape: tuple[int, int, int], *, preset: str = "small", target: str = "eps", **options: Any
+    image_shape: tuple[int, int, int],
+    *,
+    preset: str = "small",
+    target: str = "eps",
+    sigma_data: float = SIGMA_DATA,
+    **options: Any,
 ) -> UNet:
     """DDPM U-Net (Ho et al. 2020): Wide-ResNet blocks, timestep embedding, self-attention; predicts eps."""
-    return build_unet(image_shape, Recipe(prediction=check_target("unet", target)), preset=preset, **options)
+    return build_unet(image_shape, design_recipe("unet", target, sigma_data), preset=preset, **options)

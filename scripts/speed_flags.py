@@ -89,7 +89,7 @@ def build(v: Variant, args: argparse.Namespace, device: torch.device):
         sampler_net.eval()
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             sample(
-                Denoiser(sampler_net, diffusion, trainer.recipe.prediction),
+                Denoiser.of(sampler_net, diffusion, trainer.recipe),
                 (args.batch, *shape),
                 method="ddim",
                 steps=1,

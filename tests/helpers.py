@@ -34,12 +34,15 @@ def toy_images(n: int = 96, size: int = 8, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, 1, size, size, generator=g) * 2 - 1
 
 
-def tiny_factory(image_shape, *, target: str = "eps", terminal: bool = False) -> TinyDenoiser:
+def tiny_factory(
+    image_shape, *, target: str = "eps", terminal: bool = False, sigma_data: float = 0.5
+) -> TinyDenoiser:
     """A tiny conv denoiser for tests of the run machinery."""
     recipe = Recipe(
         prediction=target,
         timesteps="terminal" if terminal else "all",
         sampler="one_shot" if terminal else "ancestral",
+        sigma_data=sigma_data,
     )
     return TinyDenoiser(image_shape[0], recipe)
 

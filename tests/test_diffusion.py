@@ -221,11 +221,62 @@ def test_bad_shapes_and_names(diffusion):
         diffusion.q_posterior(x, torch.randn(2, 4), long(1, 2))
     with pytest.raises(ValueError, match=r"shape \[B\] = \[2\]"):
         diffusion.q_xt_x0(x, long(1, 2, 3))
-    with pytest.raises(ValueError, match="integer"):
-        diffusion.q_sample(x, torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="t must be an integer .Long. tensor"):
+        diffusion.q_posterior(x, x, torch.tensor([1.0, 2.0]))  # the posterior lives on the grid
+    with pytest.raises(ValueError, match="t must be an integer .Long. or real-valued tensor"):
+        diffusion.q_sample(x, [1, 2])
     with pytest.raises(ValueError, match="eps must have the shape"):
         diffusion.q_sample(x, long(1, 2), torch.randn(3, 3))
-    with pytest.raises(ValueError, match="prediction must be one of eps, x0, v, got 'score'"):
+    with pytest.raises(ValueError, match="prediction must be one of eps, x0, v, edm, got 'score'"):
         Denoiser(lambda xt, tt: xt, diffusion, "score")
     with pytest.raises(ValueError, match="variance must be one of beta, posterior"):
         diffusion.p_mean_variance(Denoiser(lambda xt, tt: xt, diffusion), x, long(1, 2), variance="learned")
+
+
+# ------------------------------------------------------------------ EDM's sigma and real-valued timesteps
+def test_sigma_is_edms_noise_level_of_each_timestep(diffusion):
+    """sigma_t = sqrt((1 - alpha_bar) / alpha_bar), so y = x_t / sqrt(alpha_bar) = x0 + sigma eps."""
+    betas = schedules.get("linear")(1000)
+    for t in (0, 1, 500, 999):
+        ab = math.prod(1 - betas[i].item() for i in range(t + 1))
+        assert diffusion.sigmas[t].item() == pytest.approx(math.sqrt((1 - ab) / ab), rel=1e-9)
+        assert diffusion.snr_at(long(t)).item() == pytest.approx(ab / (1 - ab), rel=1e-9)
+    ztsnr = Diffusion(schedules.make("linear", 1000, zero_terminal_snr=True))
+    assert math.isinf(ztsnr.sigmas[-1].item()) and ztsnr.snr_at(long(999)).item() == 0
+
+
+def test_real_valued_timesteps_interpolate_log_sigma(diffusion):
+    """Between two grid points log sigma is linear in t (k-diffusion's DiscreteSchedule); on a grid point it
+    is that point's sigma; sigma_to_t inverts it and clamps to the schedule's range."""
+    s = diffusion.sigmas
+    t = torch.tensor([0.0, 10.0, 10.25, 500.5, 998.9, 999.0], dtype=torch.float64)
+    expected = [
+        s[0].item(),
+        s[10].item(),
+        math.exp(0.75 * math.log(s[10].item()) + 0.25 * math.log(s[11].item())),
+        math.sqrt(s[500].item() * s[501].item()),
+        math.exp(0.1 * math.log(s[998].item()) + 0.9 * math.log(s[999].item())),
+        s[999].item(),
+    ]
+    assert diffusion.t_to_sigma(t).tolist() == pytest.approx(expected, rel=1e-12)
+    assert diffusion.sigma_to_t(torch.tensor(expected, dtype=torch.float64)).tolist() == pytest.approx(
+        t.tolist(), abs=1e-9
+    )
+    below_and_above = torch.tensor([s[0].item() / 10, s[-1].item() * 10], dtype=torch.float64)
+    assert diffusion.sigma_to_t(below_and_above).tolist() == [0.0, 999.0]
+
+
+def test_forward_process_at_a_real_valued_timestep(diffusion):
+    """q(x_t | x0) at a real t uses alpha_bar = 1 / (1 + sigma(t)^2), and the target conversions follow."""
+    t = torch.tensor([10.25, 500.5], dtype=torch.float64)
+    x0, eps = torch.rand(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    s = [diffusion.sigmas[i].item() for i in (10, 11, 500, 501)]
+    sigma = torch.tensor(
+        [math.exp(0.75 * math.log(s[0]) + 0.25 * math.log(s[1])), math.sqrt(s[2] * s[3])], dtype=torch.float64
+    ).view(2, 1)
+    a, b = 1 / (1 + sigma**2).sqrt(), sigma / (1 + sigma**2).sqrt()
+    x_t = diffusion.q_sample(x0, t, eps)
+    torch.testing.assert_close(x_t, a * x0 + b * eps, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x_t / a, x0 + sigma * eps, rtol=1e-12, atol=1e-12)  # y = x0 + sigma eps
+    torch.testing.assert_close(diffusion.x0_from_eps(x_t, t, eps), x0, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(diffusion.eps_from_x0(x_t, t, x0), eps, rtol=1e-10, atol=1e-10)

@@ -113,7 +113,7 @@ def test_timestep_embedding_matches_the_transformer_formula():
 
 MNIST = (1, 28, 28)
 BAD_OPTIONS = [
-    ("unet", MNIST, {"widht": 3}, r"unknown unet option widht=3; options: preset, target, base_channels"),
+    ("unet", MNIST, {"widht": 3}, r"unknown unet option widht=3; options: preset, target, sigma_data, base_"),
     ("unet", MNIST, {"base_channels": -8}, r"base_channels=-8 is not allowed: must be a positive integer"),
     ("unet", MNIST, {"base_channels": 2.5}, r"base_channels=2.5 is not allowed: must be a positive int"),
     ("unet", MNIST, {"channel_mult": ()}, r"channel_mult=\(\) is not allowed: .*positive integers"),
