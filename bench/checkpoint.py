@@ -3,14 +3,12 @@ against the run they are asked to continue."""
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .io import torch_save_atomic
+from .io import UnreadableTensorFile, load_tensors, torch_save_atomic
 
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -45,12 +43,9 @@ def load_checkpoint(
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {str(path)!r}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is corrupt or not a ddpm-bench checkpoint: {first}"
-        ) from None
+        ckpt = load_tensors(path, map_location=map_location)
+    except UnreadableTensorFile as exc:
+        raise CheckpointError(f"checkpoint {exc}; expected a {CHECKPOINT_NAME} from bench run") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("meta"), dict) or "model" not in ckpt:
         raise CheckpointError(
             f"checkpoint {str(path)!r} is not a ddpm-bench checkpoint (no meta/model entries)"

@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,28 @@ def torch_save_atomic(path: str | Path, obj: Any) -> Path:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return write_bytes_atomic(path, buffer.getvalue())
+
+
+class UnreadableTensorFile(ValueError):
+    """A file that ``torch.load(..., weights_only=True)`` cannot read; the message says why in plain words."""
+
+
+def load_tensors(path: str | Path, *, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers, never arbitrary objects.
+
+    A file it cannot read raises :class:`UnreadableTensorFile` with a reason of our own. torch's text is not
+    relayed: for a file that holds other Python objects it advises loading with ``weights_only=False``,
+    which would run whatever code the file carries."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            reason = "it holds Python objects other than tensors, which are never unpickled here"
+        else:
+            reason = "it is not a PyTorch file"
+    except (RuntimeError, zipfile.BadZipFile, EOFError) as exc:
+        reason = f"it is truncated or not a PyTorch file ({type(exc).__name__})"
+    raise UnreadableTensorFile(f"{str(path)!r} is not a PyTorch weight file: {reason}")
 
 
 def read_json(path: str | Path) -> Any:

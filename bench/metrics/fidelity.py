@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..io import cache_root, torch_save_atomic
+from ..io import UnreadableTensorFile, cache_root, load_tensors, torch_save_atomic
 
 WEIGHTS_ENV = "BENCH_FID_WEIGHTS"
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -69,9 +69,12 @@ def find_weights(path: str | Path | None = None, *, download: bool = False) -> P
 def check_weights(path: Path) -> str:
     """The file's SHA-256 (16 hex digits), after checking it holds an Inception-V3 state dict of tensors."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated, foreign or pickled-object file: all say the same to the user
-        raise InceptionWeightsError(f"{str(path)!r} is not a readable Inception weight file: {exc}") from None
+        state = load_tensors(path)
+    except (UnreadableTensorFile, OSError) as exc:
+        raise InceptionWeightsError(
+            f"{exc}; expected the Inception weights {WEIGHTS_FILE} (pt_inception-2015-12-05, as "
+            "--download-inception fetches them)"
+        ) from None
     for key, shape in EXPECTED_SHAPES.items():
         found = getattr(state.get(key) if isinstance(state, dict) else None, "shape", None)
         if found is None or tuple(found) != shape:

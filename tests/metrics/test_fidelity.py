@@ -166,16 +166,18 @@ def test_bad_weight_files_are_refused_before_unpickling(tmp_path):
     pickled = tmp_path / "pickled.pth"
     torch.save({"fc.weight": pathlib.Path("x")}, pickled)  # an arbitrary object: refused by weights_only
     cases = [
-        (garbage, "not a readable"),
+        (garbage, "is not a PyTorch weight file: it is not a PyTorch file"),
         (other, "Conv2d_1a_3x3.conv.weight should have shape"),
-        (pickled, "not a readable"),
+        (pickled, "is not a PyTorch weight file: it holds Python objects other than tensors"),
     ]
     for path, message in cases:
-        with pytest.raises(InceptionWeightsError, match=message):
+        with pytest.raises(InceptionWeightsError, match=message) as err:
             fidelity.check_weights(path)
+        assert "weights_only=False" not in str(err.value)  # torch's advice to unpickle is never relayed
 
 
 def test_cli_errors_are_usage_errors(weights, tmp_path, monkeypatch):
+    WEIGHTS_FILE = fidelity.WEIGHTS_FILE
     monkeypatch.delenv(fidelity.WEIGHTS_ENV, raising=False)
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "empty-cache"))
     wrong = tmp_path / "wrong.npy"
@@ -184,7 +186,7 @@ def test_cli_errors_are_usage_errors(weights, tmp_path, monkeypatch):
     garbage.write_bytes(b"nonsense")
     cases = [
         (["--fid"], "--inception-weights PATH"),
-        (["--fid", "--inception-weights", str(garbage)], "not a readable Inception weight file"),
+        (["--fid", "--inception-weights", str(garbage)], f"expected the Inception weights {WEIGHTS_FILE}"),
         (["--fid", "--inception-weights", str(weights)], "samples have shape (1, 12, 12)"),
     ]
     rgb = tmp_path / "rgb.npy"
