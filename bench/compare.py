@@ -19,7 +19,14 @@ from scipy import stats
 
 from .run_folder import RUN_FILES, Evaluation, RunFolder, RunMetrics, find_runs
 
-DESIGN = ["dataset", "image", "denoiser", "target", "schedule", "sampler", "sample_steps", "eta", "budget"]
+DESIGN = [
+    *("dataset", "image", "denoiser", "target", "loss_weight", "noise_levels", "schedule"),
+    *("sampler", "nfe", "eta", "budget"),
+]
+"""What makes a design: runs that share all of these are seeds of one design. The sampler's cost is its
+network calls per image (NFE), which its step count and kind fix."""
+DESCRIPTIVE = ("run", "path", "seed", "sample_steps")
+"""Columns that describe a row without being measurements to average."""
 HEADLINE = [
     "fid",
     "inception_score",
@@ -68,6 +75,7 @@ def run_rows(folder: RunFolder) -> list[dict]:
     metrics = folder.read_metrics()
     row = run_row(folder, metrics)
     rows = [row]
+    num_timesteps = int(folder.read_config_dict()["diffusion"]["timesteps"])
     for entry in metrics.evaluations:
         rows.append(
             {
@@ -75,6 +83,7 @@ def run_rows(folder: RunFolder) -> list[dict]:
                 "source": "bench eval",
                 "sampler": entry.sample.method,
                 "sample_steps": entry.sample.steps,
+                "nfe": entry.sample.nfe or recorded_nfe(entry.sample.steps, num_timesteps),
                 "eta": ddim_eta(entry.sample.method, entry.sample.eta),
                 "sample_images_per_s": entry.sample.images_per_s,
                 **numbers(entry.quality),
@@ -101,6 +110,7 @@ def run_row(folder: RunFolder, metrics: RunMetrics) -> dict:
     config = folder.read_config_dict()
     options = config.get("denoiser_options", {})
     train, sample = metrics.train, metrics.sample
+    nfe = sample.network_evaluations_per_image or recorded_nfe(sample.steps, config["diffusion"]["timesteps"])
     row = {
         "run": folder.name,
         "path": str(folder.path),
@@ -108,11 +118,14 @@ def run_row(folder: RunFolder, metrics: RunMetrics) -> dict:
         "dataset": config["dataset"],
         "image": image_label(config, metrics),
         "denoiser": config["denoiser"] + (f"[{options['preset']}]" if "preset" in options else ""),
-        "target": options.get("target", "default"),
+        "target": target_label(options),
+        "loss_weight": loss_weight_label(config["train"]),
+        "noise_levels": noise_levels_label(config["train"]),
         "schedule": config["diffusion"]["schedule"]
         + ("+ztsnr" if config["diffusion"].get("zero_terminal_snr") else ""),
         "sampler": sample.method,
         "sample_steps": sample.steps,
+        "nfe": nfe,
         "eta": ddim_eta(sample.method, sample.eta),
         "budget": budget_label(config["train"]),
         "seed": config["seed"],
@@ -129,6 +142,30 @@ def run_row(folder: RunFolder, metrics: RunMetrics) -> dict:
     }
     row["nll_bpd"] = (metrics.nll or {}).get("bits_per_dim", math.nan)
     return row
+
+
+def recorded_nfe(steps: int | None, num_timesteps: int) -> int:
+    """The NFE of a run or evaluation recorded before NFE was: every sampler then made one call per step
+    (all T for ancestral)."""
+    return steps if steps is not None else num_timesteps
+
+
+def target_label(options: dict) -> str:
+    """The prediction target, with EDM's sigma_data when it was set (``edm (sd 1)``)."""
+    target = options.get("target", "default")
+    return f"{target} (sd {options['sigma_data']:g})" if "sigma_data" in options else target
+
+
+def loss_weight_label(train: dict) -> str:
+    weight = train.get("loss_weight", "uniform")
+    return f"min-snr-{train.get('min_snr_gamma', 5.0):g}" if weight == "min-snr" else weight
+
+
+def noise_levels_label(train: dict) -> str:
+    levels = train.get("noise_levels", "uniform")
+    if levels == "lognormal":
+        return f"lognormal({train.get('p_mean', -1.2):g}, {train.get('p_std', 1.2):g})"
+    return levels
 
 
 def ddim_eta(method: str, eta: float) -> float:
@@ -216,7 +253,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     numeric = [
         c
         for c in runs.columns
-        if c not in {*DESIGN, "run", "path", "seed"} and pd.api.types.is_numeric_dtype(runs[c])
+        if c not in {*DESIGN, *DESCRIPTIVE} and pd.api.types.is_numeric_dtype(runs[c])
     ]
     keys = [k for k in DESIGN if k in runs.columns]
     grouped = runs.groupby(keys, dropna=False, sort=False)
@@ -262,15 +299,12 @@ def format_table(table: pd.DataFrame, references: dict[str, dict[str, float]] | 
     for col in list(shown.columns):
         ci = f"{col}_ci95"
         if ci in shown.columns:
-            shown[col] = [
-                _fmt(m) + (f" ± {_fmt(c)}" if isinstance(c, float) and not math.isnan(c) else "")
-                for m, c in zip(shown[col], shown[ci], strict=True)
-            ]
+            shown[col] = [with_interval(m, c) for m, c in zip(shown[col], shown[ci], strict=True)]
             shown = shown.drop(columns=ci)
     for name, values in (references or {}).items():
         ref = {c: "" for c in shown.columns}
         ref.update({"denoiser": f"reference: {name}"})
-        ref.update({k: _fmt(v) for k, v in values.items() if k in shown.columns})
+        ref.update({k: format_value(v) for k, v in values.items() if k in shown.columns})
         shown = pd.concat([shown, pd.DataFrame([ref])], ignore_index=True)
     return shown
 
@@ -285,7 +319,13 @@ def numeric_table(table: pd.DataFrame, references: dict[str, dict[str, float]] |
     return pd.concat([table, pd.DataFrame(rows, columns=table.columns)], ignore_index=True) if rows else table
 
 
-def _fmt(value: object) -> str:
+def with_interval(mean: object, ci: object) -> str:
+    """``mean ± ci``, or the mean alone where there is no interval (one seed)."""
+    has_ci = isinstance(ci, float) and not math.isnan(ci)
+    return format_value(mean) + (f" ± {format_value(ci)}" if has_ci else "")
+
+
+def format_value(value: object) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return ""

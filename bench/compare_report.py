@@ -1,6 +1,6 @@
 """The report folder of ``bench compare``: the table as CSV and Markdown, and the figures a reader needs
-(sample montage, quality against training compute with the Pareto front, quality against sampling steps,
-loss curves). Figures are written atomically like everything else."""
+(sample montage, quality against training compute with the Pareto front, quality against network calls per
+image, loss curves). Figures are written atomically like everything else."""
 
 from __future__ import annotations
 
@@ -35,14 +35,20 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
 
 def design_label(row: pd.Series, *, data: bool = False) -> str:
     """``unet (x0) / cosine / ddim``, prefixed with the dataset and image size when ``data`` (a report
-    that mixes several of them)."""
-    target = "" if row.get("target") in (None, "default") else f" ({row['target']})"
-    label = f"{row['denoiser']}{target} / {row['schedule']} / {row['sampler']}"
+    that mixes several of them), with the loss weighting and noise levels when they are not DDPM's."""
+    label = model_label(row) + f" / {row['sampler']}"
     if row.get("source", "run") != "run":
-        label += f" {row['sample_steps']} steps" + ddim_label(row.get("eta", math.nan))
+        label += f" {row['nfe']:g} NFE" + ddim_label(row.get("eta", math.nan))
     if data:
         label = " ".join(filter(None, (row.get("dataset"), row.get("image"), label)))
     return label
+
+
+def model_label(row: pd.Series) -> str:
+    """``unet (edm) min-snr-5 / linear``: what was trained, without how it is sampled."""
+    target = "" if row.get("target") in (None, "default") else f" ({row['target']})"
+    training = [row.get(k) for k in ("loss_weight", "noise_levels") if row.get(k) not in (None, "uniform")]
+    return f"{row['denoiser']}{target}{''.join(f' {t}' for t in training)} / {row['schedule']}"
 
 
 def ddim_label(eta: object) -> str:
@@ -101,22 +107,29 @@ def quality_vs_compute(runs: pd.DataFrame, metric: str, path: Path) -> Path | No
     return save_figure(fig, path)
 
 
-def quality_vs_steps(runs: pd.DataFrame, metric: str, path: Path) -> Path | None:
-    data = runs.dropna(subset=[metric, "sample_steps"])
-    keys = [k for k in ("denoiser", "target", "schedule", "dataset", "image", "eta") if k in data.columns]
-    varied = data.groupby(keys, dropna=False)["sample_steps"].nunique()
-    if data.empty or varied.max() < 2:
+def quality_vs_nfe(runs: pd.DataFrame, metric: str, path: Path) -> Path | None:
+    """``metric`` against network calls per image, one line per design and sampler (from the run's own
+    sampling and ``bench eval`` entries); None unless some line has two or more points."""
+    data = runs.dropna(subset=[metric, "nfe"])
+    if data.empty:
+        return None
+    data = data.assign(model=data.apply(model_label, axis=1), eta=data.get("eta", math.nan))
+    keys = [k for k in ("dataset", "image", "model", "sampler", "eta") if k in data.columns]
+    lines = []
+    for key, group in data.groupby(keys, dropna=False, sort=False):
+        mean = group.groupby("nfe")[metric].mean()
+        if len(mean) > 1:
+            values = dict(zip(keys, key, strict=True))
+            lines.append((f"{values['model']} / {values['sampler']}" + ddim_label(values["eta"]), mean))
+    if not lines:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (den, tgt, sch, *_), group in data.groupby(keys, dropna=False):
-        mean = group.groupby("sample_steps")[metric].mean()
-        eta = group["eta"].iloc[0] if "eta" in group else math.nan
-        if len(mean) > 1:
-            ax.plot(mean.index, mean.values, "o-", label=f"{den} ({tgt}) / {sch}" + ddim_label(eta))
+    for label, mean in lines:
+        ax.plot(mean.index, mean.values, "o-", label=label)
     ax.set_xscale("log")
-    ax.set_xlabel("sampling steps (network evaluations per image)")
+    ax.set_xlabel("network function evaluations per image (NFE)")
     ax.set_ylabel(f"{metric} (lower is better)")
-    ax.set_title("Sample quality against sampling steps")
+    ax.set_title("Sample quality against network calls")
     ax.legend(fontsize=7)
     return save_figure(fig, path)
 
@@ -199,7 +212,7 @@ def write_report(
     for fn, name in (
         (lambda p: montage(runs, p), "samples.png"),
         (lambda p: quality_vs_compute(runs, metric, p) if metric in runs else None, "quality_vs_compute.png"),
-        (lambda p: quality_vs_steps(runs, metric, p) if metric in runs else None, "quality_vs_steps.png"),
+        (lambda p: quality_vs_nfe(runs, metric, p) if metric in runs else None, "quality_vs_nfe.png"),
         (lambda p: loss_curves(runs, p), "loss_curves.png"),
         (lambda p: quality_vs_training_step(runs, metric, p), "quality_vs_training_step.png"),
     ):

@@ -15,8 +15,12 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .denoiser import LOSS_WEIGHTS
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 AUTO_SAMPLER = "auto"
+NOISE_LEVELS = ("uniform", "lognormal")
+"""Which noise levels training draws: DDPM's uniform timesteps, or EDM's log-normal sigma."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,11 @@ def check_rules(config: Any, prefix: str = "") -> None:
             rule.check(prefix + f.name, getattr(config, f.name))
 
 
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class DiffusionConfig:
     schedule: str = "linear"
@@ -95,7 +104,11 @@ class TrainConfig:
     """The shared trainer's recipe. ``steps`` and ``minutes`` are budgets: training stops at whichever comes
     first (``minutes=None`` means no time limit). ``batch_size`` is per process. ``budget_flops`` records
     the training-FLOP budget that ``steps`` was derived from (``bench sweep --budget-flops``); the trainer
-    itself counts steps."""
+    itself counts steps.
+
+    ``loss_weight`` weights each example's loss by its noise level (:data:`bench.denoiser.LOSS_WEIGHTS`;
+    ``min_snr_gamma`` is min-SNR's gamma), and ``noise_levels`` chooses them: uniform timesteps (DDPM) or
+    EDM's ln sigma ~ N(p_mean, p_std^2), mapped to real-valued timesteps."""
 
     steps: int = ruled(1500, POSITIVE_INT)
     minutes: float | None = ruled(None, replace(POSITIVE, optional=True))
@@ -109,13 +122,19 @@ class TrainConfig:
     precision: str = "fp32"
     compile: bool = False
     hflip: bool = False  # random horizontal flips of the training images (DDPM's CIFAR-10 recipe)
+    loss_weight: str = "uniform"
+    min_snr_gamma: float = ruled(5.0, POSITIVE)
+    noise_levels: str = "uniform"
+    p_mean: float = ruled(-1.2, Rule(float))
+    p_std: float = ruled(1.2, POSITIVE)
     checkpoint_every: int = ruled(500, POSITIVE_INT)
     log_every: int = ruled(25, POSITIVE_INT)
 
     def __post_init__(self) -> None:
         check_rules(self)
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("loss_weight", self.loss_weight, LOSS_WEIGHTS)
+        check_choice("noise_levels", self.noise_levels, NOISE_LEVELS)
 
 
 @dataclass(frozen=True)
@@ -143,6 +162,13 @@ class SampleConfig:
         from .sampling import sampler_settings
 
         return {name: getattr(self, name) for name in sampler_settings(self.method) if hasattr(self, name)}
+
+    def label(self) -> str:
+        """The sampler, its steps and only the settings it declares, for file names: ``ddim-50steps-eta1``,
+        ``heun-10steps``, ``ancestral-allsteps-beta``."""
+        steps = f"{self.steps}steps" if self.steps else "allsteps"
+        own = [f"{k}{v:g}" if isinstance(v, float) else str(v) for k, v in self.settings().items()]
+        return "-".join([self.method, steps, *own])
 
     def __post_init__(self) -> None:
         check_rules(self, prefix="sample ")

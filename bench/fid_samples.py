@@ -42,11 +42,8 @@ def chunk_folder(
 ) -> Path:
     """Where one sampler setting's chunks of the model at ``train_step`` live (``n`` is not part of the name:
     counts share chunks; the step is, so a run trained further never reuses its earlier samples)."""
-    steps = f"{cfg.steps}steps" if cfg.steps else "allsteps"
     weights = "ema" if use_ema else "raw"
-    return (
-        root / f"fid-step{train_step}-{cfg.method}-{steps}-eta{cfg.eta:g}-seed{seed}-{weights}-{weights_hash}"
-    )
+    return root / f"fid-step{train_step}-{cfg.label()}-seed{seed}-{weights}-{weights_hash}"
 
 
 def chunked_samples(

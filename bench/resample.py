@@ -13,9 +13,9 @@ from .datasets._base import uint8_to_unit
 from .experiment import Experiment, generate, load_run, resolve_sampler
 from .fid_samples import CHUNK, chunk_folder, chunked_samples
 from .images import save_grid, save_samples_npz
-from .measure import evaluate
+from .measure import evaluate, sampler_calls
 from .metrics.fidelity import StandardInception, reference_features, standard_metrics
-from .run_folder import EvalSample, EvaluationEntry, RunFolder
+from .run_folder import EvalSample, EvaluationEntry, RunFolder, RunMetrics
 
 CLASSIFIER_SAMPLES = 10_000
 """At most this many of an FID evaluation's samples are scored in the classifier's feature space."""
@@ -25,6 +25,14 @@ def sampler_config(exp: Experiment, *, method: str, steps: int | None, eta: floa
     """The run's own sampling settings with another sampler, step count, eta and number of samples."""
     cfg = replace(exp.config.sample, method=method, steps=steps, eta=eta, n=n)
     return resolve_sampler(replace(cfg, batch_size=min(cfg.batch_size, n)), exp.recipe)
+
+
+def reusable(metrics: RunMetrics, n: int, step: int) -> RunMetrics | None:
+    """The run's own evaluation when its reference rows and NLL bound hold for scoring ``n`` samples of the
+    EMA model at checkpoint ``step`` (they do not depend on the sampler); None otherwise."""
+    sample, train = metrics.sample, metrics.train
+    same = sample is not None and train is not None and (sample.n, sample.ema, train.steps) == (n, True, step)
+    return metrics if same and metrics.references is not None else None
 
 
 def sample_run(
@@ -47,8 +55,7 @@ def sample_run(
     samples, seconds = generate(exp, exp.model, cfg, n, seed=seed, progress=progress)
     out = RunFolder(run_dir).extra_samples
     out.mkdir(exist_ok=True)
-    stem = f"{cfg.method}-{cfg.steps or exp.diffusion.num_timesteps}steps-eta{cfg.eta:g}-n{n}-seed{seed}"
-    stem = f"{stem}-{'ema' if use_ema else 'raw'}-{secrets.token_hex(2)}"
+    stem = f"{cfg.label()}-n{n}-seed{seed}-{'ema' if use_ema else 'raw'}-{secrets.token_hex(2)}"
     return [save_grid(out / f"{stem}.png", samples[:64]), save_samples_npz(out / f"{stem}.npz", samples)]
 
 
@@ -78,12 +85,16 @@ def evaluate_run(
     exp.model.load_state_dict(ckpt["ema"]["module"])
     exp.model.to(exp.device)
     extractor = StandardInception(fid_weights, device=exp.device) if fid_weights is not None else None
-    entries = []
-    for count in steps:
-        cfg = sampler_config(exp, method=method, steps=count, eta=eta, n=n)
+    T = exp.diffusion.num_timesteps
+    entries: list[EvaluationEntry] = []
+    configs = [sampler_config(exp, method=method, steps=count, eta=eta, n=n) for count in steps]  # checked
+    own = reusable(folder.read_metrics(), min(n, CLASSIFIER_SAMPLES), int(ckpt["step"]))
+    for cfg in configs:
+        reuse = entries[0] if entries else own  # the reference rows and NLL bound do not change
         if extractor is None:
             samples, seconds = generate(exp, exp.model, cfg, n, seed=seed, progress=progress)
-            scores, images_per_s = evaluate(exp, exp.model, samples, progress=progress), n / seconds
+            scores = evaluate(exp, exp.model, samples, progress=progress, reuse=reuse)
+            images_per_s = n / seconds
         else:
             where = chunk_folder(
                 folder.extra_samples, cfg, seed, True, extractor.weights_hash, int(ckpt["step"])
@@ -102,11 +113,12 @@ def evaluate_run(
             samples = uint8_to_unit(fs.images[:CLASSIFIER_SAMPLES])
             reference = reference_features(extractor, exp.data.name, exp.data.train_images, progress=progress)
             standard = standard_metrics(fs.pool, fs.logits, reference)
-            scores = replace(evaluate(exp, exp.model, samples, progress=progress), **standard)
+            scores = evaluate(exp, exp.model, samples, progress=progress, reuse=reuse)
+            scores = replace(scores, **standard)
             images_per_s = fs.made / fs.seconds if fs.made else None
         entry = EvaluationEntry(
             **scores.evaluation_fields(),
-            sample=EvalSample(cfg.method, cfg.steps, cfg.eta, n, seed, images_per_s),
+            sample=EvalSample(cfg.method, cfg.steps, cfg.eta, n, seed, images_per_s, sampler_calls(cfg, T)),
         )
         folder.add_evaluation(entry)
         entries.append(entry)

@@ -85,6 +85,7 @@ class EvalSample:
     n: int
     seed: int
     images_per_s: float | None
+    nfe: int | None = None  # network calls per image; None in entries from before it was recorded
 
 
 @dataclass(frozen=True)

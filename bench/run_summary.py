@@ -44,6 +44,12 @@ def _speed(images_per_s: float | None, fraction: float | None) -> str:
     return f"{images_per_s:,.1f} images/s{peak}"
 
 
+def _nfe(metrics: RunMetrics) -> str:
+    """The sampler's network calls per image, which the quality was bought with."""
+    calls = metrics.sample.network_evaluations_per_image if metrics.sample else None
+    return f"{calls:,}" if calls else ""
+
+
 def summary(metrics: RunMetrics) -> str:
     """The run's result in a dozen lines of plain text."""
     lines = []
@@ -58,11 +64,14 @@ def summary(metrics: RunMetrics) -> str:
         if metrics.nll:
             bpd = f"{metrics.nll['bits_per_dim']:.3g} ± {metrics.nll['standard_error']:.2g}"
             rows.append(["NLL bound, bits/dim", bpd, "", ""])
-        lines += _table(["quality", "this run", "real images (floor)", "mean image (ceiling)"], rows)
+        this_run = f"this run, {nfe} NFE" if (nfe := _nfe(metrics)) else "this run"
+        lines += _table(["quality", this_run, "real images (floor)", "mean image (ceiling)"], rows)
         lines.append("")
     if metrics.train and metrics.sample:
         train, sample = metrics.train, metrics.sample
         steps = f"{sample.steps} steps" if sample.steps else "all steps"
+        if _nfe(metrics):
+            steps += f", {_nfe(metrics)} NFE"
         lines += [
             f"training:  {_speed(train.images_per_s, train.fraction_of_peak)}, {train.steps:,} steps",
             f"sampling:  {_speed(sample.images_per_s, sample.fraction_of_peak)}, {sample.method} {steps}",

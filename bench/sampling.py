@@ -7,13 +7,19 @@ Every sampler is a plain function registered by name, with one signature:
 ``timesteps`` is the descending grid of timesteps to visit (computed once by :func:`sample` from ``steps``),
 and each sampler declares only the settings it uses (``eta`` for DDIM, ``variance`` for ancestral) as
 keyword arguments with defaults, and names them at registration (``settings=(...)``), so callers know what
-to pass. ``denoiser(x_t, t)`` returns (x0_hat, eps_hat) whatever the network predicts, so a sampler is
-only its update rule. :func:`sample` checks the options, draws x_T and runs a sampler under
-``torch.inference_mode()``.
+to pass. It also declares its cost: ``nfe``, the network calls per image for a number of steps (one per step
+unless it says otherwise), and ``min_steps``. ``denoiser(x_t, t)`` returns (x0_hat, eps_hat) whatever the
+network predicts, so a sampler is only its update rule. :func:`sample` checks the options, draws x_T and runs
+a sampler under ``torch.inference_mode()``.
+
+The ODE solvers (``euler``, ``heun``, ``dpmpp-2m``) integrate the probability-flow ODE on the sigma grid of
+the timesteps, sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), followed by sigma = 0; each is written in
+the variables of its paper, and all three end, as DDIM does, with the x0 estimate at the last timestep.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -32,6 +38,20 @@ SAMPLERS: Registry[Sampler] = Registry("sampler", "bench.samplers")
 def sampler_settings(method: str) -> tuple[str, ...]:
     """The settings (keyword arguments) the sampler ``method`` declared at registration."""
     return tuple(SAMPLERS.metadata(method).get("settings", ()))
+
+
+def network_calls(method: str, steps: int) -> int:
+    """Network function evaluations (NFE) per image of ``method`` with ``steps`` steps, as it declared at
+    registration (``nfe=``); one per step for a sampler that declares nothing."""
+    nfe = SAMPLERS.metadata(method).get("nfe")
+    return int(nfe(steps)) if nfe is not None else steps
+
+
+def check_steps(method: str, steps: int) -> None:
+    """Refuse fewer steps than the sampler declared it needs (``min_steps=``)."""
+    least = SAMPLERS.metadata(method).get("min_steps", 1)
+    if steps < least:
+        raise ValueError(f"sampler {method!r} needs at least {least} steps, got {steps}")
 
 
 def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -123,6 +143,117 @@ def one_shot(
     return x0_hat
 
 
+# ----------------------------------------------------------------------- ODE solvers in EDM's sigma
+def sigma_grid(denoiser: Denoiser, timesteps: list[int]) -> list[float]:
+    """sigma of each timestep of the grid, then 0 (where the ODE ends at the data)."""
+    sigmas = denoiser.diffusion.sigmas
+    return [float(sigmas[t]) for t in timesteps] + [0.0]
+
+
+def denoise_y(denoiser: Denoiser, y: torch.Tensor, sigma: float, t: int) -> torch.Tensor:
+    """D(y; sigma): the x0 estimate at y = x_t / sqrt(alpha_bar_t), called as the network was trained, on
+    x_t = y / sqrt(1 + sigma^2)."""
+    x0_hat, _ = denoiser(y * (1.0 + sigma**2) ** -0.5, t)
+    return x0_hat
+
+
+def to_d(y: torch.Tensor, sigma: float, denoised: torch.Tensor) -> torch.Tensor:
+    """The probability-flow ODE's slope dy/dsigma = (y - D(y; sigma)) / sigma (Karras et al. 2022, eq. 3)."""
+    return (y - denoised) / sigma
+
+
+def check_finite_start(denoiser: Denoiser, method: str) -> None:
+    if denoiser.diffusion.zero_terminal_snr:
+        raise ValueError(
+            f"sampler {method!r} integrates in y = x_t / sqrt(alpha_bar), which is infinite at a "
+            "zero-terminal-SNR start; use dpmpp-2m or ddim"
+        )
+
+
+@SAMPLERS.register("euler")
+def euler(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    timesteps: list[int],
+    *,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Euler steps of the probability-flow ODE in EDM's sigma (first order; equal to DDIM with eta = 0)."""
+    check_finite_start(denoiser, "euler")
+    sigmas = sigma_grid(denoiser, timesteps)
+    y = x * (1.0 + sigmas[0] ** 2) ** 0.5
+    for i, t in enumerate(tqdm(timesteps, desc="euler", disable=not progress, leave=False)):
+        d = to_d(y, sigmas[i], denoise_y(denoiser, y, sigmas[i], t))
+        y = y + (sigmas[i + 1] - sigmas[i]) * d
+    return y
+
+
+@SAMPLERS.register("heun", nfe=lambda steps: 2 * steps - 1, min_steps=2)
+def heun(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    timesteps: list[int],
+    *,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """EDM's deterministic 2nd-order Heun sampler (Karras et al. 2022, Algorithm 1 with S_churn = 0).
+
+    Each step takes an Euler step to the next sigma and corrects it with the slope there (two network
+    calls); the last step, to sigma = 0, stays Euler: 2N - 1 calls for N steps. With S_churn = 0 every call
+    is on a grid timestep, so no real-valued timestep is needed here."""
+    check_finite_start(denoiser, "heun")
+    sigmas = sigma_grid(denoiser, timesteps)
+    y = x * (1.0 + sigmas[0] ** 2) ** 0.5
+    for i, t in enumerate(tqdm(timesteps, desc="heun", disable=not progress, leave=False)):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        d = to_d(y, sigma, denoise_y(denoiser, y, sigma, t))
+        y_next = y + (sigma_next - sigma) * d
+        if sigma_next > 0:  # the second-order correction (Algorithm 1, lines 9-11)
+            d_next = to_d(y_next, sigma_next, denoise_y(denoiser, y_next, sigma_next, timesteps[i + 1]))
+            y_next = y + (sigma_next - sigma) * (d + d_next) / 2
+        y = y_next
+    return y
+
+
+@SAMPLERS.register("dpmpp-2m")
+def dpmpp_2m(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    timesteps: list[int],
+    *,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): multistep, second order, one network call per step.
+
+    Written in the paper's variables, x_t = alpha_t x_0 + sigma_t eps with lambda = log(alpha_t / sigma_t)
+    (= -log of EDM's sigma), which stay finite at a zero-terminal-SNR start (alpha = 0, lambda = -inf). The
+    first step is first order (no previous estimate yet), and so is the last, to sigma = 0, where h is
+    infinite and the update returns the x0 estimate (Lu et al.'s ``denoise_to_zero``). With fewer than 10
+    steps between grid timesteps the step into the last one is first order too (their ``lower_order_final``):
+    on DDPM's linear schedule that step is the largest in lambda, and a second-order extrapolation over it
+    from a much shorter previous step overshoots."""
+    d = denoiser.diffusion
+    alphas = [float(d.sqrt_alpha_bar[t]) for t in timesteps] + [1.0]
+    sigmas = [float(d.sqrt_one_minus_alpha_bar[t]) for t in timesteps] + [0.0]
+    lambdas = [-float(d.log_sigmas[t]) for t in timesteps] + [math.inf]  # log(alpha_t / sigma_t)
+    lower_order_final = len(timesteps) - 1 < 10
+    old_denoised, h_last = None, None
+    for i, t in enumerate(tqdm(timesteps, desc="dpmpp-2m", disable=not progress, leave=False)):
+        denoised, _ = denoiser(x, t)
+        h = lambdas[i + 1] - lambdas[i]
+        if old_denoised is None or math.isinf(h) or (lower_order_final and i == len(timesteps) - 2):
+            combined = denoised
+        else:
+            r = h_last / h
+            combined = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+        x = (sigmas[i + 1] / sigmas[i]) * x - alphas[i + 1] * math.expm1(-h) * combined
+        old_denoised, h_last = denoised, h
+    return x
+
+
 def sample(
     denoiser: Denoiser,
     shape: tuple[int, ...],
@@ -163,6 +294,7 @@ def sample(
     if steps is None:
         steps = SAMPLERS.metadata(method).get("default_steps", T)
     timesteps = ddim_timesteps(T, steps)
+    check_steps(method, steps)
     shape = tuple(int(s) for s in shape)
     if len(shape) < 1 or min(shape) < 1:
         raise ValueError(f"shape must be a non-empty tuple of positive sizes, got {shape!r}")

@@ -45,8 +45,10 @@ def score_samples(
     config: EvalConfig | None = None,
     *,
     progress: bool = False,
+    references: dict[str, dict[str, float]] | None = None,
 ) -> dict:
-    """Quality metrics of ``samples`` against ``data``'s test images, with the two reference rows."""
+    """Quality metrics of ``samples`` against ``data``'s test images, with the two reference rows (measured
+    here unless ``references`` from an earlier call with as many samples are given)."""
     config = config or EvalConfig()
     if tuple(samples.shape[1:]) != data.image_shape:
         raise ValueError(
@@ -57,7 +59,8 @@ def score_samples(
     extractor = get_feature_extractor(data.name, data, progress=progress)
     quality_cfg = config.quality()
     quality = evaluate_samples(samples, data.test_images, extractor, quality_cfg)
-    references = reference_rows(data, extractor, n=samples.shape[0], seed=config.seed, config=quality_cfg)
+    if references is None:
+        references = reference_rows(data, extractor, n=samples.shape[0], seed=config.seed, config=quality_cfg)
     return {
         "quality": quality,
         "references": references,

@@ -1,5 +1,6 @@
-"""``bench sweep``: a grid of runs (denoisers x schedules x targets x seeds) trained one after another into
-``OUT/<denoiser>[-<target>]-<schedule>-s<seed>``, under one fair training budget, then compared.
+"""``bench sweep``: a grid of runs (denoisers x targets x loss weights x schedules x seeds) trained one after
+another into ``OUT/<denoiser>[-<target>][-<loss weight>]-<schedule>-s<seed>``, under one fair training
+budget, then compared.
 
 Run folders are named by their grid point, so running the same command again skips the runs already
 complete, resumes a half-done one from its checkpoint, and refuses a folder that holds a different
@@ -52,8 +53,17 @@ class Budget:
 
 def run_id(config: RunConfig) -> str:
     target = config.denoiser_options.get("target")
+    weight = config.train.loss_weight
     schedule = config.diffusion.schedule + ("-ztsnr" if config.diffusion.zero_terminal_snr else "")
-    return "-".join([config.denoiser, *([str(target)] if target else []), schedule, f"s{config.seed}"])
+    return "-".join(
+        [
+            config.denoiser,
+            *([str(target)] if target else []),
+            *([weight] if weight != "uniform" else []),
+            schedule,
+            f"s{config.seed}",
+        ]
+    )
 
 
 def grid(
@@ -63,10 +73,13 @@ def grid(
     schedules: list[str],
     seeds: list[int],
     targets: Sequence[str | None] = (None,),
+    loss_weights: Sequence[str | None] = (None,),
 ) -> list[RunConfig]:
-    """Every combination, seeds innermost so that a design's seeds finish together."""
+    """Every combination, seeds innermost so that a design's seeds finish together (``None`` in
+    ``targets`` or ``loss_weights``: the denoiser's own target, the base config's weighting)."""
     configs = []
-    for denoiser, target, schedule, seed in itertools.product(denoisers, targets, schedules, seeds):
+    axes = itertools.product(denoisers, targets, loss_weights, schedules, seeds)
+    for denoiser, target, weight, schedule, seed in axes:
         options = dict(base.denoiser_options)
         if target:
             options["target"] = target
@@ -76,6 +89,7 @@ def grid(
                 denoiser=denoiser,
                 denoiser_options=options,
                 diffusion=replace(base.diffusion, schedule=schedule),
+                train=replace(base.train, loss_weight=weight or base.train.loss_weight),
                 seed=seed,
             )
         )

@@ -1,6 +1,7 @@
 """The one trainer every denoiser shares: AdamW with warm-up, gradient clipping, EMA, the timesteps and
-target the denoiser declares, a budget in steps or minutes, optional autocast and ``torch.compile``,
-DistributedDataParallel when launched by ``torchrun``, and exact resume on CPU.
+target the denoiser declares, the loss weighting and noise levels the config chooses, a budget in steps or
+minutes, optional autocast and ``torch.compile``, DistributedDataParallel when launched by ``torchrun``, and
+exact resume on CPU.
 """
 
 from __future__ import annotations
@@ -65,6 +66,37 @@ def sample_timesteps(
     return torch.randint(0, num_timesteps, (batch,), generator=generator, device=device)
 
 
+def lognormal_timesteps(
+    diffusion: Diffusion,
+    batch: int,
+    generator: torch.Generator,
+    device: torch.device,
+    *,
+    p_mean: float,
+    p_std: float,
+) -> torch.Tensor:
+    """EDM's training noise levels (Karras et al. 2022, Table 1): ln sigma ~ N(P_mean, P_std^2), as
+    real-valued timesteps through the log-sigma interpolation of the schedule (sigma outside the schedule's
+    range is clamped to its ends, which the backbones were never asked to embed beyond)."""
+    log_sigma = p_mean + p_std * torch.randn(batch, generator=generator, device=device, dtype=torch.float64)
+    return diffusion.sigma_to_t(log_sigma.exp())
+
+
+def check_training_design(recipe: Recipe, diffusion: Diffusion, config: TrainConfig) -> None:
+    """Refuse a loss weighting or noise-level distribution that means nothing for this design."""
+    if recipe.timesteps == "terminal" and (config.loss_weight, config.noise_levels) != ("uniform", "uniform"):
+        raise ValueError(
+            "this denoiser trains at t = T-1 only (pure noise): a loss weighting over noise levels or "
+            "another noise-level distribution does not apply there; use --loss-weight uniform "
+            "--noise-levels uniform"
+        )
+    if diffusion.zero_terminal_snr and recipe.prediction == "eps" and config.loss_weight == "edm":
+        raise ValueError(
+            "loss weight 'edm' on an eps target is 1 + 1 / (sigma_data^2 SNR), infinite where SNR = 0 (zero "
+            "terminal SNR); use target v, x0 or edm"
+        )
+
+
 def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Each image mirrored left-right with probability 1/2, drawn from the trainer's generator (so a
     resumed run flips the same images)."""
@@ -91,6 +123,7 @@ class Trainer:
         """``inputs``, when given, is the x_t each of ``images`` is paired with (a teacher's pairs, for a
         recipe with ``pairs="teacher"``); otherwise x_t is drawn from q(x_t | x0) at every step."""
         self.config = config
+        check_training_design(recipe, diffusion, config)
         self.recipe = recipe
         self.device = device
         self.seed = seed
@@ -121,7 +154,7 @@ class Trainer:
         # resuming restores them exactly; dropout uses the global RNG, which is saved too.
         self.generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + self.dist.rank)
         self.net = self._wrap(self.model)
-        self.denoiser = Denoiser(self.net, diffusion, recipe.prediction)
+        self.denoiser = Denoiser.of(self.net, diffusion, recipe)
         self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
         self._stop_requested = False
         self.log = TrainLog()
@@ -167,16 +200,22 @@ class Trainer:
         cfg = self.config
         if cfg.hflip:
             x0 = random_hflip(x0, self.generator)
-        t = sample_timesteps(
-            self.recipe, self.diffusion.num_timesteps, x0.shape[0], self.generator, self.device
-        )
+        t = self.timesteps(x0.shape[0])
         autocast = (
             torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[cfg.precision])
             if cfg.precision in AUTOCAST_DTYPES
             else contextlib.nullcontext()
         )
         with autocast:
-            loss = training_loss(self.denoiser, x0, t, x_t=x_t, generator=self.generator).mean()
+            loss = training_loss(
+                self.denoiser,
+                x0,
+                t,
+                x_t=x_t,
+                generator=self.generator,
+                weight=cfg.loss_weight,
+                min_snr_gamma=cfg.min_snr_gamma,
+            ).mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
@@ -189,6 +228,20 @@ class Trainer:
         self.ema.update()
         self.step += 1
         return loss.detach()
+
+    def timesteps(self, batch: int) -> torch.Tensor:
+        """This step's training timesteps: the recipe's uniform (or terminal) integers, or EDM's log-normal
+        noise levels as real-valued timesteps."""
+        if self.config.noise_levels == "lognormal":
+            return lognormal_timesteps(
+                self.diffusion,
+                batch,
+                self.generator,
+                self.device,
+                p_mean=self.config.p_mean,
+                p_std=self.config.p_std,
+            )
+        return sample_timesteps(self.recipe, self.diffusion.num_timesteps, batch, self.generator, self.device)
 
     @contextlib.contextmanager
     def graceful_interrupt(self) -> Iterator[None]:

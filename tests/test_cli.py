@@ -26,11 +26,14 @@ def test_every_run_option_lands_in_its_config_field():
         "--sampler", "ddim", "--sample-steps", "6", "--eta", "0.5", "--n-samples", "11", "--no-eval",
         "--seed", "5", "--device", "cpu", "--no-channels-last", "--no-fused-norm", "--no-tune-malloc",
         "--no-tf32", "--image-size", "12", "--target", "v", "--preset", "small", "-o", "dropout=0.1",
+        "--loss-weight", "min-snr", "--min-snr-gamma", "3", "--noise-levels", "lognormal", "--p-mean", "-0.5",
+        "--p-std", "2", "--sigma-data", "0.25",
     )  # fmt: skip
     config = config_from_options(params)
     assert config.train == TrainConfig(
         steps=7, minutes=2.5, batch_size=9, lr=0.5, warmup_steps=3, ema_decay=0.9, grad_clip=0.25,
-        precision="bf16", compile=True, checkpoint_every=4,
+        precision="bf16", compile=True, checkpoint_every=4, loss_weight="min-snr", min_snr_gamma=3.0,
+        noise_levels="lognormal", p_mean=-0.5, p_std=2.0,
     )  # fmt: skip
     assert config.sample == SampleConfig(method="ddim", steps=6, eta=0.5, n=11, batch_size=11)
     assert (config.diffusion.schedule, config.diffusion.timesteps, config.diffusion.zero_terminal_snr) == (
@@ -38,7 +41,7 @@ def test_every_run_option_lands_in_its_config_field():
         77,
         True,
     )
-    assert config.denoiser_options == {"dropout": 0.1, "preset": "small", "target": "v"}
+    assert config.denoiser_options == {"dropout": 0.1, "preset": "small", "target": "v", "sigma_data": 0.25}
     assert (config.evaluate, config.seed, config.device, config.image_size) == (False, 5, "cpu", 12)
     assert not (config.channels_last or config.fused_norm or config.tune_malloc or config.tf32)
 
@@ -58,6 +61,11 @@ def test_defaults_are_the_config_defaults():
         (["--timesteps", "x"], "timesteps must be a positive integer, got 'x'"),
         (["--image-size", "0"], "image_size must be a positive integer, got 0"),
         (["--sampler", "eulr"], "unknown sampler 'eulr'"),
+        (["--loss-weight", "snr"], "'snr' is not one of 'uniform', 'min-snr', 'edm'"),
+        (["--noise-levels", "normal"], "'normal' is not one of 'uniform', 'lognormal'"),
+        (["--p-std", "0"], "p_std must be a positive number, got 0.0"),
+        (["--min-snr-gamma", "-1"], "min_snr_gamma must be a positive number, got -1.0"),
+        (["--target", "edm", "--sigma-data", "0"], "sigma_data must be a positive number, got 0.0"),
     ],
 )
 def test_option_types_check_the_config_rules(args, message):

@@ -189,8 +189,9 @@ def test_zero_terminal_snr_needs_x0_or_v(diffusion):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"method": "euler"}, r"unknown sampler 'euler'; known samplers: ancestral, ddim, one_shot"),
-        ({"prediction": "score"}, "prediction must be one of eps, x0, v"),
+        ({"method": "eulr"}, r"unknown sampler 'eulr'; known samplers: ancestral, ddim, dpmpp-2m, euler, "
+         r"heun, one_shot\. Did you mean 'euler'\?"),
+        ({"prediction": "score"}, "prediction must be one of eps, x0, v, edm"),
         ({"method": "ancestral", "steps": 50}, "ancestral sampler runs all T=1000 steps"),
         ({"method": "ddim", "steps": 0}, r"steps must be an integer in 1..T=1000, got 0"),
         ({"method": "ddim", "steps": 1001}, "got 1001"),
@@ -199,6 +200,8 @@ def test_zero_terminal_snr_needs_x0_or_v(diffusion):
         ({"variance": "learned"}, "variance must be one of beta, posterior"),
         ({"eta": 0.5}, r"sampler 'ancestral' takes no setting 'eta'; its settings: variance"),
         ({"method": "one_shot", "variance": "beta"}, r"takes no setting 'variance'; its settings: none"),
+        ({"method": "heun", "steps": 1}, r"sampler 'heun' needs at least 2 steps, got 1"),
+        ({"method": "dpmpp-2m", "eta": 0.0}, r"'dpmpp-2m' takes no setting 'eta'; its settings: none"),
     ],
 )
 def test_bad_sampler_options(diffusion, kwargs, match):
@@ -216,4 +219,4 @@ def test_bad_shape_and_x_T(diffusion):
 
 
 def test_samplers_are_a_registry():
-    assert SAMPLERS.names() == ["ancestral", "ddim", "one_shot"]
+    assert SAMPLERS.names() == ["ancestral", "ddim", "dpmpp-2m", "euler", "heun", "one_shot"]

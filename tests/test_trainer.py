@@ -7,7 +7,7 @@ import schedules
 from bench.config import TrainConfig
 from bench.diffusion import Diffusion
 from bench.ema import EMA
-from bench.trainer import NonFiniteLossError, Trainer, sample_timesteps
+from bench.trainer import NonFiniteLossError, Trainer, lognormal_timesteps, sample_timesteps
 from denoisers import Recipe
 from tests.helpers import TinyDenoiser, toy_images
 
@@ -101,6 +101,63 @@ def test_timesteps_follow_the_recipe():
         Recipe(prediction="x0", timesteps="terminal", sampler="one_shot"), 50, 8, g, CPU
     )
     assert t_term.tolist() == [49] * 8
+
+
+def test_lognormal_noise_levels_are_edms_distribution():
+    """ln sigma ~ N(P_mean, P_std^2) (Karras et al. 2022), as real-valued timesteps: mapped back through the
+    schedule's interpolated sigma, the quartiles are those of the normal, and only the tails beyond the
+    schedule's range [sigma_0, sigma_{T-1}] are clamped to its ends."""
+    diffusion = Diffusion(schedules.get("linear")(1000))
+    g = torch.Generator().manual_seed(0)
+    t = lognormal_timesteps(diffusion, 40_000, g, CPU, p_mean=-1.2, p_std=1.2)
+    assert t.is_floating_point() and t.min() >= 0 and t.max() <= 999
+    log_sigma = diffusion.t_to_sigma(t).log()
+    quartiles = torch.quantile(log_sigma, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+    normal = [-1.2 - 0.6745 * 1.2, -1.2, -1.2 + 0.6745 * 1.2]  # N(-1.2, 1.2^2)'s quartiles
+    assert quartiles.tolist() == pytest.approx(normal, abs=0.03)
+    # all draws below sigma_0 = sqrt(beta_0 / (1 - beta_0)), beta_0 = 1e-4, land on t = 0: P = Phi(-2.84)
+    z = (0.5 * math.log(1e-4 / (1 - 1e-4)) + 1.2) / 1.2
+    assert (t == 0).double().mean().item() == pytest.approx(0.5 * (1 + math.erf(z / math.sqrt(2))), abs=0.001)
+
+
+def test_a_lognormal_weighted_edm_design_trains_and_resumes_exactly():
+    def trained(steps, resume_from=None):
+        torch.manual_seed(0)
+        model = TinyDenoiser(recipe=Recipe(prediction="edm"))
+        config = TrainConfig(
+            steps=steps, batch_size=16, log_every=5, checkpoint_every=5, warmup_steps=3,
+            loss_weight="min-snr", noise_levels="lognormal",
+        )  # fmt: skip
+        diffusion = Diffusion(schedules.get("linear")(100))
+        trainer = Trainer(model, diffusion, toy_images(), config, model.recipe, device=CPU, seed=0)
+        if resume_from is not None:
+            trainer.load_state_dict(resume_from)
+        log = trainer.run(progress=False)
+        return trainer, log
+
+    full, log = trained(20)
+    assert all(math.isfinite(row["loss"]) for row in log.intervals)
+    half, _ = trained(10)
+    resumed, _ = trained(20, resume_from=half.state_dict())
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "zero_terminal_snr", "cfg", "match"),
+    [
+        (Recipe(prediction="x0", timesteps="terminal", sampler="one_shot"), False,
+         {"noise_levels": "lognormal"}, "trains at t = T-1 only"),
+        (Recipe(prediction="x0", timesteps="terminal", sampler="one_shot"), False,
+         {"loss_weight": "min-snr"}, "trains at t = T-1 only"),
+        (Recipe(prediction="eps"), True, {"loss_weight": "edm"}, "infinite where SNR = 0"),
+    ],
+)  # fmt: skip
+def test_a_weighting_that_means_nothing_for_the_design_is_refused(recipe, zero_terminal_snr, cfg, match):
+    diffusion = Diffusion(schedules.make("linear", 100, zero_terminal_snr=zero_terminal_snr))
+    model, config = TinyDenoiser(recipe=recipe), TrainConfig(**cfg)
+    with pytest.raises(ValueError, match=match):
+        Trainer(model, diffusion, toy_images(), config, recipe, device=CPU, seed=0)
 
 
 def test_ema_follows_the_warmup_rule():

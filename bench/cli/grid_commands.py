@@ -9,11 +9,12 @@ from typing import Any
 
 import click
 
-from ..config import TrainConfig
+from ..config import RunConfig, TrainConfig
 from . import main
 from .options import DATASET, SCHEDULE, command_line_given, config_option, usage_errors
 from .run_options import (
     DEFAULTS,
+    SEEDS,
     channels_last_option,
     config_from_options,
     device_option,
@@ -46,11 +47,20 @@ def sweep(out: Path, quiet: bool, **values: Any) -> None:
 
     names, schedule_names, seeds = values.pop("denoiser"), values.pop("schedule"), values.pop("seeds")
     targets: list[str | None] = values.pop("target") or [None]
+    weights: list[str] = values.pop("loss_weight")
     budget = sweep_budget(values.pop("budget_flops"), values)
     base = config_from_options(
-        {**values, "denoiser": names[0], "schedule": schedule_names[0], "target": None, "seed": seeds[0]}
+        {**values, "denoiser": names[0], "schedule": schedule_names[0], "target": None, "seed": seeds[0],
+         "loss_weight": weights[0]}
+    )  # fmt: skip
+    configs = grid(
+        base,
+        denoisers=names,
+        schedules=schedule_names,
+        seeds=seeds,
+        targets=targets,
+        loss_weights=weights,
     )
-    configs = grid(base, denoisers=names, schedules=schedule_names, seeds=seeds, targets=targets)
 
     def on_run(i: int, total: int, name: str, action: str) -> None:
         click.echo(f"[{i}/{total}] {name}: {action if action == 'skipped' else 'complete'}")
@@ -88,31 +98,50 @@ def study() -> None:
     """Preset groups of runs that answer one question."""
 
 
-@study.command("direct")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("results/study-direct"),
-    show_default=True,
-)
-@click.option("--dataset", type=DATASET, default=DEFAULTS.dataset, show_default=True)
-@click.option("--schedule", type=SCHEDULE, default=DEFAULTS.diffusion.schedule, show_default=True)
-@config_option(
-    "--steps",
-    kind=TrainConfig,
-    field="steps",
-    default=DEFAULTS.train.steps,
-    help="Training budget of every design, in optimizer steps.",
-)
-@image_size_option
-@channels_last_option
-@fused_norm_option
-@click.option("--seed", type=int, default=0, show_default=True)
-@device_option
-@click.option("-q", "--quiet", is_flag=True)
-@usage_errors(interrupted="interrupted; run the same command again to resume")
-def study_direct(
-    out: Path,
+def study_options(out: str, *, seeds: bool):
+    """The options every study shares: where it goes, the data, schedule, budget and machine settings, and
+    one seed (``--seed``) or several (``--seeds``)."""
+    seed_option = (
+        click.option(
+            "--seeds",
+            type=SEEDS,
+            default="0",
+            show_default=True,
+            help="Seeds, comma-separated: with two or more, every number is a mean with its 95% interval.",
+        )
+        if seeds
+        else click.option("--seed", type=int, default=0, show_default=True)
+    )
+    options = [
+        click.option(
+            "--out", type=click.Path(file_okay=False, path_type=Path), default=Path(out), show_default=True
+        ),
+        click.option("--dataset", type=DATASET, default=DEFAULTS.dataset, show_default=True),
+        click.option("--schedule", type=SCHEDULE, default=DEFAULTS.diffusion.schedule, show_default=True),
+        config_option(
+            "--steps",
+            kind=TrainConfig,
+            field="steps",
+            default=DEFAULTS.train.steps,
+            help="Training budget of every design, in optimizer steps.",
+        ),
+        image_size_option,
+        channels_last_option,
+        fused_norm_option,
+        seed_option,
+        device_option,
+        click.option("-q", "--quiet", is_flag=True),
+    ]
+
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def study_base(
     dataset: str,
     schedule: str,
     steps: int,
@@ -121,14 +150,11 @@ def study_direct(
     fused_norm: bool,
     seed: int,
     device: str,
-    quiet: bool,
-) -> None:
-    """Why not predict the image directly from pure noise? Trains unet (eps), unet (x0) and direct with one
-    backbone and budget (skipping finished runs, resuming half-done ones), then writes OUT/report/."""
+) -> RunConfig:
+    """The default run's config with a study's shared settings."""
     from .. import datasets
-    from ..study import run_direct_study
 
-    base = replace(
+    return replace(
         DEFAULTS,
         dataset=dataset,
         image_size=image_size or datasets.run_image_size(dataset),
@@ -139,5 +165,34 @@ def study_direct(
         seed=seed,
         device=device,
     )
-    for path in run_direct_study(base, out, progress=not quiet):
+
+
+@study.command("direct")
+@study_options("results/study-direct", seeds=False)
+@usage_errors(interrupted="interrupted; run the same command again to resume")
+def study_direct(out: Path, quiet: bool, **settings: Any) -> None:
+    """Why not predict the image directly from pure noise? Trains unet (eps), unet (x0), direct and
+    direct-distilled (the same network on the unet (eps) run's noise-to-image pairs) with one backbone and
+    budget, scores that teacher with 1-50 deterministic DDIM steps (skipping finished runs, resuming
+    half-done ones), then writes OUT/report/."""
+    from ..study import run_direct_study
+
+    for path in run_direct_study(study_base(**settings), out, progress=not quiet):
         click.echo(f"wrote {path}")
+
+
+@study.command("design")
+@study_options("results/study-design", seeds=True)
+@usage_errors(interrupted="interrupted; run the same command again to resume")
+def study_design(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> None:
+    """Which target and loss weighting, with which sampler? Trains the small U-Net predicting eps, x0, v
+    and EDM's F, each with uniform and min-SNR-5 loss weighting, at one budget; scores each with DDIM (eta
+    0) and DPM-Solver++(2M) at 10 network calls and with the better of DDIM (eta 1) and DPM-Solver++(2M) at
+    50; writes OUT/report/ with design.md, and prints it. Finished runs and scores are kept."""
+    from ..compare_report import markdown_table
+    from ..design_study import design_table, run_design_study
+
+    for path in run_design_study(study_base(**settings, seed=seeds[0]), out, seeds, progress=not quiet):
+        click.echo(f"wrote {path}")
+    click.echo("")
+    click.echo(markdown_table(design_table(out)))

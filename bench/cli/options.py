@@ -67,7 +67,8 @@ class PluginName(click.ParamType):
 
 class CommaList(click.ParamType):
     """``a,b,c`` -> a list, each item converted by the click type ``item`` (its error replaced by
-    ``item_error`` when given) and, with ``allowed``, one of those; an empty list is an error."""
+    ``item_error`` when given) and, with ``allowed``, one of those; an empty list is an error, and so is an
+    item given twice."""
 
     name = "list"
 
@@ -91,13 +92,18 @@ class CommaList(click.ParamType):
             if bad:
                 self.fail(f"{', '.join(bad)} not allowed; choose from {', '.join(self.allowed)}", param, ctx)
         if self.item is None:
-            return items
-        try:
-            return [self.item.convert(item, param, ctx) for item in items]
-        except click.BadParameter:
-            if self.item_error is None:
-                raise
-            self.fail(self.item_error, param, ctx)
+            converted = items
+        else:
+            try:
+                converted = [self.item.convert(item, param, ctx) for item in items]
+            except click.BadParameter:
+                if self.item_error is None:
+                    raise
+                self.fail(self.item_error, param, ctx)
+        twice = sorted({str(item) for item in converted if converted.count(item) > 1})
+        if twice:
+            self.fail(f"{', '.join(twice)} given twice in {value!r}; give each once", param, ctx)
+        return converted
 
 
 class KeyValue(click.ParamType):

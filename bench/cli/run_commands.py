@@ -76,9 +76,15 @@ def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **value
     type=SAMPLER,
     default=DEFAULTS.sample.method,
     show_default=True,
-    help="ancestral, ddim, one_shot or auto.",
+    help="A sampler plugin (bench list: ancestral, ddim, euler, heun, dpmpp-2m, one_shot) or auto.",
 )
-@config_option("--steps", kind=SampleConfig, field="steps", default=50, help="DDIM steps.")
+@config_option(
+    "--steps",
+    kind=SampleConfig,
+    field="steps",
+    default=50,
+    help="Sampler steps (heun makes 2 network calls per step, the last one).",
+)
 @config_option("--eta", kind=SampleConfig, field="eta", default=DEFAULTS.sample.eta)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-ema", is_flag=True, help="Sample the raw weights instead of their EMA.")
@@ -132,7 +138,8 @@ def sample_cmd(
     type=CommaList(positive_int("steps")),
     default="50",
     show_default=True,
-    help="DDIM steps; several as 10,20,50 give one entry each.",
+    help="Sampler steps; several as 10,20,50 give one entry each (and one point each in bench compare's "
+    "quality_vs_nfe.png).",
 )
 @config_option("--eta", kind=SampleConfig, field="eta", default=DEFAULTS.sample.eta)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -10,8 +10,17 @@ from typing import Any
 
 import click
 
-from ..config import PRECISIONS, DiffusionConfig, DistillConfig, RunConfig, SampleConfig, TrainConfig
-from ..denoiser import PREDICTIONS
+from ..config import (
+    NOISE_LEVELS,
+    POSITIVE,
+    PRECISIONS,
+    DiffusionConfig,
+    DistillConfig,
+    RunConfig,
+    SampleConfig,
+    TrainConfig,
+)
+from ..denoiser import LOSS_WEIGHTS, PREDICTIONS
 from ..environment import DEVICES
 from .options import (
     DATASET,
@@ -20,6 +29,7 @@ from .options import (
     SCHEDULE,
     CommaList,
     KeyValue,
+    RuleType,
     command_line_given,
     config_option,
     from_options,
@@ -76,7 +86,15 @@ def design_options(grid: bool) -> list:
                 "--target",
                 type=click.Choice(PREDICTIONS),
                 default=None,
-                help="Override what the denoiser predicts.",
+                help="Override what the denoiser predicts (edm: EDM's preconditioned F).",
+            ),
+            click.option(
+                "--loss-weight",
+                type=click.Choice(LOSS_WEIGHTS),
+                default=DEFAULTS.train.loss_weight,
+                show_default=True,
+                help="Weight of each noise level in the loss: uniform (DDPM's L_simple), min-snr (Hang et "
+                "al. 2023) or edm (Karras et al. 2022), each in its correct form for the target.",
             ),
             click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True),
         ]
@@ -99,7 +117,15 @@ def design_options(grid: bool) -> list:
             "--target",
             type=CommaList(allowed=PREDICTIONS),
             default=None,
-            help="Prediction targets, comma-separated from eps, x0, v (default: each denoiser's own).",
+            help=f"Prediction targets, comma-separated from {', '.join(PREDICTIONS)} (default: each "
+            "denoiser's own).",
+        ),
+        click.option(
+            "--loss-weight",
+            type=CommaList(allowed=LOSS_WEIGHTS),
+            default=DEFAULTS.train.loss_weight,
+            show_default=True,
+            help=f"Loss weightings, comma-separated from {', '.join(LOSS_WEIGHTS)}.",
         ),
         click.option(
             "--seeds", type=SEEDS, default="0", show_default=True, help="Seeds, comma-separated (e.g. 0,1,2)."
@@ -162,6 +188,42 @@ def run_options(fn=None, *, grid: bool = False):
             help="Diffusion steps T.",
         ),
         click.option("--zero-terminal-snr", is_flag=True, help="Rescale the schedule so alpha_bar[T-1] = 0."),
+        click.option(
+            "--sigma-data",
+            type=RuleType(POSITIVE, "sigma_data"),
+            default=None,
+            help="EDM's standard deviation of the data, for --target edm and --loss-weight edm [default: "
+            "0.5, for images in [-1, 1]].",
+        ),
+        config_option(
+            "--min-snr-gamma",
+            kind=TrainConfig,
+            field="min_snr_gamma",
+            default=DEFAULTS.train.min_snr_gamma,
+            help="gamma of --loss-weight min-snr: the SNR above which a noise level stops gaining weight.",
+        ),
+        click.option(
+            "--noise-levels",
+            type=click.Choice(NOISE_LEVELS),
+            default=DEFAULTS.train.noise_levels,
+            show_default=True,
+            help="Noise levels trained on: uniform timesteps (DDPM) or EDM's log-normal sigma, mapped to "
+            "real-valued timesteps.",
+        ),
+        config_option(
+            "--p-mean",
+            kind=TrainConfig,
+            field="p_mean",
+            default=DEFAULTS.train.p_mean,
+            help="Mean of ln sigma for --noise-levels lognormal.",
+        ),
+        config_option(
+            "--p-std",
+            kind=TrainConfig,
+            field="p_std",
+            default=DEFAULTS.train.p_std,
+            help="Standard deviation of ln sigma for --noise-levels lognormal.",
+        ),
         config_option(
             "--steps",
             kind=TrainConfig,
@@ -227,10 +289,15 @@ def run_options(fn=None, *, grid: bool = False):
             type=SAMPLER,
             default=sample.method,
             show_default=True,
-            help="ancestral, ddim, one_shot, or auto (one_shot for pure-noise designs, else ddim).",
+            help="A sampler plugin (ancestral, ddim, euler, heun, dpmpp-2m, one_shot) or auto (one_shot for "
+            "pure-noise designs, else ddim).",
         ),
         config_option(
-            "--sample-steps", kind=SampleConfig, field="steps", default=sample.steps, help="DDIM steps."
+            "--sample-steps",
+            kind=SampleConfig,
+            field="steps",
+            default=sample.steps,
+            help="Sampler steps (network calls per image: one per step; heun 2 per step but the last).",
         ),
         config_option(
             "--eta",
@@ -315,6 +382,8 @@ def config_from_options(values: dict[str, Any]) -> RunConfig:
         options["preset"] = values["preset"]
     if values["target"]:
         options["target"] = values["target"]
+    if values["sigma_data"] is not None:
+        options["sigma_data"] = values["sigma_data"]
     return from_options(
         RunConfig,
         values,

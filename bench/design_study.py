@@ -1,0 +1,143 @@
+"""``bench study design``: the design axes EDM (Karras et al. 2022) factors a denoiser into, measured at one
+training budget on one backbone:
+
+  prediction target   eps (DDPM), x0, v (Salimans & Ho 2022) and EDM's preconditioned F;
+  loss weighting      uniform (each target's own L_simple) and min-SNR-5 (Hang et al. 2023);
+  sampler             DDIM (eta 0, the first-order ODE step) and DPM-Solver++(2M) at 10 network calls, and
+                      at 50 calls the better of the run's own DDIM (eta 1) and DPM-Solver++(2M).
+
+Every design is the ``small`` U-Net trained for the same steps on the same data and seed(s); the runs land
+in ``OUT/<denoiser>-<target>[-<weight>]-<schedule>-s<seed>`` and the same command again skips what is
+complete, resumes what is half done and scores only what is missing. The report adds ``design.md`` and
+``design.csv``: one row per design, with the real-image floor and the mean-image ceiling.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from .config import RunConfig
+from .io import write_text_atomic
+
+TARGETS = ("eps", "x0", "v", "edm")
+LOSS_WEIGHTS = ("uniform", "min-snr")
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """One way every design is sampled and scored: a sampler, its steps, DDIM's eta."""
+
+    method: str
+    steps: int
+    eta: float = 0.0
+
+
+FEW_CALLS = (Scoring("ddim", 10, 0.0), Scoring("dpmpp-2m", 10))
+"""First- against second-order ODE solver at 10 network calls."""
+MANY_CALLS = Scoring("dpmpp-2m", 50)
+"""Scored beside the run's own sampling (50-step DDIM, eta 1); the better of the two is 'best at 50'."""
+SHOWN = ("fd", "kid_mean", "precision", "recall")
+
+
+def design_configs(base: RunConfig, seeds: list[int]) -> list[RunConfig]:
+    """Every target x loss weight x seed, all else from ``base`` (by default the ``small`` U-Net, the
+    default run's budget and data)."""
+    from .sweep import grid
+
+    return grid(
+        base,
+        denoisers=[base.denoiser],
+        schedules=[base.diffusion.schedule],
+        seeds=seeds,
+        targets=TARGETS,
+        loss_weights=LOSS_WEIGHTS,
+    )
+
+
+def score_missing(run_dir: Path, base: RunConfig, *, progress: bool) -> None:
+    """Score the run with each of FEW_CALLS and MANY_CALLS that its metrics.json does not hold yet, one
+    ``bench eval`` per sampler setting (so its reference rows and NLL bound are measured once)."""
+    from .resample import evaluate_run
+    from .run_folder import RunFolder
+
+    n, seed = base.sample.n, base.seed
+    done = {
+        (e.sample.method, e.sample.steps, e.sample.eta)
+        for e in RunFolder(run_dir).read_metrics().evaluations
+        if (e.sample.n, e.sample.seed) == (n, seed)
+    }
+    missing: dict[tuple[str, float], list[int]] = {}
+    for scoring in (*FEW_CALLS, MANY_CALLS):
+        if (scoring.method, scoring.steps, scoring.eta) not in done:
+            missing.setdefault((scoring.method, scoring.eta), []).append(scoring.steps)
+    for (method, eta), steps in missing.items():
+        evaluate_run(run_dir, n=n, method=method, steps=steps, eta=eta, seed=seed, device=base.device,
+                     progress=progress)  # fmt: skip
+
+
+def run_design_study(base: RunConfig, out: Path, seeds: list[int], *, progress: bool = True) -> list[Path]:
+    """Train (or resume, or skip) every design into ``out``, score the missing samplers, then write
+    ``out/report/`` (the comparison of every run and sampler, quality against NFE) and the design table."""
+    from . import compare_report
+    from .sweep import run_id, run_or_resume
+
+    for config in design_configs(base, seeds):
+        run_dir, _ = run_or_resume(config, out, run_id(config), progress=progress)
+        score_missing(run_dir, replace(base, seed=config.seed), progress=progress)
+    report = out / "report"
+    written = compare_report.write_folder_report(out, report, "fd")
+    table = design_table(out)
+    written.append(write_text_atomic(report / "design.csv", table.to_csv(index=False)))
+    written.append(write_text_atomic(report / "design.md", compare_report.markdown_table(table)))
+    return written
+
+
+def design_table(out: Path) -> pd.DataFrame:
+    """One row per design (target, loss weight): FD with DDIM and with DPM-Solver++(2M) at 10 calls, which
+    sampler is better at 50 and its scores, the NLL bound; means over seeds ± their 95% interval; then the
+    real-image floor and the mean-image ceiling."""
+    from . import compare
+
+    collection = compare.collect([out])
+    if collection.runs.empty:
+        raise ValueError(f"no complete run folders under {str(out)!r}")
+    table = compare.summarize(collection.runs)
+    shown = compare.format_table(table)
+    rows = []
+    for (target, weight), group in table.groupby(["target", "loss_weight"], sort=False):
+        row = {"target": target, "loss weight": weight}
+        for scoring in FEW_CALLS:
+            at = find(group, scoring.method, scoring.steps, scoring.eta)
+            row[f"FD, {scoring.method} {scoring.steps} NFE"] = shown.loc[at, "fd"] if at is not None else ""
+        found = (find(group, "ddim", 50, 1.0), find(group, MANY_CALLS.method, 50))
+        candidates = [i for i in found if i is not None]
+        best = min(candidates, key=lambda i: table.loc[i, "fd"]) if candidates else None
+        row["best at 50 NFE"] = sampler_label(table.loc[best]) if best is not None else ""
+        for metric in SHOWN:
+            row[metric] = shown.loc[best, metric] if best is not None else ""
+        row["NLL bits/dim"] = shown.loc[group.index[0], "nll_bpd"]
+        row["seeds"] = int(group["seeds"].iloc[0])
+        rows.append(row)
+    for name, values in compare.references(collection.runs).items():
+        reference = {"target": f"reference: {name}"}
+        reference.update({metric: compare.format_value(values.get(metric, math.nan)) for metric in SHOWN})
+        rows.append(reference)
+    return pd.DataFrame(rows, dtype=object).fillna("")
+
+
+def find(group: pd.DataFrame, method: str, nfe: int, eta: float | None = None) -> int | None:
+    """The index of the group's row sampled with ``method`` at ``nfe`` calls (and DDIM's ``eta``)."""
+    chosen = (group["sampler"] == method) & (group["nfe"] == nfe)
+    if eta is not None and method == "ddim":
+        chosen &= group["eta"] == eta
+    hits = group.index[chosen]
+    return int(hits[0]) if len(hits) else None
+
+
+def sampler_label(row: pd.Series) -> str:
+    eta = row.get("eta")
+    return row["sampler"] + (f", eta {eta:g}" if isinstance(eta, float) and not math.isnan(eta) else "")

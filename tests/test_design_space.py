@@ -1,0 +1,137 @@
+"""The design axes end to end: a run with EDM's preconditioning, min-SNR weighting and log-normal noise
+levels sampled by a higher-order solver, `bench eval` over several step counts with NFE recorded, `bench
+compare`'s NFE column and figure, the design study, and the bad-input matrix (exit code 2, nothing
+written)."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from bench.config import RunConfig, SampleConfig, TrainConfig
+from bench.design_study import LOSS_WEIGHTS, TARGETS, design_configs, design_table, run_design_study
+from tests.helpers import FAST, invoke, run_ok
+
+WITH_EVAL = [a for a in FAST if a != "--no-eval"]
+
+
+def test_an_edm_run_with_min_snr_lognormal_levels_and_dpmpp(tmp_path):
+    run_dir = run_ok(
+        tmp_path, "--target", "edm", "--sigma-data", "0.4", "--loss-weight", "min-snr",
+        "--min-snr-gamma", "3", "--noise-levels", "lognormal", "--sampler", "dpmpp-2m",
+    )  # fmt: skip
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["denoiser_options"] == {"target": "edm", "sigma_data": 0.4}
+    assert (config["train"]["loss_weight"], config["train"]["min_snr_gamma"]) == ("min-snr", 3.0)
+    assert config["train"]["noise_levels"] == "lognormal"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["sample"]["method"] == "dpmpp-2m"
+    assert metrics["sample"]["network_evaluations_per_image"] == 5
+
+
+def test_eval_over_step_counts_records_nfe_and_compare_draws_it(tmp_path):
+    args = ["--n-samples", "24", "--out", str(tmp_path), "--run-id", "ev", "--quiet"]
+    result = invoke("run", *WITH_EVAL, *args)
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "ev"
+    result = invoke("eval", str(run_dir), "--n", "24", "--method", "heun", "--steps", "2,3", "--quiet")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [(e["sample"]["steps"], e["sample"]["nfe"]) for e in metrics["evaluations"]] == [(2, 3), (3, 5)]
+    # the reference rows and the NLL bound do not depend on the sampler: measured once, the same numbers
+    first, second = metrics["evaluations"]
+    assert first["nll"] == second["nll"] and first["references"] == second["references"]
+    assert first["quality"] != second["quality"]
+
+    out = tmp_path / "report"
+    result = invoke("compare", str(run_dir), "--out", str(out), "--columns", "nfe,fd")
+    assert result.exit_code == 0, result.output
+    assert (out / "quality_vs_nfe.png").is_file()
+    table = (out / "comparison.csv").read_text().splitlines()
+    header = table[0].split(",")
+    nfe = sorted(int(float(row.split(",")[header.index("nfe")])) for row in table[1:] if row.split(",")[0])
+    assert nfe == [3, 5, 5]  # the run's own 5-step DDIM, heun 2 and 3 steps
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--loss-weight", "snr"], "'snr' is not one of 'uniform', 'min-snr', 'edm'"),
+        (["--noise-levels", "normal"], "'normal' is not one of 'uniform', 'lognormal'"),
+        (["--noise-levels", "lognormal", "--p-std", "0"], "p_std must be a positive number, got 0.0"),
+        (["--loss-weight", "min-snr", "--min-snr-gamma", "0"], "min_snr_gamma must be a positive number"),
+        (["--target", "edm", "--sigma-data", "-1"], "sigma_data must be a positive number, got -1.0"),
+        (["--sampler", "heun", "--sample-steps", "1"], "sampler 'heun' needs at least 2 steps, got 1"),
+        (["-o", "terminal=True", "--target", "x0", "--noise-levels", "lognormal"], "trains at t = T-1 only"),
+        (["--zero-terminal-snr", "--loss-weight", "edm"], "infinite where SNR = 0"),
+    ],
+)
+def test_bad_design_input_is_a_usage_error_and_writes_nothing(tmp_path, args, message):
+    result = invoke("run", *FAST, *args, "--out", str(tmp_path), "--quiet")
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "0"], "steps must be a positive integer, got 0"),
+        (["--steps", "10,20,10"], "10 given twice in '10,20,10'; give each once"),
+        (["--method", "heun", "--steps", "4,1"], "sampler 'heun' needs at least 2 steps, got 1"),
+    ],
+)
+def test_bad_eval_steps_are_usage_errors_that_leave_the_run_alone(tmp_path, args, message):
+    run_dir = run_ok(tmp_path)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    result = invoke("eval", str(run_dir), "--n", "8", *args, "--quiet")
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert before == {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    assert not (run_dir / "samples").exists()
+
+
+def test_bench_sample_names_files_with_the_samplers_own_settings(tmp_path):
+    run_dir = run_ok(tmp_path)
+    for method, steps in (("ddim", "3"), ("heun", "3"), ("dpmpp-2m", "2")):
+        result = invoke("sample", str(run_dir), "--n", "4", "--method", method, "--steps", steps, "--quiet")
+        assert result.exit_code == 0, result.output
+    names = sorted(p.name.rsplit("-", 1)[0] for p in (run_dir / "samples").glob("*.npz"))
+    assert names == [
+        "ddim-3steps-eta1-n4-seed0-ema",
+        "dpmpp-2m-2steps-n4-seed0-ema",
+        "heun-3steps-n4-seed0-ema",
+    ]
+
+
+def test_the_design_study_covers_every_target_and_weight_at_one_budget():
+    configs = design_configs(RunConfig(), seeds=[0, 1])
+    assert len(configs) == len(TARGETS) * len(LOSS_WEIGHTS) * 2
+    assert {(c.denoiser_options.get("target"), c.train.loss_weight) for c in configs} == {
+        (t, w) for t in TARGETS for w in LOSS_WEIGHTS
+    }
+    assert len({(c.train.steps, c.train.batch_size, c.dataset, c.diffusion, c.sample) for c in configs}) == 1
+
+
+def test_the_design_study_runs_scores_and_tabulates_then_skips_what_it_has(tmp_path):
+    base = replace(
+        RunConfig(),
+        denoiser="tiny-test",
+        dataset="digits",
+        image_size=None,
+        train=TrainConfig(steps=4, batch_size=16, checkpoint_every=4),
+        sample=SampleConfig(n=24, batch_size=24),
+        diffusion=replace(RunConfig().diffusion, timesteps=50),
+        device="cpu",
+    )
+    run_design_study(base, tmp_path, [0], progress=False)
+    table = design_table(tmp_path)
+    designs = table[~table["target"].str.startswith("reference")]
+    assert len(designs) == 8 and set(designs["best at 50 NFE"]) <= {"ddim, eta 1", "dpmpp-2m"}
+    assert set(table["target"].iloc[-2:]) == {"reference: real", "reference: mean-image"}
+    assert all(designs["FD, ddim 10 NFE"] != "") and all(designs["FD, dpmpp-2m 10 NFE"] != "")
+    assert (tmp_path / "report" / "design.md").is_file()
+    assert (tmp_path / "report" / "quality_vs_nfe.png").is_file()
+    metrics = {p: p.read_bytes() for p in tmp_path.glob("*/metrics.json")}
+    run_design_study(base, tmp_path, [0], progress=False)  # complete: nothing trained or scored again
+    assert metrics == {p: p.read_bytes() for p in tmp_path.glob("*/metrics.json")}

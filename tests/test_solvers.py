@@ -1,0 +1,127 @@
+"""The ODE solvers (euler, heun, dpmpp-2m) against an analytic oracle: for Gaussian data N(M, S^2) the exact
+denoiser is D(y; sigma) = M + S^2 / (S^2 + sigma^2) (y - M), and the probability-flow ODE keeps
+(y - M) / sqrt(S^2 + sigma^2) constant, so the exact endpoint of any sampler is known in closed form and the
+error of each solver against its number of network calls shows its order."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import schedules
+from bench.denoiser import Denoiser
+from bench.diffusion import Diffusion
+from bench.sampling import SAMPLERS, ddim_timesteps, network_calls, sample
+from tests.oracles import M, S, gaussian_oracle
+
+# The steps each solver is run with, chosen so that its network calls span about 50 to 400 per image,
+# where every solver is in its asymptotic regime on the linear schedule (below about 40 calls DPM-Solver++'s
+# error is not yet monotone: the uniform timestep grid gives steps of very different size in lambda).
+STEPS = {"ddim": [50, 100, 200, 400], "euler": [50, 100, 200, 400], "heun": [25, 50, 100, 200],
+         "dpmpp-2m": [50, 100, 200, 400]}  # fmt: skip
+ORDER = {"ddim": 1, "euler": 1, "heun": 2, "dpmpp-2m": 2}
+
+
+@pytest.fixture(scope="module")
+def linear() -> Diffusion:
+    return Diffusion(schedules.get("linear")(1000))
+
+
+def exact_endpoint(diffusion: Diffusion, x_T: torch.Tensor) -> torch.Tensor:
+    """Where every sampler should land from x_T at t = T-1: the exact ODE solution at sigma_0 (the grid's
+    last timestep), then the exact denoiser there, which is the last step all of them take."""
+    sigma_max, sigma_min = diffusion.sigmas[-1].item(), diffusion.sigmas[0].item()
+    y_T = x_T * math.sqrt(1 + sigma_max**2)
+    y_min = M + (y_T - M) * math.sqrt(S**2 + sigma_min**2) / math.sqrt(S**2 + sigma_max**2)
+    return M + S**2 / (S**2 + sigma_min**2) * (y_min - M)
+
+
+def endpoint_error(diffusion: Diffusion, method: str, steps: int, prediction: str = "eps") -> float:
+    x_T = torch.randn(64, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    denoiser = Denoiser(gaussian_oracle(diffusion, prediction), diffusion, prediction)
+    settings = {"eta": 0.0} if method == "ddim" else {}
+    timesteps = ddim_timesteps(diffusion.num_timesteps, steps)
+    x = SAMPLERS.get(method)(denoiser, x_T.clone(), timesteps, **settings)
+    return (x - exact_endpoint(diffusion, x_T)).abs().max().item()
+
+
+@pytest.mark.parametrize("method", list(STEPS))
+def test_error_falls_with_network_calls_at_the_solvers_order(linear, method):
+    """The log-log slope of the endpoint error against NFE, fitted over the stated range, is the solver's
+    order: about 1 for DDIM (eta 0) and Euler, about 2 for Heun and DPM-Solver++(2M)."""
+    nfe = [network_calls(method, steps) for steps in STEPS[method]]
+    errors = [endpoint_error(linear, method, steps) for steps in STEPS[method]]
+    assert all(a > b for a, b in zip(errors, errors[1:], strict=False)), errors
+    slope = -np.polyfit(np.log(nfe), np.log(errors), 1)[0]
+    assert slope == pytest.approx(ORDER[method], abs=0.2), (nfe, errors)
+
+
+@pytest.mark.parametrize("prediction", ["x0", "v", "edm"])
+@pytest.mark.parametrize("method", ["euler", "heun", "dpmpp-2m"])
+def test_solvers_integrate_the_same_ode_whatever_the_target(linear, method, prediction):
+    """The oracle predicting x0, v or EDM's F is one denoiser: each solver lands where it does with eps."""
+    steps = STEPS[method][0]
+    assert endpoint_error(linear, method, steps, prediction) == pytest.approx(
+        endpoint_error(linear, method, steps, "eps"), rel=1e-6, abs=1e-9
+    )
+
+
+def test_euler_in_sigma_is_ddim_with_eta_zero(linear):
+    """The Euler step y' = y + (sigma' - sigma)(y - D) / sigma, in x_t, is DDIM's deterministic update."""
+    denoiser = Denoiser(gaussian_oracle(linear, "eps"), linear, "eps")
+    x_T = torch.randn(16, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for steps in (1, 2, 7, 50):
+        timesteps = ddim_timesteps(1000, steps)
+        by_euler = SAMPLERS.get("euler")(denoiser, x_T.clone(), timesteps)
+        by_ddim = SAMPLERS.get("ddim")(denoiser, x_T.clone(), timesteps, eta=0.0)
+        torch.testing.assert_close(by_euler, by_ddim, rtol=1e-10, atol=1e-10)
+
+
+class CountingNet:
+    """The Gaussian oracle, counting its calls and the items it was called on."""
+
+    def __init__(self, diffusion: Diffusion) -> None:
+        self.oracle, self.calls = gaussian_oracle(diffusion, "eps"), 0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.oracle(x, t)
+
+
+@pytest.mark.parametrize(
+    ("method", "steps", "expected"),
+    [("ddim", 10, 10), ("euler", 10, 10), ("dpmpp-2m", 10, 10), ("heun", 10, 19), ("heun", 2, 3),
+     ("one_shot", None, 1), ("ancestral", None, 1000)],
+)  # fmt: skip
+def test_declared_network_calls_are_the_calls_made(linear, method, steps, expected):
+    net = CountingNet(linear)
+    denoiser = Denoiser(net, linear, "eps" if method != "one_shot" else "x0")
+    sample(denoiser, (4, 2), method=method, steps=steps)
+    assert net.calls == expected
+    resolved = steps or (1 if method == "one_shot" else linear.num_timesteps)
+    assert network_calls(method, resolved) == expected
+
+
+def test_dpmpp_2m_starts_from_zero_terminal_snr():
+    """alpha_{T-1} = 0 makes lambda = -inf there; DPM-Solver++ still takes its first step, to the data
+    distribution of a v-predicting oracle, and the solvers in y = x_t / sqrt(alpha_bar) refuse clearly."""
+    ztsnr = Diffusion(schedules.make("linear", 1000, zero_terminal_snr=True))
+    denoiser = Denoiser(gaussian_oracle(ztsnr, "v"), ztsnr, "v")
+    g = torch.Generator().manual_seed(0)
+    out = sample(denoiser, (8000, 1), method="dpmpp-2m", steps=200, generator=g)
+    assert torch.isfinite(out).all()
+    assert out.mean().item() == pytest.approx(M, abs=0.02)
+    assert out.std().item() == pytest.approx(S, rel=0.03)
+    for method in ("euler", "heun"):
+        with pytest.raises(ValueError, match="infinite at a zero-terminal-SNR start; use dpmpp-2m or ddim"):
+            sample(denoiser, (2, 1), method=method, steps=4)
+
+
+@pytest.mark.parametrize(("method", "steps"), [("euler", 200), ("heun", 100), ("dpmpp-2m", 200)])
+def test_solvers_reproduce_the_data_distribution(linear, method, steps):
+    """From N(0, 1) noise, about 200 network calls of each solver with the exact denoiser give N(M, S^2)."""
+    denoiser = Denoiser(gaussian_oracle(linear, "eps"), linear, "eps")
+    out = sample(denoiser, (8000, 1), method=method, steps=steps, generator=torch.Generator().manual_seed(2))
+    assert out.mean().item() == pytest.approx(M, abs=0.02)
+    assert out.std().item() == pytest.approx(S, rel=0.03)
