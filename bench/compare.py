@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
+from .config import TrainConfig
 from .run_folder import RUN_FILES, Evaluation, RunFolder, RunMetrics, find_runs
 
 DESIGN = [
@@ -40,6 +41,8 @@ HEADLINE = [
     "sample_images_per_s",
 ]
 """What the terminal table shows unless ``--columns`` asks for others (the CSV has every column)."""
+TRAINING = TrainConfig()
+"""What a run's config.json from before a training field existed trained with."""
 SPEED = [
     "parameters",
     "forward_gflops",
@@ -72,10 +75,10 @@ def numbers(scores: dict | None) -> dict[str, float]:
 
 def run_rows(folder: RunFolder) -> list[dict]:
     """The run's own row, then one row per later ``bench eval`` entry (another sampler or step count)."""
-    metrics = folder.read_metrics()
-    row = run_row(folder, metrics)
+    metrics, config = folder.read_metrics(), folder.read_config_dict()
+    row = run_row(folder, metrics, config)
     rows = [row]
-    num_timesteps = int(folder.read_config_dict()["diffusion"]["timesteps"])
+    num_timesteps = int(config["diffusion"]["timesteps"])
     for entry in metrics.evaluations:
         rows.append(
             {
@@ -105,9 +108,8 @@ def standard_columns(scores: Evaluation) -> dict[str, float]:
     }
 
 
-def run_row(folder: RunFolder, metrics: RunMetrics) -> dict:
+def run_row(folder: RunFolder, metrics: RunMetrics, config: dict) -> dict:
     """One run as a flat dict: its design (from config.json) and its measurements (from metrics.json)."""
-    config = folder.read_config_dict()
     options = config.get("denoiser_options", {})
     train, sample = metrics.train, metrics.sample
     nfe = sample.network_evaluations_per_image or recorded_nfe(sample.steps, config["diffusion"]["timesteps"])
@@ -157,14 +159,16 @@ def target_label(options: dict) -> str:
 
 
 def loss_weight_label(train: dict) -> str:
-    weight = train.get("loss_weight", "uniform")
-    return f"min-snr-{train.get('min_snr_gamma', 5.0):g}" if weight == "min-snr" else weight
+    weight = train.get("loss_weight", TRAINING.loss_weight)
+    if weight == "min-snr":
+        return f"min-snr-{train.get('min_snr_gamma', TRAINING.min_snr_gamma):g}"
+    return weight
 
 
 def noise_levels_label(train: dict) -> str:
-    levels = train.get("noise_levels", "uniform")
+    levels = train.get("noise_levels", TRAINING.noise_levels)
     if levels == "lognormal":
-        return f"lognormal({train.get('p_mean', -1.2):g}, {train.get('p_std', 1.2):g})"
+        return f"lognormal({train.get('p_mean', TRAINING.p_mean):g}, {train.get('p_std', TRAINING.p_std):g})"
     return levels
 
 
@@ -370,6 +374,8 @@ def benchmark_table(files: list[Path]) -> pd.DataFrame:
                     "iqr_ms": st.get("iqr", math.nan) * 1e3,
                     "images_per_s": info.get("images_per_s"),
                     "forward_gflops": (info.get("forward_flops_per_image") or math.nan) / 1e9,
+                    "nfe": info.get("nfe"),
+                    "ms_per_call": info.get("ms_per_call"),
                 }
             )
     return pd.DataFrame(rows)

@@ -11,6 +11,7 @@ the schedule (sigma -> 0 and, with zero terminal SNR, sigma = inf).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -47,7 +48,8 @@ def check_prediction(prediction: str) -> str:
 
 
 def check_sigma_data(sigma_data: object) -> float:
-    if isinstance(sigma_data, bool) or not isinstance(sigma_data, int | float) or not sigma_data > 0:
+    number = isinstance(sigma_data, int | float) and not isinstance(sigma_data, bool)
+    if not (number and math.isfinite(sigma_data) and sigma_data > 0):
         raise ValueError(f"sigma_data must be a positive number, got {sigma_data!r}")
     return float(sigma_data)
 
@@ -84,7 +86,10 @@ class Denoiser:
         """Wrap a denoiser plugin's module with what its recipe (by default ``net.recipe``) declares."""
         recipe = recipe if recipe is not None else getattr(net, "recipe", None)
         if not all(hasattr(recipe, name) for name in ("prediction", "sigma_data")):
-            raise TypeError(f"{type(net).__name__} has no `recipe` of type denoisers.Recipe")
+            raise TypeError(
+                f"the recipe of {type(net).__name__} ({recipe!r}) does not say what it predicts: expected a "
+                "denoisers.Recipe, with prediction and sigma_data"
+            )
         return cls(net, diffusion, recipe.prediction, clip_x0, recipe.sigma_data)
 
     # ------------------------------------------------------------------ EDM's preconditioning (Table 1)

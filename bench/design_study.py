@@ -23,8 +23,8 @@ import pandas as pd
 from .config import RunConfig
 from .io import write_text_atomic
 
-TARGETS = ("eps", "x0", "v", "edm")
-LOSS_WEIGHTS = ("uniform", "min-snr")
+STUDY_TARGETS = ("eps", "x0", "v", "edm")
+STUDY_WEIGHTS = ("uniform", "min-snr")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class Scoring:
 FEW_CALLS = (Scoring("ddim", 10, 0.0), Scoring("dpmpp-2m", 10))
 """First- against second-order ODE solver at 10 network calls."""
 MANY_CALLS = Scoring("dpmpp-2m", 50)
-"""Scored beside the run's own sampling (50-step DDIM, eta 1); the better of the two is 'best at 50'."""
+"""Scored beside the run's own sampling (50-step DDIM, eta 1): the best sampler at 50 calls is the best of
+all a design was scored with at 50 calls."""
 SHOWN = ("fd", "kid_mean", "precision", "recall")
 
 
@@ -53,8 +54,8 @@ def design_configs(base: RunConfig, seeds: list[int]) -> list[RunConfig]:
         denoisers=[base.denoiser],
         schedules=[base.diffusion.schedule],
         seeds=seeds,
-        targets=TARGETS,
-        loss_weights=LOSS_WEIGHTS,
+        targets=STUDY_TARGETS,
+        loss_weights=STUDY_WEIGHTS,
     )
 
 
@@ -66,17 +67,22 @@ def score_missing(run_dir: Path, base: RunConfig, *, progress: bool) -> None:
 
     n, seed = base.sample.n, base.seed
     done = {
-        (e.sample.method, e.sample.steps, e.sample.eta)
+        key(e.sample.method, e.sample.steps, e.sample.eta)
         for e in RunFolder(run_dir).read_metrics().evaluations
         if (e.sample.n, e.sample.seed) == (n, seed)
     }
     missing: dict[tuple[str, float], list[int]] = {}
     for scoring in (*FEW_CALLS, MANY_CALLS):
-        if (scoring.method, scoring.steps, scoring.eta) not in done:
+        if key(scoring.method, scoring.steps, scoring.eta) not in done:
             missing.setdefault((scoring.method, scoring.eta), []).append(scoring.steps)
     for (method, eta), steps in missing.items():
         evaluate_run(run_dir, n=n, method=method, steps=steps, eta=eta, seed=seed, device=base.device,
                      progress=progress)  # fmt: skip
+
+
+def key(method: str, steps: int | None, eta: float) -> tuple:
+    """What tells two scorings apart: eta only for DDIM, the one sampler here that has it."""
+    return (method, steps, eta if method == "ddim" else None)
 
 
 def run_design_study(base: RunConfig, out: Path, seeds: list[int], *, progress: bool = True) -> list[Path]:
@@ -90,7 +96,7 @@ def run_design_study(base: RunConfig, out: Path, seeds: list[int], *, progress: 
         score_missing(run_dir, replace(base, seed=config.seed), progress=progress)
     report = out / "report"
     written = compare_report.write_folder_report(out, report, "fd")
-    table = design_table(out)
+    table = design_table(out)  # after the report: both read the same finished runs
     written.append(write_text_atomic(report / "design.csv", table.to_csv(index=False)))
     written.append(write_text_atomic(report / "design.md", compare_report.markdown_table(table)))
     return written
@@ -101,6 +107,8 @@ def design_table(out: Path) -> pd.DataFrame:
     sampler is better at 50 and its scores, the NLL bound; means over seeds ± their 95% interval; then the
     real-image floor and the mean-image ceiling."""
     from . import compare
+    from .compare_report import ddim_label
+    from .sampling import network_calls
 
     collection = compare.collect([out])
     if collection.runs.empty:
@@ -111,12 +119,16 @@ def design_table(out: Path) -> pd.DataFrame:
     for (target, weight), group in table.groupby(["target", "loss_weight"], sort=False):
         row = {"target": target, "loss weight": weight}
         for scoring in FEW_CALLS:
-            at = find(group, scoring.method, scoring.steps, scoring.eta)
-            row[f"FD, {scoring.method} {scoring.steps} NFE"] = shown.loc[at, "fd"] if at is not None else ""
-        found = (find(group, "ddim", 50, 1.0), find(group, MANY_CALLS.method, 50))
-        candidates = [i for i in found if i is not None]
-        best = min(candidates, key=lambda i: table.loc[i, "fd"]) if candidates else None
-        row["best at 50 NFE"] = sampler_label(table.loc[best]) if best is not None else ""
+            nfe = network_calls(scoring.method, scoring.steps)
+            at = find(group, scoring.method, nfe, scoring.eta)
+            row[f"FD, {scoring.method} {nfe} NFE"] = shown.loc[at, "fd"] if at is not None else ""
+        many = network_calls(MANY_CALLS.method, MANY_CALLS.steps)
+        candidates = group[(group["nfe"] == many) & group["fd"].notna()]
+        best = candidates["fd"].idxmin() if len(candidates) else None
+        if best is not None:
+            row["best at 50 NFE"] = table.loc[best, "sampler"] + ddim_label(table.loc[best, "eta"])
+        else:
+            row["best at 50 NFE"] = ""
         for metric in SHOWN:
             row[metric] = shown.loc[best, metric] if best is not None else ""
         row["NLL bits/dim"] = shown.loc[group.index[0], "nll_bpd"]
@@ -136,8 +148,3 @@ def find(group: pd.DataFrame, method: str, nfe: int, eta: float | None = None) -
         chosen &= group["eta"] == eta
     hits = group.index[chosen]
     return int(hits[0]) if len(hits) else None
-
-
-def sampler_label(row: pd.Series) -> str:
-    eta = row.get("eta")
-    return row["sampler"] + (f", eta {eta:g}" if isinstance(eta, float) and not math.isnan(eta) else "")

@@ -72,6 +72,7 @@ class Diffusion:
         # EDM's noise level of each timestep, increasing in t (inf where alpha_bar = 0: zero terminal SNR).
         self.sigmas = ((1.0 - self.alpha_bar) / self.alpha_bar).sqrt()
         self.log_sigmas = self.sigmas.log()
+        self._on_device: dict[tuple[str, torch.device], torch.Tensor] = {}
 
     def __repr__(self) -> str:
         return f"Diffusion(T={self.num_timesteps}, alpha_bar[-1]={self.alpha_bar[-1].item():.3g})"
@@ -92,11 +93,18 @@ class Diffusion:
             )
 
     # ------------------------------------------------------------------------------ EDM's variables
+    def _table(self, name: str, device: torch.device) -> torch.Tensor:
+        """A float64 table (``sigmas``, ``log_sigmas``) on ``device``, copied there once, not every step."""
+        key = (name, device)
+        if key not in self._on_device:
+            self._on_device[key] = getattr(self, name).to(device)
+        return self._on_device[key]
+
     def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
         """sigma at a real-valued t in [0, T-1]: log sigma interpolated linearly between the two neighbouring
         integer timesteps (k-diffusion's ``DiscreteSchedule.t_to_sigma``); float64, on t's device."""
         t = torch.as_tensor(t).double()
-        log_sigmas = self.log_sigmas.to(t.device)
+        log_sigmas = self._table("log_sigmas", t.device)
         if self.num_timesteps == 1:
             return log_sigmas[0].exp().expand_as(t)
         low = t.floor().long().clamp(0, self.num_timesteps - 2)
@@ -109,8 +117,14 @@ class Diffusion:
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         """The real-valued t whose interpolated sigma is ``sigma`` (the inverse of :meth:`t_to_sigma`),
         clamped to the schedule's range [sigma_0, sigma_{T-1}]; float64, on sigma's device."""
-        log_sigma = torch.as_tensor(sigma).double().log()
-        log_sigmas = self.log_sigmas.to(log_sigma.device)
+        return self.log_sigma_to_t(torch.as_tensor(sigma).double().log())
+
+    def log_sigma_to_t(self, log_sigma: torch.Tensor) -> torch.Tensor:
+        """:meth:`sigma_to_t` of exp(``log_sigma``). With zero terminal SNR, sigma_{T-1} is infinite and the
+        interpolation between T-2 and T-1 is flat until it: every finite sigma above sigma_{T-2} maps to
+        T-2, and only an infinite one to T-1."""
+        log_sigma = log_sigma.double()
+        log_sigmas = self._table("log_sigmas", log_sigma.device)
         if self.num_timesteps == 1:
             return torch.zeros_like(log_sigma)
         log_sigma = log_sigma.clamp(log_sigmas[0], log_sigmas[-1])
@@ -123,7 +137,7 @@ class Diffusion:
         """sigma_t per item, float64 on t's device: the grid value for integer t, interpolated for real t."""
         if t.is_floating_point():
             return self.t_to_sigma(t)
-        return self.sigmas.to(t.device)[t]
+        return self._table("sigmas", t.device)[t]
 
     def snr_at(self, t: torch.Tensor) -> torch.Tensor:
         """SNR = alpha_bar / (1 - alpha_bar) = 1 / sigma^2 per item (0 at a zero-terminal-SNR end)."""

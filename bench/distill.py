@@ -25,7 +25,7 @@ from .config import DistillConfig
 from .denoiser import Denoiser
 from .environment import configure_allocator, configure_tf32
 from .experiment import Experiment, load_run
-from .io import torch_save_atomic
+from .io import load_tensors, torch_save_atomic
 from .run_folder import RunFolder
 from .sampling import sample
 from .throughput import forward_flops_per_image
@@ -131,7 +131,7 @@ def make_pairs(
     }
     x_T, x0, seconds = [], [], 0.0
     if path.is_file():
-        saved = torch.load(path, weights_only=True)
+        saved = load_tensors(path)
         if saved["settings"] != settings:
             raise ValueError(
                 f"{path} holds pairs made with other settings ({saved['settings']}), not {settings}; remove "

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .config import SampleConfig
 from .experiment import Experiment, generate
 from .images import to_uint8
-from .io import torch_save_atomic
+from .io import load_tensors, torch_save_atomic
 from .metrics.fidelity import StandardInception
 
 CHUNK = 1000
@@ -66,7 +66,7 @@ def chunked_samples(
     for c in tqdm(range(chunks), desc="fid samples", unit="chunk", disable=not progress):
         path = folder / f"chunk-{chunk}-{c:05d}.pt"
         if path.is_file():
-            saved = torch.load(path, weights_only=True)
+            saved = load_tensors(path)
         else:
             start = time.perf_counter()
             batch = replace(cfg, batch_size=min(cfg.batch_size, chunk))

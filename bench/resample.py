@@ -88,7 +88,8 @@ def evaluate_run(
     T = exp.diffusion.num_timesteps
     entries: list[EvaluationEntry] = []
     configs = [sampler_config(exp, method=method, steps=count, eta=eta, n=n) for count in steps]  # checked
-    own = reusable(folder.read_metrics(), min(n, CLASSIFIER_SAMPLES), int(ckpt["step"]))
+    scored = n if extractor is None else min(n, CLASSIFIER_SAMPLES)  # what the classifier space sees
+    own = reusable(folder.read_metrics(), scored, int(ckpt["step"]))
     for cfg in configs:
         reuse = entries[0] if entries else own  # the reference rows and NLL bound do not change
         if extractor is None:

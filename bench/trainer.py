@@ -79,7 +79,7 @@ def lognormal_timesteps(
     real-valued timesteps through the log-sigma interpolation of the schedule (sigma outside the schedule's
     range is clamped to its ends, which the backbones were never asked to embed beyond)."""
     log_sigma = p_mean + p_std * torch.randn(batch, generator=generator, device=device, dtype=torch.float64)
-    return diffusion.sigma_to_t(log_sigma.exp())
+    return diffusion.log_sigma_to_t(log_sigma)
 
 
 def check_training_design(recipe: Recipe, diffusion: Diffusion, config: TrainConfig) -> None:

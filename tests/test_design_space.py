@@ -8,8 +8,9 @@ from dataclasses import replace
 
 import pytest
 
+from bench.compare import format_value
 from bench.config import RunConfig, SampleConfig, TrainConfig
-from bench.design_study import LOSS_WEIGHTS, TARGETS, design_configs, design_table, run_design_study
+from bench.design_study import STUDY_TARGETS, STUDY_WEIGHTS, design_configs, design_table, run_design_study
 from tests.helpers import FAST, invoke, run_ok
 
 WITH_EVAL = [a for a in FAST if a != "--no-eval"]
@@ -29,19 +30,36 @@ def test_an_edm_run_with_min_snr_lognormal_levels_and_dpmpp(tmp_path):
     assert metrics["sample"]["network_evaluations_per_image"] == 5
 
 
-def test_eval_over_step_counts_records_nfe_and_compare_draws_it(tmp_path):
+def test_eval_over_step_counts_records_nfe_and_compare_draws_it(tmp_path, monkeypatch):
+    import bench.measure
+    import bench.scoring
+
     args = ["--n-samples", "24", "--out", str(tmp_path), "--run-id", "ev", "--quiet"]
     result = invoke("run", *WITH_EVAL, *args)
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "ev"
+    calls = {"nll": 0, "references": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(bench.measure, "nll_bits_per_dim", counted("nll", bench.measure.nll_bits_per_dim))
+    monkeypatch.setattr(bench.scoring, "reference_rows", counted("references", bench.scoring.reference_rows))
     result = invoke("eval", str(run_dir), "--n", "24", "--method", "heun", "--steps", "2,3", "--quiet")
     assert result.exit_code == 0, result.output
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [(e["sample"]["steps"], e["sample"]["nfe"]) for e in metrics["evaluations"]] == [(2, 3), (3, 5)]
-    # the reference rows and the NLL bound do not depend on the sampler: measured once, the same numbers
+    # the reference rows and the NLL bound do not depend on the sampler: the run's own are reused
+    assert calls == {"nll": 0, "references": 0}
     first, second = metrics["evaluations"]
-    assert first["nll"] == second["nll"] and first["references"] == second["references"]
-    assert first["quality"] != second["quality"]
+    assert first["nll"] == second["nll"] == metrics["nll"] and first["references"] == metrics["references"]
+    result = invoke("eval", str(run_dir), "--n", "12", "--steps", "4,5", "--quiet")  # other n: measured once
+    assert result.exit_code == 0, result.output
+    assert calls == {"nll": 1, "references": 1}
 
     out = tmp_path / "report"
     result = invoke("compare", str(run_dir), "--out", str(out), "--columns", "nfe,fd")
@@ -50,7 +68,7 @@ def test_eval_over_step_counts_records_nfe_and_compare_draws_it(tmp_path):
     table = (out / "comparison.csv").read_text().splitlines()
     header = table[0].split(",")
     nfe = sorted(int(float(row.split(",")[header.index("nfe")])) for row in table[1:] if row.split(",")[0])
-    assert nfe == [3, 5, 5]  # the run's own 5-step DDIM, heun 2 and 3 steps
+    assert nfe == [3, 4, 5, 5]  # heun 2 steps, DDIM 4, heun 3 steps, the run's own DDIM 5 (and eval's)
 
 
 @pytest.mark.parametrize(
@@ -64,6 +82,8 @@ def test_eval_over_step_counts_records_nfe_and_compare_draws_it(tmp_path):
         (["--sampler", "heun", "--sample-steps", "1"], "sampler 'heun' needs at least 2 steps, got 1"),
         (["-o", "terminal=True", "--target", "x0", "--noise-levels", "lognormal"], "trains at t = T-1 only"),
         (["--zero-terminal-snr", "--loss-weight", "edm"], "infinite where SNR = 0"),
+        (["--target", "v", "--sigma-data", "0.3"], "--sigma-data is EDM's: it acts only with --target edm"),
+        (["--target", "edm", "-o", "sigma_data=1e999"], "sigma_data must be a positive number, got inf"),
     ],
 )
 def test_bad_design_input_is_a_usage_error_and_writes_nothing(tmp_path, args, message):
@@ -106,9 +126,9 @@ def test_bench_sample_names_files_with_the_samplers_own_settings(tmp_path):
 
 def test_the_design_study_covers_every_target_and_weight_at_one_budget():
     configs = design_configs(RunConfig(), seeds=[0, 1])
-    assert len(configs) == len(TARGETS) * len(LOSS_WEIGHTS) * 2
+    assert len(configs) == len(STUDY_TARGETS) * len(STUDY_WEIGHTS) * 2
     assert {(c.denoiser_options.get("target"), c.train.loss_weight) for c in configs} == {
-        (t, w) for t in TARGETS for w in LOSS_WEIGHTS
+        (t, w) for t in STUDY_TARGETS for w in STUDY_WEIGHTS
     }
     assert len({(c.train.steps, c.train.batch_size, c.dataset, c.diffusion, c.sample) for c in configs}) == 1
 
@@ -132,6 +152,18 @@ def test_the_design_study_runs_scores_and_tabulates_then_skips_what_it_has(tmp_p
     assert all(designs["FD, ddim 10 NFE"] != "") and all(designs["FD, dpmpp-2m 10 NFE"] != "")
     assert (tmp_path / "report" / "design.md").is_file()
     assert (tmp_path / "report" / "quality_vs_nfe.png").is_file()
+    # a cell is the run's own number: eps with uniform weight, DDIM (eta 0) at 10 calls, and the best at 50
+    eps = json.loads((tmp_path / "tiny-test-eps-linear-s0" / "metrics.json").read_text())
+    fd = {}
+    for entry in eps["evaluations"]:
+        sample = entry["sample"]
+        eta = (sample["eta"],) if sample["method"] == "ddim" else ()
+        fd[(sample["method"], sample["steps"], *eta)] = entry["quality"]["fd"]
+    row = designs[(designs["target"] == "eps") & (designs["loss weight"] == "uniform")].iloc[0]
+    assert row["FD, ddim 10 NFE"] == format_value(fd["ddim", 10, 0.0])
+    best = min(eps["quality"]["fd"], fd["dpmpp-2m", 50])
+    assert row["fd"] == format_value(best)
+    assert row["best at 50 NFE"] == ("ddim, eta 1" if best == eps["quality"]["fd"] else "dpmpp-2m")
     metrics = {p: p.read_bytes() for p in tmp_path.glob("*/metrics.json")}
     run_design_study(base, tmp_path, [0], progress=False)  # complete: nothing trained or scored again
     assert metrics == {p: p.read_bytes() for p in tmp_path.glob("*/metrics.json")}

@@ -174,7 +174,7 @@ def test_ddim_timesteps():
 
 def test_zero_terminal_snr_needs_x0_or_v(diffusion):
     ztsnr = Diffusion(schedules.make("linear", 1000, zero_terminal_snr=True))
-    with pytest.raises(ValueError, match="zero-terminal-SNR.*'v' or 'x0'"):
+    with pytest.raises(ValueError, match="zero-terminal-SNR.*'v', 'x0' or 'edm'"):
         sample(Denoiser(lambda x, t: x, ztsnr), (2, 2), method="ddim", steps=5)
     out = sample(
         Denoiser(gaussian_oracle(ztsnr, "v"), ztsnr, "v"),

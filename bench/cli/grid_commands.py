@@ -16,6 +16,7 @@ from .run_options import (
     DEFAULTS,
     SEEDS,
     channels_last_option,
+    check_sigma_data_applies,
     config_from_options,
     device_option,
     fused_norm_option,
@@ -45,6 +46,7 @@ def sweep(out: Path, quiet: bool, **values: Any) -> None:
     from .. import compare_report
     from ..sweep import grid, run_sweep
 
+    check_sigma_data_applies(values)
     names, schedule_names, seeds = values.pop("denoiser"), values.pop("schedule"), values.pop("seeds")
     targets: list[str | None] = values.pop("target") or [None]
     weights: list[str] = values.pop("loss_weight")
@@ -189,10 +191,10 @@ def study_design(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> N
     and EDM's F, each with uniform and min-SNR-5 loss weighting, at one budget; scores each with DDIM (eta
     0) and DPM-Solver++(2M) at 10 network calls and with the better of DDIM (eta 1) and DPM-Solver++(2M) at
     50; writes OUT/report/ with design.md, and prints it. Finished runs and scores are kept."""
-    from ..compare_report import markdown_table
-    from ..design_study import design_table, run_design_study
+    from ..design_study import run_design_study
 
-    for path in run_design_study(study_base(**settings, seed=seeds[0]), out, seeds, progress=not quiet):
+    written = run_design_study(study_base(**settings, seed=seeds[0]), out, seeds, progress=not quiet)
+    for path in written:
         click.echo(f"wrote {path}")
     click.echo("")
-    click.echo(markdown_table(design_table(out)))
+    click.echo((out / "report" / "design.md").read_text())

@@ -14,6 +14,7 @@ from . import main
 from .options import DATASET, SAMPLER, CommaList, config_option, positive_int, usage_errors
 from .run_options import (
     DEFAULTS,
+    check_sigma_data_applies,
     config_from_options,
     device_option,
     extend_budget,
@@ -55,6 +56,7 @@ def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **value
     if resume is not None:
         config = extend_budget(RunFolder(resume).read_config(), values)
     else:
+        check_sigma_data_applies(values)
         config = config_from_options(values)
     run_dir = runner.execute(
         config, out=out, run_id=run_id, resume=resume, download=values["download"], progress=not quiet

@@ -401,6 +401,18 @@ def config_from_options(values: dict[str, Any]) -> RunConfig:
     )
 
 
+def check_sigma_data_applies(values: dict[str, Any]) -> None:
+    """--sigma-data acts only on EDM's target or weighting; elsewhere it would change nothing but the
+    design's name, so it is refused (``target`` and ``loss_weight`` may be a grid's lists)."""
+    chosen = [values.get("target"), values.get("loss_weight")]
+    named = {v for value in chosen for v in (value if isinstance(value, list) else [value])}
+    if values.get("sigma_data") is not None and "edm" not in named:
+        raise ValueError(
+            "--sigma-data is EDM's: it acts only with --target edm or --loss-weight edm; give one of them "
+            "or leave it out"
+        )
+
+
 def extend_budget(config: RunConfig, values: dict[str, Any]) -> RunConfig:
     """On --resume the saved config rules; only a budget given on the command line (--steps, --minutes)
     replaces the saved one, so a finished run can be trained further."""

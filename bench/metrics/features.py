@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.io import cache_root, read_json, torch_save_atomic, write_json_atomic
+from bench.io import cache_root, load_tensors, read_json, torch_save_atomic, write_json_atomic
 
 from .classifier import (
     NET_VERSION,
@@ -154,7 +154,7 @@ def _load_cached(
             raise ValueError("its record was trained on other data")
         c = record["image_shape"][0]
         net = FeatureNet(c, record["num_classes"], config.width, config.feature_dim, config.dropout)
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        net.load_state_dict(load_tensors(path))
     except Exception as exc:  # any damage means: train again rather than fail the run
         warnings.warn(f"ignoring the damaged feature-classifier cache {path}: {exc}", stacklevel=3)
         return None

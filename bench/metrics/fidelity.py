@@ -133,7 +133,7 @@ def reference_features(
     data = hashlib.sha256(train_images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:12]
     path = cache_root() / "fid-reference" / f"{dataset}-{size}-{data}-{extractor.weights_hash}.pt"
     if path.is_file():
-        return torch.load(path, weights_only=True)["features"]
+        return load_tensors(path)["features"]
     features, _ = extractor.features(train_images, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch_save_atomic(path, {"features": features, "n": train_images.shape[0]})

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from numpy.typing import ArrayLike
 from torch import Tensor, nn
 
+from ..io import UnreadableTensorFile, load_tensors
 from .distances import frechet_distance
 
 WEIGHTS_ENV = "BENCH_INCEPTION_WEIGHTS"
@@ -101,9 +102,9 @@ class InceptionFeatures:
 
         path = Path(path).expanduser()
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise InceptionUnavailable(f"cannot read Inception-V3 weights from {path}: {exc}") from exc
+            state = load_tensors(path)
+        except (UnreadableTensorFile, OSError) as exc:
+            raise InceptionUnavailable(f"cannot read Inception-V3 weights: {exc}") from None
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
         if not isinstance(state, dict) or "fc.weight" not in state:

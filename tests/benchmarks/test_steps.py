@@ -17,7 +17,7 @@ from bench.config import TrainConfig
 from bench.denoiser import Denoiser
 from bench.diffusion import Diffusion
 from bench.environment import configure_allocator, device_name
-from bench.sampling import sample
+from bench.sampling import network_calls, sample
 from bench.throughput import forward_flops_per_image
 from bench.trainer import Trainer
 
@@ -106,4 +106,30 @@ def test_sampler_step(benchmark, name, preset, shape, cpu_batch, gpu_batch):
 
     step()
     benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+    images_per_s(benchmark, batch)
+
+
+SOLVERS = [("ddim", {"eta": 0.0}), ("euler", {}), ("heun", {}), ("dpmpp-2m", {})]
+
+
+@pytest.mark.parametrize(("method", "settings"), SOLVERS, ids=[m for m, _ in SOLVERS])
+def test_solver_cost_per_network_call(benchmark, method, settings):
+    """Ten steps of each ODE solver on the small U-Net: the solvers' own arithmetic should cost nothing
+    measurable beside the network, so time per network call (extra_info) should match DDIM's."""
+    benchmark.group = "solver:unet-small"
+    shape, batch, steps = (1, 28, 28), (256 if CUDA else 64), 10
+    torch.manual_seed(0)
+    net = denoisers.get("unet")(shape, preset="small").to(DEVICE, memory_format=torch.channels_last).eval()
+    denoiser = Denoiser.of(net, Diffusion(schedules.get("linear")(1000)))
+    record(benchmark, net, shape, batch)
+    calls = network_calls(method, steps)
+
+    def run():
+        sample(denoiser, (batch, *shape), method=method, steps=steps, device=DEVICE, **settings)
+        sync()
+
+    run()
+    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    median = benchmark.stats.stats.median
+    benchmark.extra_info.update({"nfe": calls, "ms_per_call": 1e3 * median / calls})
     images_per_s(benchmark, batch)
