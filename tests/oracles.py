@@ -9,33 +9,17 @@ import math
 import torch
 
 from bench.diffusion import Diffusion
+from bench.oracles import GaussianData
 from bench.sampling import ddim_timesteps
 
 M, S = 0.4, 0.3  # data x0 ~ N(M, S^2) per dimension
+GAUSSIAN = GaussianData(M, S)
 
 
 def gaussian_oracle(diffusion: Diffusion, prediction: str = "eps", sigma_data: float = 0.5):
-    """The exact minimiser of L_simple for x0 ~ N(M, S^2): E[target | x_t], linear in x_t.
-
-    For ``edm`` it is EDM's F written in EDM's own variables (Karras et al. 2022, Table 1): the input is
-    c_in y, so y = input * sqrt(sigma^2 + sd^2), D(y; sigma) = M + S^2 / (S^2 + sigma^2) (y - M), and
-    F = (D - c_skip y) / c_out."""
-
-    def model(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        shape = (-1, *[1] * (x_t.ndim - 1))
-        if prediction == "edm":
-            sigma, sd = diffusion.sigmas[t].view(shape).to(x_t), sigma_data
-            y = x_t * (sigma**2 + sd**2).sqrt()
-            denoised = M + S**2 / (S**2 + sigma**2) * (y - M)
-            c_skip, c_out = sd**2 / (sigma**2 + sd**2), sigma * sd / (sigma**2 + sd**2).sqrt()
-            return (denoised - c_skip * y) / c_out
-        a = diffusion.sqrt_alpha_bar[t].view(shape).to(x_t)
-        b = diffusion.sqrt_one_minus_alpha_bar[t].view(shape).to(x_t)
-        resid = (x_t - a * M) / (a**2 * S**2 + b**2)
-        eps, x0 = b * resid, M + a * S**2 * resid
-        return {"eps": eps, "x0": x0, "v": a * eps - b * x0}[prediction]
-
-    return model
+    """The exact minimiser of L_simple for x0 ~ N(M, S^2): E[target | x_t], linear in x_t (for ``edm``, EDM's
+    F in EDM's own variables: see :class:`bench.oracles.GaussianData`)."""
+    return GAUSSIAN.network(diffusion, prediction, sigma_data)
 
 
 def mixture_oracle(diffusion: Diffusion, weights, means, std):

@@ -13,7 +13,7 @@ import schedules
 from bench.denoiser import Denoiser
 from bench.diffusion import Diffusion
 from bench.sampling import SAMPLERS, ddim_timesteps, network_calls, sample
-from tests.oracles import M, S, gaussian_oracle
+from tests.oracles import GAUSSIAN, M, S, gaussian_oracle
 
 # The steps each solver is run with, chosen so that its network calls span about 50 to 400 per image,
 # where every solver is in its asymptotic regime on the linear schedule (below about 40 calls DPM-Solver++'s
@@ -28,22 +28,24 @@ def linear() -> Diffusion:
     return Diffusion(schedules.get("linear")(1000))
 
 
-def exact_endpoint(diffusion: Diffusion, x_T: torch.Tensor) -> torch.Tensor:
-    """Where every sampler should land from x_T at t = T-1: the exact ODE solution at sigma_0 (the grid's
-    last timestep), then the exact denoiser there, which is the last step all of them take."""
-    sigma_max, sigma_min = diffusion.sigmas[-1].item(), diffusion.sigmas[0].item()
-    y_T = x_T * math.sqrt(1 + sigma_max**2)
-    y_min = M + (y_T - M) * math.sqrt(S**2 + sigma_min**2) / math.sqrt(S**2 + sigma_max**2)
-    return M + S**2 / (S**2 + sigma_min**2) * (y_min - M)
-
-
 def endpoint_error(diffusion: Diffusion, method: str, steps: int, prediction: str = "eps") -> float:
-    x_T = torch.randn(64, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    denoiser = Denoiser(gaussian_oracle(diffusion, prediction), diffusion, prediction)
+    """The largest distance from the exact ODE endpoint (bench.oracles.GaussianData.ode_endpoint) over 64
+    noises; the endpoint itself is checked against the ODE's invariant below."""
     settings = {"eta": 0.0} if method == "ddim" else {}
-    timesteps = ddim_timesteps(diffusion.num_timesteps, steps)
-    x = SAMPLERS.get(method)(denoiser, x_T.clone(), timesteps, **settings)
-    return (x - exact_endpoint(diffusion, x_T)).abs().max().item()
+    return GAUSSIAN.sampler_error(diffusion, method, steps, prediction=prediction, **settings)
+
+
+def test_the_exact_endpoint_keeps_the_odes_invariant(linear):
+    """(y - M) / sqrt(S^2 + sigma^2) is the same at sigma_{T-1} and sigma_0, and the endpoint is E[x0 | y]
+    there; many Heun steps land on it."""
+    x_T = torch.linspace(-3, 3, 7, dtype=torch.float64).view(-1, 1)
+    sigma_max, sigma_min = linear.sigmas[-1].item(), linear.sigmas[0].item()
+    end = GAUSSIAN.ode_endpoint(linear, x_T)
+    y_min = M + (end - M) * (S**2 + sigma_min**2) / S**2  # undo the exact denoiser at sigma_0
+    invariant_T = (x_T * math.sqrt(1 + sigma_max**2) - M) / math.sqrt(S**2 + sigma_max**2)
+    invariant_0 = (y_min - M) / math.sqrt(S**2 + sigma_min**2)
+    torch.testing.assert_close(invariant_0, invariant_T, rtol=1e-12, atol=1e-12)
+    assert GAUSSIAN.sampler_error(linear, "heun", 1000) < 3e-5
 
 
 @pytest.mark.parametrize("method", list(STEPS))
