@@ -127,6 +127,9 @@ def quality_vs_nfe(runs: pd.DataFrame, metric: str, path: Path) -> Path | None:
     for label, mean in lines:
         ax.plot(mean.index, mean.values, "o-", label=label)
     ax.set_xscale("log")
+    calls = sorted({nfe for _, mean in lines for nfe in mean.index})
+    ax.set_xticks(calls, [f"{nfe:g}" for nfe in calls])
+    ax.minorticks_off()
     ax.set_xlabel("network function evaluations per image (NFE)")
     ax.set_ylabel(f"{metric} (lower is better)")
     ax.set_title("Sample quality against network calls")

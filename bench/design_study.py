@@ -41,7 +41,8 @@ FEW_CALLS = (Scoring("ddim", 10, 0.0), Scoring("dpmpp-2m", 10))
 MANY_CALLS = Scoring("dpmpp-2m", 50)
 """Scored beside the run's own sampling (50-step DDIM, eta 1): the best sampler at 50 calls is the best of
 all a design was scored with at 50 calls."""
-SHOWN = ("fd", "kid_mean", "precision", "recall")
+SHOWN = {"fd": "FD", "kid_mean": "KID", "precision": "precision", "recall": "recall"}
+"""The scores of the best sampler at 50 calls, and their column names."""
 
 
 def design_configs(base: RunConfig, seeds: list[int]) -> list[RunConfig]:
@@ -121,22 +122,24 @@ def design_table(out: Path) -> pd.DataFrame:
         for scoring in FEW_CALLS:
             nfe = network_calls(scoring.method, scoring.steps)
             at = find(group, scoring.method, nfe, scoring.eta)
-            row[f"FD, {scoring.method} {nfe} NFE"] = shown.loc[at, "fd"] if at is not None else ""
+            eta = ddim_label(scoring.eta if scoring.method == "ddim" else math.nan)
+            row[f"FD at {nfe} NFE, {scoring.method}{eta}"] = shown.loc[at, "fd"] if at is not None else ""
         many = network_calls(MANY_CALLS.method, MANY_CALLS.steps)
         candidates = group[(group["nfe"] == many) & group["fd"].notna()]
         best = candidates["fd"].idxmin() if len(candidates) else None
-        if best is not None:
-            row["best at 50 NFE"] = table.loc[best, "sampler"] + ddim_label(table.loc[best, "eta"])
-        else:
-            row["best at 50 NFE"] = ""
-        for metric in SHOWN:
-            row[metric] = shown.loc[best, metric] if best is not None else ""
+        sampler = table.loc[best, "sampler"] + ddim_label(table.loc[best, "eta"]) if best is not None else ""
+        row[f"best sampler at {many} NFE"] = sampler
+        for metric, label in SHOWN.items():
+            row[f"{label} at {many}"] = shown.loc[best, metric] if best is not None else ""
         row["NLL bits/dim"] = shown.loc[group.index[0], "nll_bpd"]
         row["seeds"] = int(group["seeds"].iloc[0])
         rows.append(row)
-    for name, values in compare.references(collection.runs).items():
+    many = network_calls(MANY_CALLS.method, MANY_CALLS.steps)
+    floor_first = sorted(compare.references(collection.runs).items(), key=lambda item: item[0] != "real")
+    for name, values in floor_first:
         reference = {"target": f"reference: {name}"}
-        reference.update({metric: compare.format_value(values.get(metric, math.nan)) for metric in SHOWN})
+        for metric, label in SHOWN.items():
+            reference[f"{label} at {many}"] = compare.format_value(values.get(metric, math.nan))
         rows.append(reference)
     return pd.DataFrame(rows, dtype=object).fillna("")
 
