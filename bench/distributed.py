@@ -46,6 +46,15 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     return box[0]
 
 
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """Whether ``flag`` is true on any rank (every rank gets the same answer)."""
+    if info.world_size == 1:
+        return flag
+    box = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(box, op=dist.ReduceOp.MAX)
+    return bool(box.item())
+
+
 def barrier(info: DistInfo) -> None:
     if info.world_size > 1:
         dist.barrier()

@@ -5,14 +5,17 @@ that describes itself."""
 from __future__ import annotations
 
 import secrets
+import threading
 import time
-from dataclasses import replace
+import warnings
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .cluster.claims import ClaimedElsewhere, Holder, claim, release
 from .config import RunConfig, SampleConfig
 from .denoiser import Denoiser
 from .distill import Pairs, Teacher, distillation_metrics, load_teacher, make_pairs
@@ -41,43 +44,84 @@ def execute(
     resume: Path | None = None,
     download: bool = False,
     progress: bool = True,
+    stop: threading.Event | None = None,
 ) -> Path:
-    """Train, sample and measure one run; returns its folder. ``resume`` continues a run folder instead."""
+    """Train, sample and measure one run; returns its folder. ``resume`` continues a run folder instead
+    (or starts one in an empty folder). The folder is claimed while it trains (:mod:`bench.cluster.claims`):
+    one another live process or job holds raises ClaimedElsewhere. ``stop``, once set, ends training after
+    a step as Ctrl-C does."""
     dist = init_distributed(resolve_device(config.device).type)
     try:
-        return _execute(
-            config, dist, out=out, run_id=run_id, resume=resume, download=download, progress=progress
-        )
+        t0 = time.perf_counter()
+        setup = prepare(config, download=download)  # every check of the input, before anything is written
+        setup.phases["setup_s"] = time.perf_counter() - t0
+        folder, holder = claim_folder(config, dist, out=out, run_id=run_id, resume=resume)
+        try:
+            return train_and_finish(
+                config, setup, folder, dist, resumed=resume is not None, progress=progress, stop=stop
+            )
+        finally:
+            if holder is not None:
+                release(folder.path, holder)
     finally:
         shutdown(dist)
 
 
-def _execute(
-    config: RunConfig,
-    dist: DistInfo,
-    *,
-    out: Path,
-    run_id: str | None,
-    resume: Path | None,
-    download: bool,
-    progress: bool,
-) -> Path:
-    phases: dict[str, float] = {}
-    t0 = time.perf_counter()
+@dataclass
+class Setup:
+    """What a config resolves to, checked before the run folder exists."""
+
+    exp: Experiment
+    sample_cfg: SampleConfig
+    teacher: Teacher | None
+    inception: StandardInception | None
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+def prepare(config: RunConfig, *, download: bool) -> Setup:
     exp = build_experiment(config, download=download)
     sample_cfg = resolve_sampler(config.sample, exp.recipe)
-    check_training_design(exp.recipe, exp.diffusion, config.train)  # before anything is written
+    check_training_design(exp.recipe, exp.diffusion, config.train)
     teacher = load_teacher(config.distill, exp) if exp.recipe.pairs == "teacher" else None
-    inception = standard_inception(config, exp, download=download)
-    phases["setup_s"] = time.perf_counter() - t0
-    progress = progress and dist.is_main
+    return Setup(exp, sample_cfg, teacher, standard_inception(config, exp, download=download))
 
+
+def claim_folder(
+    config: RunConfig, dist: DistInfo, *, out: Path, run_id: str | None, resume: Path | None
+) -> tuple[RunFolder, Holder | None]:
+    """The main process creates (or, resuming, takes) the run folder and claims it; every process learns
+    the folder, or that a live holder has it (then all raise ClaimedElsewhere)."""
+    holder, shared = None, None
     if dist.is_main:
         run_dir = resume if resume is not None else create_run_dir(out, run_id or new_run_id(config))
-    else:
-        run_dir = None
-    folder = RunFolder(broadcast_object(str(run_dir) if run_dir else None, dist))
+        holder, refusal = Holder.here(), None
+        try:
+            note = claim(run_dir, holder)
+            if note:
+                warnings.warn(note, stacklevel=3)
+        except ClaimedElsewhere as exc:
+            holder, refusal = None, str(exc)
+        shared = (str(run_dir), refusal)
+    run_dir, refusal = broadcast_object(shared, dist)
+    if refusal:
+        raise ClaimedElsewhere(refusal)
+    return RunFolder(run_dir), holder
 
+
+def train_and_finish(
+    config: RunConfig,
+    setup: Setup,
+    folder: RunFolder,
+    dist: DistInfo,
+    *,
+    resumed: bool,
+    progress: bool,
+    stop: threading.Event | None,
+) -> Path:
+    exp, sample_cfg, teacher, inception, phases = (
+        setup.exp, setup.sample_cfg, setup.teacher, setup.inception, setup.phases
+    )  # fmt: skip
+    progress = progress and dist.is_main
     pairs = None
     if teacher is not None:
         pairs = teacher_pairs(teacher, config, folder, dist, progress=progress)
@@ -92,10 +136,11 @@ def _execute(
         seed=config.seed,
         dist=dist,
         inputs=pairs.x_T if pairs is not None else None,
+        stop=stop,
     )
     history: list[dict] = []
     scores: list[dict] = []  # eval.csv, with --eval-every
-    if resume is not None and folder.checkpoint.exists():
+    if resumed and folder.checkpoint.exists():
         ckpt = load_checkpoint(folder.checkpoint, exp.identity)
         trainer.load_state_dict(ckpt)
         history = [row for row in folder.read_loss_curve() if row["step"] <= trainer.step]

@@ -32,10 +32,11 @@ EVAL_NAME = "eval.csv"  # quality against training step, with --eval-every
 SAMPLES_PNG_NAME = "samples.png"
 SAMPLES_NPZ_NAME = "samples.npz"
 PAIRS_NAME = "pairs.pt"  # a distilled design's teacher pairs (bench.distill)
+CLAIM_NAME = "claim.json"  # who trains the run now (bench.cluster.claims)
 EXTRA_SAMPLES_DIR = "samples"  # what `bench sample` adds later, beside the run's own files
 RUN_FILES = (
     *(CONFIG_NAME, STATUS_NAME, METRICS_NAME, ENVIRONMENT_NAME),
-    *(LOSS_NAME, EVAL_NAME, CHECKPOINT_NAME, PAIRS_NAME),
+    *(LOSS_NAME, EVAL_NAME, CHECKPOINT_NAME, PAIRS_NAME, CLAIM_NAME),
 )
 
 Scores = dict[str, float]

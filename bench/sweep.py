@@ -18,15 +18,22 @@ import functools
 import itertools
 import json
 import math
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import RunConfig
 from .io import read_json, write_json_atomic
 from .run_folder import RunFolder
 
+if TYPE_CHECKING:
+    from .cluster.executors import ExecutorConfig
+
 SWEEP_NAME = "sweep.json"
+LEFT_POLL_S = 5.0  # how often a sweep looks at the points another process or job is training
 BUDGET_KINDS = ("steps", "minutes", "flops")
 
 
@@ -150,43 +157,53 @@ def config_differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]
 
 
 def run_or_resume(
-    config: RunConfig, out: Path, name: str, *, progress: bool = True, download: bool = False
+    config: RunConfig,
+    out: Path,
+    name: str,
+    *,
+    progress: bool = True,
+    download: bool = False,
+    stop: threading.Event | None = None,
 ) -> tuple[Path, str]:
     """Train ``config`` into ``out/name``: skip it when complete, resume it when half done, start it when
-    absent. Returns the folder and what was done (``skipped``, ``resumed`` or ``started``)."""
+    absent. Returns the folder and what was done (``skipped``, ``resumed`` or ``started``).
+
+    ``execute`` claims the folder while it trains (:mod:`bench.cluster.claims`), so a sweep run twice at
+    once, or by several jobs, trains each grid point once; a folder another live process or job holds raises
+    :class:`~bench.cluster.claims.ClaimedElsewhere`."""
     from .run import execute
 
     folder = RunFolder(out / name)
     run_dir = folder.path
-    if run_dir.exists():
-        if folder.is_run():
-            # read through RunConfig, so a field added since the folder was written takes its default
-            diffs = config_differences(folder.read_config().to_dict(), config.to_dict())
-            if diffs:
-                raise ValueError(
-                    f"{run_dir} holds a run with another configuration ({'; '.join(diffs)}); "
-                    "choose another --out for a different sweep"
-                )
-        if folder.state() == "complete":
-            return run_dir, "skipped"
-        execute(config, resume=run_dir, progress=progress, download=download)
-        return run_dir, "resumed"
-    out.mkdir(parents=True, exist_ok=True)
-    execute(config, out=out, run_id=name, progress=progress, download=download)
-    return run_dir, "started"
+    if folder.is_run():
+        # read through RunConfig, so a field added since the folder was written takes its default
+        diffs = config_differences(folder.read_config().to_dict(), config.to_dict())
+        if diffs:
+            raise ValueError(
+                f"{run_dir} holds a run with another configuration ({'; '.join(diffs)}); "
+                "choose another --out for a different sweep"
+            )
+    if folder.state() == "complete":
+        return run_dir, "skipped"
+    action = "resumed" if folder.checkpoint.exists() else "started"
+    settings = {"progress": progress, "download": download, "stop": stop}
+    try:
+        if not run_dir.exists():
+            out.mkdir(parents=True, exist_ok=True)
+            execute(config, out=out, run_id=name, **settings)
+            return run_dir, action
+    except FileExistsError:  # another sweep made it between our look and our mkdir: its claim decides
+        pass
+    execute(config, resume=run_dir, **settings)
+    return run_dir, action
 
 
-def run_sweep(
-    configs: list[RunConfig],
-    budget: Budget,
-    out: Path,
-    *,
-    progress: bool = True,
-    download: bool = False,
-    on_run: Callable[[int, int, str, str], None] | None = None,
-) -> list[Path]:
-    """Train every config (with the budget applied) one after another into ``out``; records the grid in
-    ``out/sweep.json`` first, so an interrupted sweep says what it was asked to do."""
+def prepare_sweep(
+    configs: list[RunConfig], budget: Budget, out: Path, *, command: str | None = None
+) -> list[tuple[str, RunConfig]]:
+    """Every config with the budget applied, named by its grid point; records the grid in
+    ``out/sweep.json`` first (with the command that made it), so an interrupted sweep says what it was
+    asked to do, and a sweep with another budget in the same folder is refused."""
     budgeted = [apply_budget(c, budget) for c in configs]
     names = [run_id(c) for c in budgeted]
     out.mkdir(parents=True, exist_ok=True)
@@ -203,12 +220,76 @@ def run_sweep(
                 f"{budget.describe()!r}; choose another --out"
             )
         manifest["runs"] = {**old.get("runs", {}), **manifest["runs"]}
+        manifest["command"] = old.get("command")
+    if command is not None:
+        manifest["command"] = command
+    manifest = {k: v for k, v in manifest.items() if v is not None}
     if manifest != old:  # an unchanged sweep leaves its manifest untouched
         write_json_atomic(path, manifest)
-    folders = []
-    for i, (name, config) in enumerate(zip(names, budgeted, strict=True), start=1):
-        run_dir, action = run_or_resume(config, out, name, progress=progress, download=download)
+    return list(zip(names, budgeted, strict=True))
+
+
+def run_sweep(
+    configs: list[RunConfig],
+    budget: Budget,
+    out: Path,
+    *,
+    progress: bool = True,
+    download: bool = False,
+    on_run: Callable[[int, int, str, str], None] | None = None,
+    command: str | None = None,
+) -> list[Path]:
+    """Train every config (with the budget applied) one after another in this process into ``out``. A point
+    another live process or job is training is left to it and waited for at the end (and trained here if
+    its holder dies first)."""
+    from .cluster.claims import ClaimedElsewhere
+
+    points = prepare_sweep(configs, budget, out, command=command)
+    left: dict[str, tuple[int, RunConfig]] = {}
+    for i, (name, config) in enumerate(points, start=1):
+        try:
+            _, action = run_or_resume(config, out, name, progress=progress, download=download)
+        except ClaimedElsewhere:
+            left[name] = (i, config)
+            action = "left to the process or job that holds it"
         if on_run is not None:
-            on_run(i, len(names), name, action)
-        folders.append(run_dir)
-    return folders
+            on_run(i, len(points), name, action)
+    while left:
+        time.sleep(LEFT_POLL_S)
+        for name, (i, config) in list(left.items()):
+            try:
+                _, action = run_or_resume(config, out, name, progress=progress, download=download)
+            except ClaimedElsewhere:
+                continue
+            del left[name]
+            if on_run is not None:
+                on_run(i, len(points), name, action)
+    return [out / name for name, _ in points]
+
+
+def submit_sweep(
+    configs: list[RunConfig],
+    budget: Budget,
+    out: Path,
+    execution: ExecutorConfig,
+    *,
+    progress: bool = True,
+    on_finish: Callable[[str, str], None] | None = None,
+    command: str | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """Hand the grid points that are neither complete nor running to jobs (processes here, or one SLURM job
+    array), then, unless ``execution.wait`` is off, wait for them. Returns the names submitted and the final
+    state of each (empty without waiting)."""
+    from .cluster.executors import check_cluster, needs_submitting, require_submitit, submit, wait
+
+    require_submitit()
+    if execution.kind == "slurm":
+        check_cluster(execution)  # before anything is written
+    points = prepare_sweep(configs, budget, out, command=command)
+    todo = [(name, config) for name, config in points if needs_submitting(out, name)]
+    submitted = submit(todo, out, execution) if todo else []
+    names = [s.name for s in submitted]
+    if not execution.wait:
+        return names, {}
+    every = [name for name, _ in points]  # another sweep's jobs may be training some of them
+    return names, wait(every, out, submitted, progress=progress, poll_s=execution.poll_s, on_finish=on_finish)

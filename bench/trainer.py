@@ -23,7 +23,7 @@ from denoisers import Recipe
 from .config import TrainConfig
 from .denoiser import Denoiser, training_loss
 from .diffusion import Diffusion
-from .distributed import DistInfo
+from .distributed import DistInfo, any_rank
 from .ema import EMA
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -119,9 +119,11 @@ class Trainer:
         seed: int,
         dist: DistInfo | None = None,
         inputs: torch.Tensor | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         """``inputs``, when given, is the x_t each of ``images`` is paired with (a teacher's pairs, for a
-        recipe with ``pairs="teacher"``); otherwise x_t is drawn from q(x_t | x0) at every step."""
+        recipe with ``pairs="teacher"``); otherwise x_t is drawn from q(x_t | x0) at every step. ``stop``,
+        when set (by a scheduler's preemption signal, say), stops the loop after a step as Ctrl-C does."""
         self.config = config
         check_training_design(recipe, diffusion, config)
         self.recipe = recipe
@@ -157,6 +159,7 @@ class Trainer:
         self.denoiser = Denoiser.of(self.net, diffusion, recipe)
         self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
         self._stop_requested = False
+        self.stop = stop
         self.log = TrainLog()
 
     def _wrap(self, model: nn.Module) -> nn.Module:
@@ -317,7 +320,18 @@ class Trainer:
             return "steps"
         if self.train_seconds >= budget_s:
             return "minutes"
-        return "interrupted" if self._stop_requested else ""
+        return "interrupted" if self._stop_everywhere() else ""
+
+    def _stop_everywhere(self) -> bool:
+        """Whether to stop here. With several processes, all must stop after the same step or the next
+        collective waits forever, so they agree (any one asking stops all) at log intervals, where the
+        loss is read back anyway."""
+        requested = self._stop_requested or (self.stop is not None and self.stop.is_set())
+        if self.dist.world_size == 1:
+            return requested
+        if self.step % self.config.log_every != 0:
+            return False
+        return any_rank(requested, self.dist, self.device)
 
     def _close_interval(self, interval: _Interval, log: TrainLog) -> dict:
         """Read the interval's mean loss (the one host sync), check it, and add a row to the loss curve."""

@@ -84,3 +84,11 @@ def run_ok(tmp_path, *extra: str, run_id: str = "r1"):
 def as_uint8(images: torch.Tensor) -> np.ndarray:
     """Back from [-1, 1] to the stored bytes; exact because every uint8 maps to a distinct float."""
     return np.rint((images.numpy() + 1.0) * 127.5).astype(np.uint8)
+
+
+# A real plugin (job processes do not have the tests' tiny one): a U-Net of 8 channels on the 8x8 digits.
+TINY_UNET = [
+    "--denoiser", "unet", "-o", "base_channels=8", "-o", "channel_mult=(1,)", "-o", "num_res_blocks=1",
+    "--dataset", "digits", "--steps", "6", "--batch-size", "16", "--checkpoint-every", "3",
+    "--timesteps", "50", "--n-samples", "8", "--sample-steps", "5", "--no-eval", "--device", "cpu",
+]  # fmt: skip

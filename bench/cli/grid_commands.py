@@ -3,6 +3,8 @@ compared; the same command again skips what is complete and resumes what is half
 
 from __future__ import annotations
 
+import shlex
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import click
 
 from ..config import RunConfig, TrainConfig
 from . import main
+from .cluster_options import executor_from_options, executor_options
 from .options import DATASET, SCHEDULE, command_line_given, config_option, usage_errors
 from .run_options import (
     DEFAULTS,
@@ -25,7 +28,7 @@ from .run_options import (
 )
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @run_options(grid=True)
 @click.option(
     "--out",
@@ -34,19 +37,27 @@ from .run_options import (
     show_default=True,
     help="Folder of the sweep: one run folder per grid point, and report/.",
 )
+@executor_options(sweep=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars; one line per run.")
+@click.pass_context
 @usage_errors(interrupted="interrupted: {exc}; run the same command again to continue the sweep")
-def sweep(out: Path, quiet: bool, **values: Any) -> None:
-    """Train a grid of designs one after another under one fair budget, then write OUT/report/.
+def sweep(ctx: click.Context, out: Path, quiet: bool, **values: Any) -> None:
+    """Train a grid of designs under one fair budget, then write OUT/report/; `bench sweep status OUT`
+    shows where each run is.
 
-    Run folders are named by grid point (e.g. unet-linear-s0): the same command again skips complete runs
-    and resumes a half-done one. The budget is --steps, --minutes or --budget-flops, the same for every
-    design; the report's budget column says which.
+    Run folders are named by grid point (e.g. unet-linear-s0): the same command again skips complete runs,
+    resumes a half-done one and, with jobs, submits only what is neither complete nor running. The budget is
+    --steps, --minutes or --budget-flops, the same for every design; the report's budget column says
+    which. Runs train one after another in this process, --jobs N at a time as processes here, or as one
+    SLURM job array with --executor slurm.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from .. import compare_report
-    from ..sweep import grid, run_sweep
+    from ..sweep import grid, run_sweep, submit_sweep
 
     check_sigma_data_applies(values)
+    execution = executor_from_options(values)
     names, schedule_names, seeds = values.pop("denoiser"), values.pop("schedule"), values.pop("seeds")
     targets: list[str | None] = values.pop("target") or [None]
     weights: list[str] = values.pop("loss_weight")
@@ -65,12 +76,63 @@ def sweep(out: Path, quiet: bool, **values: Any) -> None:
     )
 
     def on_run(i: int, total: int, name: str, action: str) -> None:
-        click.echo(f"[{i}/{total}] {name}: {action if action == 'skipped' else 'complete'}")
+        click.echo(f"[{i}/{total}] {name}: {'complete' if action in ('started', 'resumed') else action}")
 
-    click.echo(f"sweep of {len(configs)} runs into {out}; budget: {budget.describe()}")
-    run_sweep(configs, budget, out, progress=not quiet, download=values["download"], on_run=on_run)
+    command = typed_command()
+    where = "in this process" if execution.in_process else describe(execution)
+    click.echo(f"sweep of {len(configs)} runs into {out} ({where}); budget: {budget.describe()}")
+    if execution.in_process:
+        run_sweep(configs, budget, out, progress=not quiet, download=values["download"], on_run=on_run,
+                  command=command)  # fmt: skip
+    else:
+        if values["download"]:  # once here, not by every job at once
+            from .. import datasets
+
+            datasets.load(base.dataset, root=base.data_root, download=True, image_size=base.image_size)
+        submitted, finished = submit_sweep(
+            configs, budget, out, execution, progress=not quiet, command=command,
+            on_finish=lambda name, state: click.echo(f"{name}: {state}") if quiet else None,
+        )  # fmt: skip
+        click.echo(f"submitted {len(submitted)} of {len(configs)} runs (the others are complete or running)")
+        if not execution.wait:
+            click.echo(f"watch them with `bench sweep status {out}`; run the same command again to report")
+            return
+        unfinished = sorted(name for name, state in finished.items() if state != "complete")
+        if unfinished:
+            raise click.ClickException(
+                f"{len(unfinished)} runs did not complete ({', '.join(unfinished)}); see "
+                f"`bench sweep status {out}`, then run the same command again"
+            )
     for path in compare_report.write_folder_report(out, out / "report"):
         click.echo(f"wrote {path}")
+
+
+@sweep.command("status")
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@usage_errors
+def sweep_status(out: Path) -> None:
+    """One line per grid point of the sweep in OUT: pending, running, requeued, complete, failed or
+    interrupted, its job, the step it reached and its training seconds; a failed run's last log lines."""
+    from ..cluster.status import format_status, sweep_status
+    from ..io import read_json
+
+    command = read_json(out / "sweep.json").get("command") if (out / "sweep.json").is_file() else None
+    click.echo(format_status(sweep_status(out), command))
+
+
+def typed_command() -> str | None:
+    """The command line, when this process is the ``bench`` program (not a test calling the command)."""
+    program = Path(sys.argv[0])
+    if program.name == "bench" or program.parts[-3:] == ("bench", "cli", "__main__.py"):
+        return shlex.join(["bench", *sys.argv[1:]])
+    return None
+
+
+def describe(execution) -> str:
+    if execution.kind == "local":
+        return f"{execution.jobs} at a time as processes on this machine"
+    limit = f", at most {execution.max_parallel} at once" if execution.max_parallel else ""
+    return f"as a SLURM job array{limit}"
 
 
 def sweep_budget(budget_flops: float | None, values: dict[str, Any]):

@@ -11,6 +11,7 @@ import click
 
 from ..config import SampleConfig
 from . import main
+from .cluster_options import executor_from_options, executor_options
 from .options import DATASET, SAMPLER, CommaList, config_option, positive_int, usage_errors
 from .run_options import (
     DEFAULTS,
@@ -41,26 +42,34 @@ from .run_options import (
     default=None,
     help="Continue the run in this folder with its saved config.",
 )
+@executor_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars; print only the run folder.")
 @usage_errors
 def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **values: Any) -> None:
     """Train a denoiser, sample it, measure it; results land in OUT/<run-id>/.
 
     Under torchrun (e.g. `torchrun --nproc-per-node 2 -m bench.cli run ...`) training uses
-    DistributedDataParallel; --batch-size is per process.
+    DistributedDataParallel; --batch-size is per process. With --executor slurm the run is a SLURM job
+    (on --nodes N with --gpus-per-node G: N x G processes), requeued from its checkpoint when preempted.
     """
     from .. import run as runner
     from ..run_folder import RunFolder
     from ..run_summary import summary
 
+    execution = executor_from_options(values)
     if resume is not None:
         config = extend_budget(RunFolder(resume).read_config(), values)
     else:
         check_sigma_data_applies(values)
         config = config_from_options(values)
-    run_dir = runner.execute(
-        config, out=out, run_id=run_id, resume=resume, download=values["download"], progress=not quiet
-    )
+    if execution.in_process:
+        run_dir = runner.execute(
+            config, out=out, run_id=run_id, resume=resume, download=values["download"], progress=not quiet
+        )
+    else:
+        run_dir = run_as_job(config, out, run_id, resume, execution, quiet=quiet)
+        if run_dir is None:
+            return
     if quiet:
         click.echo(str(run_dir))
         return
@@ -68,6 +77,27 @@ def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **value
     click.echo(summary(folder.read_metrics()))
     click.echo(f"\nrun folder: {run_dir}")
     click.echo(f"samples:    {folder.samples_png}")
+
+
+def run_as_job(config, out: Path, run_id: str | None, resume: Path | None, execution, *, quiet: bool):
+    """Submit the run as one job and, unless --no-wait, wait for it; its folder, or None when not waiting."""
+    from ..cluster.executors import submit, wait
+    from ..run import new_run_id
+
+    name = resume.name if resume is not None else (run_id or new_run_id(config))
+    where = resume.parent if resume is not None else out
+    (submitted,) = submit([(name, config)], where, execution)
+    click.echo(f"submitted {where / name} as job {submitted.job.job_id}", err=not quiet)
+    if not execution.wait:
+        click.echo(f"watch it with `squeue -j {submitted.job.job_id}`; its logs link from {where / name}")
+        return None
+    state = wait([name], where, [submitted], progress=not quiet, poll_s=execution.poll_s)[name]
+    if state != "complete":
+        raise click.ClickException(
+            f"the run ended {state}; see the logs in {where / name}/{execution.kind}/ and continue it with "
+            f"`bench run --resume {where / name} --executor {execution.kind}`"
+        )
+    return where / name
 
 
 @main.command("sample")
