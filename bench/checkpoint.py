@@ -3,6 +3,7 @@ against the run they are asked to continue."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,28 @@ class CheckpointError(ValueError):
 
 
 def identity(
-    denoiser: str, options: dict[str, Any], image_shape: tuple[int, ...], num_timesteps: int
+    denoiser: str,
+    options: dict[str, Any],
+    image_shape: tuple[int, ...],
+    num_timesteps: int,
+    num_classes: int | None = None,
 ) -> dict:
-    """What must match between a checkpoint and the model it is loaded into."""
-    return {
+    """What must match between a checkpoint and the model it is loaded into; ``num_classes`` only for a
+    class-conditional model (so unconditional checkpoints keep the identity they always had)."""
+    ident = {
         "format": FORMAT_VERSION,
         "denoiser": denoiser,
         "denoiser_options": dict(sorted(options.items())),
         "image_shape": list(image_shape),
         "num_timesteps": num_timesteps,
     }
+    if num_classes is not None:
+        ident["num_classes"] = num_classes
+    return ident
+
+
+def as_json(value: dict) -> dict:
+    return json.loads(json.dumps(value, sort_keys=True))
 
 
 def save_checkpoint(path: Path, meta: dict, state: dict) -> None:
@@ -51,11 +64,12 @@ def load_checkpoint(
             f"checkpoint {str(path)!r} is not a ddpm-bench checkpoint (no meta/model entries)"
         )
     if expected is not None:
-        meta = ckpt["meta"]
+        # compared as JSON: a config read back from config.json has lists where the run had tuples
+        meta, wanted = as_json(ckpt["meta"]), as_json(expected)
         diffs = [
-            f"{key}: checkpoint has {meta.get(key)!r}, the run asks for {value!r}"
-            for key, value in expected.items()
-            if meta.get(key) != value
+            f"{key}: checkpoint has {meta.get(key)!r}, the run asks for {wanted.get(key)!r}"
+            for key in sorted(set(meta) | set(wanted))
+            if meta.get(key) != wanted.get(key)
         ]
         if diffs:
             raise CheckpointError(f"checkpoint {str(path)!r} does not match this run: " + "; ".join(diffs))

@@ -8,7 +8,6 @@ running) or unreadable (damaged) is reported and left out of the table. Metrics 
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -18,16 +17,20 @@ import pandas as pd
 from scipy import stats
 
 from .config import TrainConfig
-from .run_folder import RUN_FILES, Evaluation, RunFolder, RunMetrics, find_runs
+from .run_folder import Evaluation, RunFolder, RunMetrics, find_runs
 
 DESIGN = [
-    *("dataset", "image", "denoiser", "target", "loss_weight", "noise_levels", "schedule"),
-    *("sampler", "nfe", "eta", "budget"),
+    *("dataset", "image", "denoiser", "target", "loss_weight", "noise_levels", "schedule", "conditional"),
+    *("sampler", "nfe", "eta", "guidance", "interval", "budget"),
 ]
 """What makes a design: runs that share all of these are seeds of one design. The sampler's cost is its
-network calls per image (NFE), which its step count and kind fix."""
+network calls per image (NFE), which its step count and kind fix (a guided call counts twice). A
+class-conditional model's samples differ by their guidance scale (NaN for an unconditional model) and the
+noise levels it applies in (``interval``, "" where it applies everywhere)."""
 DESCRIPTIVE = ("run", "path", "seed", "sample_steps")
 """Columns that describe a row without being measurements to average."""
+CLASS_CEILING = "class-mean-image"
+"""The reference row of a class-conditional run's class metrics: each class's mean image."""
 HEADLINE = [
     "fid",
     "inception_score",
@@ -36,11 +39,14 @@ HEADLINE = [
     "precision",
     "recall",
     "class_entropy",
+    "class_accuracy",
+    "fd_class_mean",
     "nll_bpd",
     "train_images_per_s",
     "sample_images_per_s",
 ]
-"""What the terminal table shows unless ``--columns`` asks for others (the CSV has every column)."""
+"""What the terminal table shows unless ``--columns`` asks for others (the CSV has every column); a column no
+row measured (class accuracy of unconditional runs) is left out."""
 TRAINING = TrainConfig()
 """What a run's config.json from before a training field existed trained with."""
 SPEED = [
@@ -88,6 +94,7 @@ def run_rows(folder: RunFolder) -> list[dict]:
                 "sample_steps": entry.sample.steps,
                 "nfe": entry.sample.nfe or recorded_nfe(entry.sample.steps, num_timesteps),
                 "eta": ddim_eta(entry.sample.method, entry.sample.eta),
+                **guidance_columns(entry.sample.guidance_scale, entry.sample.guidance_interval),
                 "sample_images_per_s": entry.sample.images_per_s,
                 **numbers(entry.quality),
                 **standard_columns(entry),
@@ -125,10 +132,12 @@ def run_row(folder: RunFolder, metrics: RunMetrics, config: dict) -> dict:
         "noise_levels": noise_levels_label(config["train"]),
         "schedule": config["diffusion"]["schedule"]
         + ("+ztsnr" if config["diffusion"].get("zero_terminal_snr") else ""),
+        "conditional": bool(config.get("conditional", False)),  # False in configs from before conditioning
         "sampler": sample.method,
         "sample_steps": sample.steps,
         "nfe": nfe,
         "eta": ddim_eta(sample.method, sample.eta),
+        **guidance_columns(sample.guidance_scale, sample.guidance_interval),
         "budget": budget_label(config["train"]),
         "seed": config["seed"],
         "parameters": metrics.parameters,
@@ -144,6 +153,15 @@ def run_row(folder: RunFolder, metrics: RunMetrics, config: dict) -> dict:
     }
     row["nll_bpd"] = (metrics.nll or {}).get("bits_per_dim", math.nan)
     return row
+
+
+def guidance_columns(scale: float | None, interval: list[float] | None) -> dict[str, float | str]:
+    """The guidance of one sampling (NaN and "" for an unconditional model's), so that each scale is its
+    own design and an evaluation row never shows its run's."""
+    return {
+        "guidance": float(scale) if scale is not None else math.nan,
+        "interval": "{:g}-{:g}".format(*interval) if interval is not None else "",
+    }
 
 
 def recorded_nfe(steps: int | None, num_timesteps: int) -> int:
@@ -209,26 +227,48 @@ def collect(paths: list[Path]) -> Collection:
 
 
 def references(runs: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """The reference rows (``real``: the floor; ``mean-image``: the collapse ceiling) saved with the first
-    evaluated run of each dataset and image size in ``runs``, labelled with them when there are several."""
+    """The reference rows (``real``: the floor; ``mean-image``: the collapse ceiling; for class-conditional
+    runs ``class-mean-image``, the ceiling of the class metrics) of each dataset and image size in ``runs``,
+    labelled with them when there are several (:func:`reference_rows`)."""
     found: dict[str, dict[str, float]] = {}
     if runs.empty:
         return found
     images = runs["image"] if "image" in runs.columns else pd.Series("", index=runs.index)
+    conditional = runs["conditional"] if "conditional" in runs.columns else pd.Series(False, index=runs.index)
     pairs = list(dict.fromkeys(zip(runs["dataset"], images, strict=True)))
     for dataset, image in pairs:
         chosen = (runs["dataset"] == dataset) & (images == image)
-        for path in dict.fromkeys(runs.loc[chosen, "path"]):
-            refs = RunFolder(Path(path)).read_metrics().references
-            if not refs:
-                continue
-            for name, values in refs.items():
-                flat: dict = {}
-                flatten("", values, flat)
-                label = name if len(pairs) == 1 else f"{name} ({' '.join(filter(None, (dataset, image)))})"
-                found[label] = {k: v for k, v in flat.items() if isinstance(v, int | float)}
-            break
+        paths = list(dict.fromkeys(runs.loc[chosen, "path"]))
+        conditional_paths = list(dict.fromkeys(runs.loc[chosen & conditional.eq(True), "path"]))
+        for name, values in reference_rows(paths, conditional_paths).items():
+            flat: dict = {}
+            flatten("", values, flat)
+            label = name if len(pairs) == 1 else f"{name} ({' '.join(filter(None, (dataset, image)))})"
+            found[label] = {k: v for k, v in flat.items() if isinstance(v, int | float)}
     return found
+
+
+def reference_rows(paths: list[str], conditional_paths: list[str]) -> dict[str, dict]:
+    """The reference rows saved with the first evaluated run in ``paths``. When that run has no class rows,
+    the first conditional run that has them lends its ``class-mean-image`` row and the class metrics' floor
+    (the keys its ``real`` row adds), so a table mixing both kinds of run has both ceilings."""
+    rows = first_references(paths)
+    if CLASS_CEILING not in rows:
+        lent = first_references(conditional_paths, having=CLASS_CEILING)
+        if lent:
+            rows = {**rows, "real": {**lent.get("real", {}), **rows.get("real", {})}}
+            rows[CLASS_CEILING] = lent[CLASS_CEILING]
+    return rows
+
+
+def first_references(paths: list[str], having: str | None = None) -> dict[str, dict]:
+    """The reference rows of the first run in ``paths`` that has some (and the row ``having``, if given);
+    empty when none has."""
+    for path in paths:
+        refs = RunFolder(Path(path)).read_metrics().references
+        if refs and (having is None or having in refs):
+            return refs
+    return {}
 
 
 def apply_filters(runs: pd.DataFrame, where: list[str]) -> pd.DataFrame:
@@ -279,10 +319,10 @@ def split_constant_design(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, 
     if len(table) < 2:
         return table, {}
     labels = [c for c in DESIGN if c != "denoiser"]  # the row label, and where reference rows are named
-    shared = {
-        c: table[c].iloc[0] for c in labels if c in table.columns and table[c].nunique(dropna=False) == 1
-    }
-    return table.drop(columns=list(shared)), shared
+    constant = [c for c in labels if c in table.columns and table[c].nunique(dropna=False) == 1]
+    # an empty value (no interval, no image size recorded) says nothing, so it is dropped without a word
+    shared = {c: table[c].iloc[0] for c in constant if table[c].iloc[0] != ""}
+    return table.drop(columns=constant), shared
 
 
 def select_columns(table: pd.DataFrame, columns: list[str] | None) -> pd.DataFrame:
@@ -335,47 +375,3 @@ def format_value(value: object) -> str:
             return ""
         return f"{value:.4g}"
     return str(value)
-
-
-def is_benchmark_json(path: Path) -> bool:
-    if path.suffix != ".json":
-        return False
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and isinstance(data.get("benchmarks"), list)
-
-
-def find_benchmark_files(paths: list[Path]) -> list[Path]:
-    files: set[Path] = set()
-    for path in paths:
-        candidates = [path] if path.is_file() else list(path.rglob("*.json")) if path.is_dir() else []
-        files.update(p for p in candidates if p.name not in RUN_FILES and is_benchmark_json(p))
-    return sorted(files)
-
-
-def benchmark_table(files: list[Path]) -> pd.DataFrame:
-    """The step timings of pytest-benchmark JSON files (``pytest tests/benchmarks --benchmark-json F``)."""
-    rows = []
-    for file in files:
-        data = json.loads(file.read_text())
-        machine = data.get("machine_info", {}).get("cpu", {}).get("brand_raw", "")
-        for bench in data["benchmarks"]:
-            info, st = bench.get("extra_info", {}), bench["stats"]
-            rows.append(
-                {
-                    "file": file.name,
-                    "group": bench.get("group"),
-                    "case": bench.get("param") or bench["name"],
-                    "device": info.get("device", machine),
-                    "batch": info.get("batch"),
-                    "median_ms": st["median"] * 1e3,
-                    "iqr_ms": st.get("iqr", math.nan) * 1e3,
-                    "images_per_s": info.get("images_per_s"),
-                    "forward_gflops": (info.get("forward_flops_per_image") or math.nan) / 1e9,
-                    "nfe": info.get("nfe"),
-                    "ms_per_call": info.get("ms_per_call"),
-                }
-            )
-    return pd.DataFrame(rows)

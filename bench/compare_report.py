@@ -1,6 +1,7 @@
 """The report folder of ``bench compare``: the table as CSV and Markdown, and the figures a reader needs
 (sample montage, quality against training compute with the Pareto front, quality against network calls per
-image, loss curves). Figures are written atomically like everything else."""
+image, quality against the guidance scale of class-conditional runs, loss curves). Figures are written
+atomically like everything else."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -35,10 +37,12 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
 
 def design_label(row: pd.Series, *, data: bool = False) -> str:
     """``unet (x0) / cosine / ddim``, prefixed with the dataset and image size when ``data`` (a report
-    that mixes several of them), with the loss weighting and noise levels when they are not DDPM's."""
+    that mixes several of them), with the loss weighting and noise levels when they are not DDPM's, and a
+    class-conditional model's guidance (``unet conditional / linear / ddim, guidance 2 on sigma 0.3-5``)."""
     label = model_label(row) + f" / {row['sampler']}"
     if row.get("source", "run") != "run":
         label += f" {row['nfe']:g} NFE" + ddim_label(row.get("eta", math.nan))
+    label += guidance_label(row.get("guidance", math.nan), row.get("interval", ""))
     if data:
         label = " ".join(filter(None, (row.get("dataset"), row.get("image"), label)))
     return label
@@ -48,11 +52,29 @@ def model_label(row: pd.Series) -> str:
     """``unet (edm) min-snr-5 / linear``: what was trained, without how it is sampled."""
     target = "" if row.get("target") in (None, "default") else f" ({row['target']})"
     training = [row.get(k) for k in ("loss_weight", "noise_levels") if row.get(k) not in (None, "uniform")]
+    if is_true(row.get("conditional", False)):
+        training.append("conditional")
     return f"{row['denoiser']}{target}{''.join(f' {t}' for t in training)} / {row['schedule']}"
 
 
 def ddim_label(eta: object) -> str:
     return f", eta {eta:g}" if isinstance(eta, float) and not math.isnan(eta) else ""
+
+
+def guidance_label(scale: object, interval: object = "") -> str:
+    """``, guidance 2 on sigma 0.3-5`` for a conditional model's sampling; empty for an unconditional one."""
+    if not isinstance(scale, int | float) or math.isnan(scale):
+        return ""
+    return f", guidance {scale:g}" + interval_label(interval)
+
+
+def interval_label(interval: object) -> str:
+    return f" on sigma {interval}" if isinstance(interval, str) and interval else ""
+
+
+def is_true(flag: object) -> bool:
+    """A flag column's value as pandas hands it back (a NumPy bool, or NaN in a row that lacks it)."""
+    return isinstance(flag, bool | np.bool_) and bool(flag)
 
 
 def montage(runs: pd.DataFrame, path: Path) -> Path | None:
@@ -109,18 +131,21 @@ def quality_vs_compute(runs: pd.DataFrame, metric: str, path: Path) -> Path | No
 
 def quality_vs_nfe(runs: pd.DataFrame, metric: str, path: Path) -> Path | None:
     """``metric`` against network calls per image, one line per design and sampler (from the run's own
-    sampling and ``bench eval`` entries); None unless some line has two or more points."""
+    sampling and ``bench eval`` entries), and per guidance scale and interval, which change the NFE too;
+    None unless some line has two or more points."""
     data = runs.dropna(subset=[metric, "nfe"])
     if data.empty:
         return None
     data = data.assign(model=data.apply(model_label, axis=1), eta=data.get("eta", math.nan))
-    keys = [k for k in ("dataset", "image", "model", "sampler", "eta") if k in data.columns]
+    shared = ("dataset", "image", "model", "sampler", "eta", "guidance", "interval")
+    keys = [k for k in shared if k in data.columns]
     lines = []
     for key, group in data.groupby(keys, dropna=False, sort=False):
         mean = group.groupby("nfe")[metric].mean()
         if len(mean) > 1:
             values = dict(zip(keys, key, strict=True))
-            lines.append((f"{values['model']} / {values['sampler']}" + ddim_label(values["eta"]), mean))
+            label = f"{values['model']} / {values['sampler']}" + ddim_label(values["eta"])
+            lines.append((label + guidance_label(values.get("guidance"), values.get("interval")), mean))
     if not lines:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -134,6 +159,80 @@ def quality_vs_nfe(runs: pd.DataFrame, metric: str, path: Path) -> Path | None:
     ax.set_ylabel(f"{metric} (lower is better)")
     ax.set_title("Sample quality against network calls")
     ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+GUIDANCE_PANELS = [
+    ("precision", "precision (higher is better)"),
+    ("recall", "recall (higher is better)"),
+    ("class_accuracy", "class accuracy (higher is better)"),
+]
+
+
+def guidance_lines(runs: pd.DataFrame, columns: list[str]) -> list[tuple[str, str, pd.DataFrame]]:
+    """One line per design of a conditional model (everything but the guidance scale, and the NFE that the
+    scale changes): its label, its guidance interval ("" for everywhere) and the seeds' mean of ``columns``
+    at each measured scale; only lines with two or more scales. Scale 1 guides nowhere, so the design's
+    unguided point also starts each of its interval lines."""
+    data = runs[runs["guidance"].notna()]
+    data = data.assign(model=data.apply(model_label, axis=1), interval=data["interval"].fillna(""))
+    shared = ("dataset", "image", "model", "budget", "sampler", "sample_steps", "eta")
+    keys = [k for k in shared if k in data.columns]
+    varying = [k for k in ("dataset", "image", "budget") if k in data.columns and data[k].nunique() > 1]
+    lines = []
+    for _, design in data.groupby(keys, dropna=False, sort=False):
+        label = sampling_label(design.iloc[0], varying)
+        unguided = design[(design["guidance"] == 1) & (design["interval"] == "")]
+        for interval, line in design.groupby("interval", sort=False):
+            if interval:
+                line = pd.concat([unguided, line])
+            if line["guidance"].nunique() > 1:
+                lines.append((label, interval, line.groupby("guidance")[columns].mean()))
+    return lines
+
+
+def sampling_label(row: pd.Series, prefix: list[str]) -> str:
+    """``unet conditional / linear / ddim 20 steps, eta 1``, after the values of the ``prefix`` columns."""
+    steps = row.get("sample_steps")
+    steps = f" {float(steps):g} steps" if pd.notna(steps) else ""
+    sampling = f"{row['model']} / {row['sampler']}{steps}" + ddim_label(row.get("eta", math.nan))
+    return " ".join([*(str(row[k]) for k in prefix), sampling])
+
+
+def quality_vs_guidance(runs: pd.DataFrame, metric: str, path: Path) -> Path | None:
+    """``metric``, precision, recall and class accuracy against the classifier-free guidance scale: one
+    line per conditional design (dashed where guidance applies on an interval of noise levels only), the
+    mean over seeds at each measured scale; None unless some design was measured at two or more scales."""
+    if "guidance" not in runs.columns:
+        return None
+    panels = [(metric, f"{metric} (lower is better)"), *GUIDANCE_PANELS]
+    columns = list(dict.fromkeys(c for c, _ in panels if c in runs.columns))
+    lines = guidance_lines(runs, columns) if columns else []
+    if not lines:
+        return None
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), sharex=True)
+    palette = plt.get_cmap("tab10")
+    designs = list(dict.fromkeys(label for label, _, _ in lines))
+    scales = sorted({scale for _, _, mean in lines for scale in mean.index})
+    for ax, (column, title) in zip(axes.flat, panels, strict=True):
+        for label, interval, mean in lines:
+            values = mean[column].dropna() if column in mean else ()
+            if len(values):
+                colour = palette(designs.index(label) % palette.N)
+                name = label + (", guided" + interval_label(interval) if interval else "")
+                ax.plot(values.index, values.values, "o--" if interval else "o-", color=colour, label=name)
+        if not ax.lines:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+        elif column == metric:  # distances of designs that differ by orders of magnitude
+            ax.set_yscale("log")
+        ax.set_ylabel(title)
+        ax.set_xticks(scales, [f"{scale:g}" for scale in scales])
+    for ax in axes[1]:
+        ax.set_xlabel("classifier-free guidance scale (1: plain conditional)")
+    handles, labels = max((ax.get_legend_handles_labels() for ax in axes.flat), key=lambda hl: len(hl[0]))
+    fig.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle("Sample quality against the guidance scale (mean over seeds)")
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
@@ -216,6 +315,7 @@ def write_report(
         (lambda p: montage(runs, p), "samples.png"),
         (lambda p: quality_vs_compute(runs, metric, p) if metric in runs else None, "quality_vs_compute.png"),
         (lambda p: quality_vs_nfe(runs, metric, p) if metric in runs else None, "quality_vs_nfe.png"),
+        (lambda p: quality_vs_guidance(runs, metric, p), "quality_vs_guidance.png"),
         (lambda p: loss_curves(runs, p), "loss_curves.png"),
         (lambda p: quality_vs_training_step(runs, metric, p), "quality_vs_training_step.png"),
     ):

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .denoiser import LOSS_WEIGHTS
+from .denoiser import LOSS_WEIGHTS, check_guidance
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 AUTO_SAMPLER = "auto"
@@ -108,7 +108,9 @@ class TrainConfig:
 
     ``loss_weight`` weights each example's loss by its noise level (:data:`bench.denoiser.LOSS_WEIGHTS`;
     ``min_snr_gamma`` is min-SNR's gamma), and ``noise_levels`` chooses them: uniform timesteps (DDPM) or
-    EDM's ln sigma ~ N(p_mean, p_std^2), mapped to real-valued timesteps."""
+    EDM's ln sigma ~ N(p_mean, p_std^2), mapped to real-valued timesteps. ``label_dropout`` is the fraction
+    of a class-conditional run's examples trained with the null label (the unconditional model that
+    classifier-free guidance needs); unconditional runs ignore it."""
 
     steps: int = ruled(1500, POSITIVE_INT)
     minutes: float | None = ruled(None, replace(POSITIVE, optional=True))
@@ -127,6 +129,7 @@ class TrainConfig:
     noise_levels: str = "uniform"
     p_mean: float = ruled(-1.2, Rule(float))
     p_std: float = ruled(1.2, POSITIVE)
+    label_dropout: float = ruled(0.1, Rule(float, low=0, high=1, high_open=True))
     checkpoint_every: int = ruled(500, POSITIVE_INT)
     log_every: int = ruled(25, POSITIVE_INT)
 
@@ -145,6 +148,11 @@ class SampleConfig:
     ``steps`` steps otherwise: 1,000-step ancestral sampling is available but costs 20x more here.
     ``eta=1`` makes DDIM the DDPM ancestral sampler on the strided timesteps: its fresh noise corrects the
     errors of a briefly trained model, which deterministic DDIM (eta=0) compounds into saturated blobs.
+
+    For a class-conditional run: ``guidance_scale`` (classifier-free guidance, 1 = plain conditional),
+    ``guidance_interval`` (the noise levels (lo, hi] where guidance applies; everywhere when None) and
+    ``class_label`` (every sample of that class; None draws the classes balanced: sample i is of class
+    i mod K).
     """
 
     method: str = AUTO_SAMPLER
@@ -155,6 +163,14 @@ class SampleConfig:
     n: int = ruled(500, POSITIVE_INT)
     batch_size: int = ruled(250, POSITIVE_INT)
     use_ema: bool = True
+    guidance_scale: float = ruled(1.0, Rule(float, low=0))
+    guidance_interval: tuple[float, float] | None = None
+    class_label: int | None = ruled(None, Rule(int, low=0, optional=True))
+
+    @property
+    def guided(self) -> bool:
+        """Whether any call combines conditional and unconditional outputs."""
+        return self.guidance_scale != 1.0
 
     def settings(self) -> dict[str, Any]:
         """The values of the settings that the (resolved) sampler ``method`` declares, e.g. ``{"eta": 1.0}``
@@ -168,10 +184,24 @@ class SampleConfig:
         ``heun-10steps``, ``ancestral-allsteps-beta``."""
         steps = f"{self.steps}steps" if self.steps else "allsteps"
         own = [f"{k}{v:g}" if isinstance(v, float) else str(v) for k, v in self.settings().items()]
+        if self.guided:
+            own.append(f"cfg{self.guidance_scale:g}")
+        if self.guidance_interval is not None:
+            own.append("interval{:g}-{:g}".format(*self.guidance_interval))
+        if self.class_label is not None:
+            own.append(f"class{self.class_label}")
         return "-".join([self.method, steps, *own])
 
     def __post_init__(self) -> None:
         check_rules(self, prefix="sample ")
+        if self.guidance_interval is not None:  # a list when read back from JSON
+            check_guidance(self.guidance_scale, self.guidance_interval)
+            object.__setattr__(self, "guidance_interval", tuple(float(v) for v in self.guidance_interval))
+            if not self.guided:
+                raise ValueError(
+                    "a guidance interval needs a guidance scale other than 1 (scale 1 is plain conditional "
+                    "sampling everywhere)"
+                )
 
 
 @dataclass(frozen=True)
@@ -194,6 +224,8 @@ class RunConfig:
     denoiser_options: dict[str, Any] = field(default_factory=dict)
     dataset: str = "mnist5k"
     data_root: str | None = None
+    # class-conditional (net(x_t, t, y)) on a labelled dataset, with train.label_dropout for guidance
+    conditional: bool = False
     image_size: int | None = ruled(None, replace(POSITIVE_INT, optional=True))
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -222,6 +254,32 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_rules(self)
+        self.check_conditioning()
+
+    def check_conditioning(self) -> None:
+        """Refuse sampling settings that need a conditional model (or a null class) the run does not have."""
+        if "num_classes" in self.denoiser_options:
+            raise ValueError(
+                "num_classes is not a denoiser option: train class-conditional with --conditional, which "
+                "takes the dataset's classes"
+            )
+        sample = self.sample
+        if not self.conditional:
+            if sample.guided:
+                raise ValueError(
+                    f"guidance scale {sample.guidance_scale:g} needs a class-conditional run (trained with "
+                    "--conditional); this run is unconditional, so use 1"
+                )
+            if sample.class_label is not None:
+                raise ValueError(
+                    "a class to sample needs a class-conditional run (trained with --conditional); this run "
+                    "is unconditional"
+                )
+        elif sample.guided and self.train.label_dropout == 0:
+            raise ValueError(
+                f"guidance scale {sample.guidance_scale:g} needs the unconditional model, which a run "
+                "trained with --label-dropout 0 never learnt; use scale 1, or train with --label-dropout > 0"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

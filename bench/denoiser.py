@@ -30,8 +30,12 @@ LOSS_WEIGHTS = ("uniform", "min-snr", "edm")
 """How the per-example loss is weighted over noise levels: ``uniform`` (DDPM's L_simple on the target),
 ``min-snr`` (Hang et al. 2023) or ``edm`` (Karras et al. 2022, lambda(sigma) = SNR + 1 / sigma_data^2)."""
 MIN_SNR_GAMMA = 5.0
+NULL_LABEL = -1
+"""The class label that means "no class": a conditional network maps it to its learned null embedding, the
+unconditional model classifier-free guidance needs (Ho & Salimans 2022); label dropout trains it."""
 
-Net = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Net = Callable[..., torch.Tensor]
+"""``net(x_t, t)`` for an unconditional network, ``net(x_t, t, y)`` with int64 labels for a conditional."""
 
 
 class Parameterization(Protocol):
@@ -55,6 +59,55 @@ def check_sigma_data(sigma_data: object) -> float:
 
 
 @dataclass(frozen=True)
+class Guidance:
+    """Classifier-free guidance (Ho & Salimans 2022) in DiT's convention: the network output is
+    ``uncond + scale (cond - uncond)``, so ``scale = 1`` is plain conditional sampling (one call) and
+    ``scale = 0`` unconditional (one call, with the null label). With ``interval = (lo, hi)`` guidance applies
+    only where lo < sigma <= hi (Kynkäänniemi et al. 2024; sigma is EDM's, sqrt((1 - ab) / ab)), and the
+    other calls are plain conditional ones."""
+
+    scale: float = 1.0
+    interval: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        check_guidance(self.scale, self.interval)
+        if self.interval is not None:
+            object.__setattr__(self, "interval", (float(self.interval[0]), float(self.interval[1])))
+
+    def guided(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Per item: whether the call at noise level ``sigma`` is guided (not plain conditional)."""
+        if self.scale == 1.0:
+            return torch.zeros_like(sigma, dtype=torch.bool)
+        if self.interval is None:
+            return torch.ones_like(sigma, dtype=torch.bool)
+        lo, hi = self.interval
+        return (sigma > lo) & (sigma <= hi)
+
+    def calls(self, sigma: float) -> int:
+        """Network evaluations per image of one denoiser call at ``sigma``: two where it combines the
+        conditional and unconditional outputs, one elsewhere (scale 0 is the unconditional output alone)."""
+        guided = bool(self.guided(torch.tensor([sigma], dtype=torch.float64)))
+        return 2 if guided and self.scale != 0.0 else 1
+
+
+def check_guidance(scale: object, interval: object = None) -> None:
+    number = isinstance(scale, int | float) and not isinstance(scale, bool)
+    if not (number and math.isfinite(scale) and scale >= 0):
+        raise ValueError(
+            f"guidance scale must be a number >= 0 (1 is plain conditional sampling), got {scale!r}"
+        )
+    if interval is None:
+        return
+    ok = isinstance(interval, tuple | list) and len(interval) == 2
+    ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in interval)
+    if not (ok and 0 <= interval[0] < interval[1] and not math.isnan(interval[1])):
+        raise ValueError(
+            "guidance interval must be two noise levels SIGMA_LO,SIGMA_HI with 0 <= SIGMA_LO < SIGMA_HI "
+            f"(sigma = sqrt((1 - alpha_bar) / alpha_bar); inf allowed), got {interval!r}"
+        )
+
+
+@dataclass(frozen=True)
 class Denoiser:
     """``net(x_t, t)`` as a denoiser of ``diffusion``: ``denoiser(x_t, t) -> (x0_hat, eps_hat)``.
 
@@ -62,6 +115,11 @@ class Denoiser:
     timesteps or real-valued ones between them. With ``clip_x0`` the x0 estimate is clipped to the data range
     [-1, 1] and eps recomputed from it (as the DDPM and DDIM reference code do when sampling images), so the
     two stay consistent. ``sigma_data`` is EDM's, used by the ``edm`` prediction and loss weighting.
+
+    ``labels`` (int64, one per item of the batches it is called on; :data:`NULL_LABEL` for none) makes the
+    calls conditional, and ``guidance`` combines them with unconditional ones. Both act on the network
+    output, before it is turned into (x0_hat, eps_hat): with x_t fixed every target is affine in the output,
+    so combining outputs is combining x0 (and eps) estimates, for every prediction type and every sampler.
     """
 
     net: Net
@@ -69,6 +127,8 @@ class Denoiser:
     prediction: str = "eps"
     clip_x0: bool = False
     sigma_data: float = SIGMA_DATA
+    labels: torch.Tensor | None = None
+    guidance: Guidance | None = None
 
     def __post_init__(self) -> None:
         check_prediction(self.prediction)
@@ -143,16 +203,40 @@ class Denoiser:
             eps = d.eps_from_x0(x_t, t, x0)
         return x0, eps
 
-    def __call__(
-        self, x_t: torch.Tensor, t: torch.Tensor | int | float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor | int | float) -> tuple[torch.Tensor, torch.Tensor]:
         """(x0_hat, eps_hat) at ``x_t``; a number ``t`` is that timestep for every item (as samplers call),
         an int an integer timestep, a float a real-valued one."""
         if not isinstance(t, torch.Tensor):
             dtype = torch.float64 if isinstance(t, float) else torch.long
             t = torch.full((x_t.shape[0],), t, dtype=dtype, device=x_t.device)
-        output = self.net(self.net_input(x_t, t), t).to(x_t.dtype)
+        output = self.output(self.net_input(x_t, t), t).to(x_t.dtype)
         return self.split(output, x_t, t)
+
+    def output(self, net_input: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The network's output at ``net_input``: unconditional without labels (the call unconditional
+        networks always had), conditional with them, and with guidance where it applies ``uncond + s (cond -
+        uncond)`` from one batched call of twice the batch (the null label in its second half)."""
+        if self.labels is None:
+            return self.net(net_input, t)
+        labels = self.labels.to(net_input.device)
+        if labels.shape != (net_input.shape[0],):
+            raise ValueError(f"labels have shape {tuple(labels.shape)}, expected ({net_input.shape[0]},)")
+        guidance = self.guidance or Guidance()
+        guided = guidance.guided(self.diffusion.sigma_at(t))
+        if not bool(guided.any()):
+            return self.net(net_input, t, labels)
+        if guidance.scale == 0.0 and bool(guided.all()):
+            return self.net(net_input, t, torch.full_like(labels, NULL_LABEL))
+        both = self.net(
+            torch.cat([net_input, net_input]),
+            torch.cat([t, t]),
+            torch.cat([labels, torch.full_like(labels, NULL_LABEL)]),
+        )
+        cond, uncond = both.chunk(2)
+        out = uncond + guidance.scale * (cond - uncond)
+        if bool(guided.all()):
+            return out
+        return torch.where(guided.view(-1, *[1] * (out.ndim - 1)).to(out.device), out, cond)
 
     # ----------------------------------------------------------------------------- loss weighting
     def error_scale(self, snr: torch.Tensor) -> torch.Tensor:
@@ -187,6 +271,7 @@ def training_loss(
     *,
     eps: torch.Tensor | None = None,
     x_t: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     weight: str = "uniform",
     min_snr_gamma: float = MIN_SNR_GAMMA,
@@ -196,7 +281,8 @@ def training_loss(
 
     For eps prediction and uniform weight this is the seed's ``E || eps - eps_theta(x_t, t) ||^2``. ``x_t``
     given instead of drawn from q(x_t | x0) is a coupled pair (x0 made from that x_t by a teacher); eps is
-    then the noise that pair implies.
+    then the noise that pair implies. ``labels`` (with :data:`NULL_LABEL` where label dropout chose the null
+    class) trains a conditional network.
     """
     if x_t is not None:
         eps = denoiser.diffusion.eps_from_x0(x_t, t, x0)
@@ -204,7 +290,8 @@ def training_loss(
         if eps is None:
             eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = denoiser.diffusion.q_sample(x0, t, eps)
-    output = denoiser.net(denoiser.net_input(x_t, t), t)
+    net_input = denoiser.net_input(x_t, t)
+    output = denoiser.net(net_input, t) if labels is None else denoiser.net(net_input, t, labels)
     if output.shape != x0.shape:
         raise ValueError(f"the model returned shape {tuple(output.shape)}, expected {tuple(x0.shape)}")
     target = denoiser.target(x0, eps, t)

@@ -17,7 +17,7 @@ from denoisers.kernels.group_norm import use_fused_kernels
 from . import datasets
 from .checkpoint import identity, load_checkpoint
 from .config import AUTO_SAMPLER, RunConfig, SampleConfig
-from .denoiser import Denoiser
+from .denoiser import Denoiser, Guidance
 from .diffusion import Diffusion
 from .environment import configure_allocator, configure_tf32, resolve_device
 from .run_folder import RunFolder
@@ -36,12 +36,18 @@ class Experiment:
     device: torch.device
 
     @property
+    def num_classes(self) -> int | None:
+        """The classes a conditional model is conditioned on; None for an unconditional one."""
+        return self.data.num_classes if self.config.conditional else None
+
+    @property
     def identity(self) -> dict:
         return identity(
             self.config.denoiser,
             self.config.denoiser_options,
             self.data.image_shape,
             self.diffusion.num_timesteps,
+            self.num_classes,
         )
 
 
@@ -57,14 +63,55 @@ def build_experiment(config: RunConfig, *, download: bool = False) -> Experiment
         zero_terminal_snr=config.diffusion.zero_terminal_snr,
     )
     factory = denoisers.get(config.denoiser)
+    labels = check_conditioning(config, data)
     torch.manual_seed(config.seed)  # the initial weights
-    model = factory(data.image_shape, **config.denoiser_options)
+    model = factory(data.image_shape, **config.denoiser_options, **labels)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     use_fused_kernels(model, config.fused_norm)
     configure_tf32(device, config.tf32)
     configure_allocator(device, config.tune_malloc)
     return Experiment(config, data, Diffusion(betas), model, denoisers.recipe_of(model), device)
+
+
+def check_conditioning(config: RunConfig, data: datasets.ImageData) -> dict:
+    """What a conditional run needs of its data and denoiser (the factory's ``num_classes``), checked
+    before anything is built; nothing for an unconditional run."""
+    if not config.conditional:
+        return {}
+    if data.num_classes is None:
+        raise ValueError(
+            f"--conditional needs a labelled dataset, and {data.name!r} has no labels (an image folder is "
+            "labelled when its images are in one subfolder per class)"
+        )
+    if not denoisers.accepts_labels(config.denoiser):
+        takes = ", ".join(name for name in denoisers.names() if denoisers.accepts_labels(name))
+        raise ValueError(
+            f"denoiser {config.denoiser!r} does not take class labels (it did not register labels=True); "
+            f"class-conditional denoisers: {takes}"
+        )
+    check_class(config.sample, data.num_classes)
+    return {"num_classes": data.num_classes}
+
+
+def check_class(sample_cfg: SampleConfig, num_classes: int) -> None:
+    if sample_cfg.class_label is not None and not 0 <= sample_cfg.class_label < num_classes:
+        raise ValueError(
+            f"class {sample_cfg.class_label} is out of range: the dataset has {num_classes} classes, "
+            f"0..{num_classes - 1}"
+        )
+
+
+def sample_labels(exp: Experiment, sample_cfg: SampleConfig, n: int) -> torch.Tensor | None:
+    """The class of each of ``n`` samples of a conditional run: all ``class_label``, or balanced (sample i
+    of class i mod K, so every batch and every prefix holds the classes in equal numbers, and FD compares
+    like with like); None for an unconditional run."""
+    if exp.num_classes is None:
+        return None
+    if sample_cfg.class_label is not None:
+        check_class(sample_cfg, exp.num_classes)
+        return torch.full((n,), sample_cfg.class_label, dtype=torch.long)
+    return torch.arange(n) % exp.num_classes
 
 
 def resolve_sampler(sample_cfg: SampleConfig, recipe: denoisers.Recipe) -> SampleConfig:
@@ -91,13 +138,21 @@ def resolve_sampler(sample_cfg: SampleConfig, recipe: denoisers.Recipe) -> Sampl
 def generate(
     exp: Experiment, model: nn.Module, sample_cfg: SampleConfig, n: int, *, seed: int, progress: bool
 ) -> tuple[torch.Tensor, float]:
-    """``n`` samples in [-1, 1] (on CPU) in batches, and the seconds it took (device synchronised)."""
+    """``n`` samples in [-1, 1] (on CPU) in batches, and the seconds it took (device synchronised); a
+    conditional run's samples are of the classes :func:`sample_labels` gives, guided as ``sample_cfg``
+    says."""
     gen = torch.Generator().manual_seed(seed)
     model.eval()
     denoiser = Denoiser.of(model, exp.diffusion, exp.recipe, clip_x0=sample_cfg.clip_x0)
+    labels = sample_labels(exp, sample_cfg, n)
+    if labels is not None:
+        guidance = Guidance(sample_cfg.guidance_scale, sample_cfg.guidance_interval)
+        denoiser = replace(denoiser, guidance=guidance)
     chunks, start = [], time.perf_counter()
     for i in range(0, n, sample_cfg.batch_size):
         b = min(sample_cfg.batch_size, n - i)
+        if labels is not None:
+            denoiser = replace(denoiser, labels=labels[i : i + b].to(exp.device))
         x = sample(
             denoiser,
             (b, *exp.data.image_shape),

@@ -40,10 +40,14 @@ def save_grid(path: Path, images: torch.Tensor, **kwargs) -> Path:
     return write_bytes_atomic(path, buf.getvalue())
 
 
-def save_samples_npz(path: Path, images: torch.Tensor) -> Path:
-    """Samples as ``images``: uint8 (N, H, W, C), the layout image libraries and other tools expect."""
+def save_samples_npz(path: Path, images: torch.Tensor, labels: torch.Tensor | None = None) -> Path:
+    """Samples as ``images``: uint8 (N, H, W, C), the layout image libraries and other tools expect; a
+    conditional run's classes as ``labels`` (int64 (N,), the class each sample was asked to be)."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, images=to_uint8(images).permute(0, 2, 3, 1).numpy())
+    arrays = {"images": to_uint8(images).permute(0, 2, 3, 1).numpy()}
+    if labels is not None:
+        arrays["labels"] = labels.cpu().numpy()
+    np.savez_compressed(buf, **arrays)
     return write_bytes_atomic(path, buf.getvalue())
 
 

@@ -38,6 +38,8 @@ def denoiser_rows(image_shape: tuple[int, int, int]) -> list[tuple[str, str, str
             params = f"{count_parameters(net) / 1e6:.2f}M params"
             recipe = denoisers.recipe_of(net)
             target = f"predicts {recipe.prediction}, {recipe.sampler}"
+            if denoisers.accepts_labels(plugin.name):
+                target += ", class-conditional"
         except (ValueError, TypeError) as exc:
             params, target = "n/a", f"({exc})"
         rows.append((plugin.name, params, target, plugin.description))

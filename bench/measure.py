@@ -13,14 +13,15 @@ from denoisers.common import count_parameters
 from denoisers.kernels.group_norm import fused_kernel_ran
 
 from .config import RunConfig, SampleConfig
-from .denoiser import Denoiser
+from .denoiser import Denoiser, Guidance
+from .diffusion import Diffusion
 from .environment import device_name
 from .experiment import Experiment, generate
 from .likelihood import nll_bits_per_dim
 from .metrics import evaluate_samples, get_feature_extractor
 from .metrics.fidelity import StandardInception, find_weights
 from .run_folder import Evaluation, RunMetrics, SampleMetrics, TrainMetrics
-from .sampling import network_calls
+from .sampling import ddim_timesteps, guided_network_calls, network_calls
 from .scoring import EvalConfig, score_samples, standard_scores
 from .throughput import (
     efficiency,
@@ -41,13 +42,16 @@ def evaluate(
     config: EvalConfig | None = None,
     inception: StandardInception | None = None,
     reuse: Evaluation | None = None,
+    labels: torch.Tensor | None = None,
 ) -> Evaluation:
     """Quality metrics beside the reference rows, the NLL bound for denoisers trained on every t, and with
     ``inception`` standard FID, IS and KID. ``reuse``, an evaluation of the same model with as many samples
-    (another sampler), lends its reference rows and NLL bound, which do not depend on the sampler."""
+    (another sampler), lends its reference rows and NLL bound, which do not depend on the sampler.
+    ``labels``, the classes a conditional run's samples were asked to be, adds the class metrics."""
     config = config or EvalConfig()
     refs = reuse.references if reuse is not None else None
-    result = Evaluation(**score_samples(samples, exp.data, config, progress=progress, references=refs))
+    scores = score_samples(samples, exp.data, config, progress=progress, references=refs, labels=labels)
+    result = Evaluation(**scores)
     if inception is not None:
         result = replace(result, **standard_scores(samples, exp.data, inception, progress=progress))
     if exp.recipe.timesteps == "all":
@@ -101,7 +105,7 @@ def run_metrics(
     """Parameters, speed and hardware efficiency of training and sampling."""
     forward = forward_flops_per_image(trainer.model, exp.data.image_shape, exp.device)
     training = training_flops_per_image(trainer.model, exp.data.image_shape, exp.device)
-    nfe = sampler_calls(sample_cfg, exp.diffusion.num_timesteps)
+    nfe = sampler_calls(sample_cfg, exp.diffusion)
     sample_ips = n / sample_s
     peak = matmul_peak(exp.device)
     best = max((log.images_per_second or 0.0) * training, sample_ips * nfe * forward)
@@ -132,6 +136,7 @@ def run_metrics(
             network_evaluations_per_s=sample_ips * nfe,
             **efficiency(sample_ips * nfe, forward, peak),
             ema=sample_cfg.use_ema,
+            **guidance_fields(sample_cfg, exp),
         ),
         hardware={
             "device": str(exp.device),
@@ -145,8 +150,25 @@ def run_metrics(
     )
 
 
-def sampler_calls(sample_cfg: SampleConfig, num_timesteps: int) -> int:
+def guidance_fields(sample_cfg: SampleConfig, exp: Experiment) -> dict:
+    """How a conditional run's samples were conditioned, for metrics.json (nothing for an unconditional
+    run, whose metrics keep the fields they always had)."""
+    if not exp.config.conditional:
+        return {}
+    interval = list(sample_cfg.guidance_interval) if sample_cfg.guidance_interval is not None else None
+    return {
+        "guidance_scale": sample_cfg.guidance_scale,
+        "guidance_interval": interval,
+        "class_label": sample_cfg.class_label,
+    }
+
+
+def sampler_calls(sample_cfg: SampleConfig, diffusion: Diffusion) -> int:
     """Network evaluations per sample (NFE) of the resolved sampler: what it declared for its step count
-    (all T steps for ancestral)."""
-    steps = sample_cfg.steps if sample_cfg.steps is not None else num_timesteps
-    return network_calls(sample_cfg.method, steps)
+    (all T steps for ancestral), with each guided call counted twice."""
+    steps = sample_cfg.steps if sample_cfg.steps is not None else diffusion.num_timesteps
+    if not sample_cfg.guided:
+        return network_calls(sample_cfg.method, steps)
+    guidance = Guidance(sample_cfg.guidance_scale, sample_cfg.guidance_interval)
+    grid = ddim_timesteps(diffusion.num_timesteps, steps)
+    return guided_network_calls(sample_cfg.method, grid, diffusion.sigmas, guidance)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .denoiser import SIGMA_DATA, Denoiser
+from .denoiser import NULL_LABEL, SIGMA_DATA, Denoiser
 from .diffusion import Diffusion
 from .sampling import SAMPLERS, ddim_timesteps
 
@@ -80,3 +80,91 @@ class GaussianData:
         timesteps = ddim_timesteps(diffusion.num_timesteps, steps)
         x = SAMPLERS.get(method)(denoiser, x_T.clone(), timesteps, **settings)
         return (x - self.ode_endpoint(diffusion, x_T)).abs().max().item()
+
+
+@dataclass(frozen=True)
+class GaussianMixture:
+    """Class-conditional data for classifier-free guidance: an image is of class k (label k) with probability
+    ``weights[k]``, and given its class it is N(means[k], stds[k]^2) in every dimension. The class is drawn
+    once per image, so it is shared by all the image's dimensions (as a digit's class is by its pixels).
+
+    With one class the conditional and the unconditional model coincide; with two well-separated classes
+    guidance has a visible, exactly computable effect: the guided x0 estimate of class k moves away from the
+    other classes by (scale - 1) times the gap between the conditional and the unconditional estimate.
+    """
+
+    means: tuple[float, ...] = (-0.5, 0.5)
+    stds: tuple[float, ...] = (0.2, 0.2)
+    weights: tuple[float, ...] = (0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        k = len(self.means)
+        if k < 1 or len(self.stds) != k or len(self.weights) != k:
+            raise ValueError(
+                f"means, stds and weights need one entry per class, got {len(self.means)}, "
+                f"{len(self.stds)} and {len(self.weights)}"
+            )
+        if min(self.stds) <= 0 or min(self.weights) <= 0 or not math.isclose(sum(self.weights), 1.0):
+            raise ValueError(
+                f"stds must be > 0 and weights > 0 summing to 1, got stds={self.stds}, weights={self.weights}"
+            )
+
+    @property
+    def classes(self) -> tuple[GaussianData, ...]:
+        """The data of each class: ``classes[k]`` is what label k asks for."""
+        return tuple(GaussianData(m, s) for m, s in zip(self.means, self.stds, strict=True))
+
+    def responsibilities(self, diffusion: Diffusion, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """p(class k | x_t), shape (B, K), float64: Bayes' rule with the class-k marginal of x_t = sqrt(ab) x0
+        + sqrt(1 - ab) eps, N(sqrt(ab) m_k, ab s_k^2 + 1 - ab) in each dimension, whose log densities add up
+        over the item's dimensions because they share the class."""
+        x = x_t.double().flatten(1)  # (B, D)
+        a, b = diffusion.coefficients(t, x)  # (B, 1) each
+        m, s, w = (
+            torch.tensor(v, dtype=torch.float64, device=x.device)
+            for v in (self.means, self.stds, self.weights)
+        )
+        var = (a**2 * s**2 + b**2).unsqueeze(2)  # (B, K, 1)
+        sq = (x.unsqueeze(1) - (a * m).unsqueeze(2)) ** 2  # (B, K, D)
+        log_density = -0.5 * (sq / var + var.log()).sum(2)  # (B, K), up to a constant shared by the classes
+        return torch.softmax(w.log() + log_density, dim=1)
+
+    def network(
+        self, diffusion: Diffusion, prediction: str = "eps", sigma_data: float = SIGMA_DATA
+    ) -> Callable[..., torch.Tensor]:
+        """The exact class-conditional network ``net(x_t, t, y=None)`` of each target, for integer timesteps:
+        for label k, E[target | x_t, class k], which is class k's Gaussian oracle; for
+        :data:`~bench.denoiser.NULL_LABEL` (or no labels), E[target | x_t] of the mixture.
+
+        Why the unconditional output is exact: by the tower rule E[target | x_t] = sum_k p(k | x_t)
+        E[target | x_t, k] (:meth:`responsibilities`), and with x_t fixed every target (eps, x0, v and EDM's
+        F = (x0 - c_skip y) / c_out) is affine in (x0, eps), so mixing the classes' outputs with weights
+        that sum to 1 is mixing their posterior means. For ``edm`` the network sees c_in y, so x_t is
+        recovered as c_in y sqrt(1 - ab + ab sd^2) before the responsibilities are computed."""
+        per_class = [data.network(diffusion, prediction, sigma_data) for data in self.classes]
+        num_classes = len(per_class)
+
+        def net(net_input: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+            outputs = torch.stack([f(net_input, t) for f in per_class])  # (K, B, ...)
+            x_t = net_input
+            if prediction == "edm":
+                a, b = diffusion.coefficients(t, net_input)
+                x_t = net_input * (b**2 + a**2 * sigma_data**2).sqrt()
+            r = self.responsibilities(diffusion, x_t, t).to(outputs.dtype)  # (B, K)
+            uncond = (r.T.reshape(*r.T.shape, *[1] * (outputs.ndim - 2)) * outputs).sum(0)
+            if y is None:
+                return uncond
+            y = y.to(device=net_input.device, dtype=torch.long)
+            if y.shape != (net_input.shape[0],):
+                raise ValueError(f"labels have shape {tuple(y.shape)}, expected ({net_input.shape[0]},)")
+            bad = (y < NULL_LABEL) | (y >= num_classes)
+            if bool(bad.any()):
+                raise ValueError(
+                    f"labels must be in 0..{num_classes - 1} or NULL_LABEL ({NULL_LABEL}), "
+                    f"got {sorted(set(y[bad].tolist()))}"
+                )
+            cond = outputs[y.clamp(min=0), torch.arange(y.shape[0], device=y.device)]
+            null = (y == NULL_LABEL).view(-1, *[1] * (uncond.ndim - 1))
+            return torch.where(null, uncond, cond)
+
+        return net

@@ -5,15 +5,15 @@ scored with other samplers and step counts, never touching the run's own files e
 from __future__ import annotations
 
 import secrets
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import SampleConfig
 from .datasets._base import uint8_to_unit
-from .experiment import Experiment, generate, load_run, resolve_sampler
+from .experiment import Experiment, generate, load_run, resolve_sampler, sample_labels
 from .fid_samples import CHUNK, chunk_folder, chunked_samples
 from .images import save_grid, save_samples_npz
-from .measure import evaluate, sampler_calls
+from .measure import evaluate, guidance_fields, sampler_calls
 from .metrics.fidelity import StandardInception, reference_features, standard_metrics
 from .run_folder import EvalSample, EvaluationEntry, RunFolder, RunMetrics
 
@@ -21,9 +21,41 @@ CLASSIFIER_SAMPLES = 10_000
 """At most this many of an FID evaluation's samples are scored in the classifier's feature space."""
 
 
-def sampler_config(exp: Experiment, *, method: str, steps: int | None, eta: float, n: int) -> SampleConfig:
-    """The run's own sampling settings with another sampler, step count, eta and number of samples."""
-    cfg = replace(exp.config.sample, method=method, steps=steps, eta=eta, n=n)
+@dataclass(frozen=True)
+class Conditioning:
+    """What a conditional run's samples are asked for: a guidance scale (1: plain conditional), the noise
+    levels it applies in (everywhere when None), and one class for all (balanced classes when None)."""
+
+    guidance_scale: float = 1.0
+    guidance_interval: tuple[float, float] | None = None
+    class_label: int | None = None
+
+
+def sampler_config(
+    exp: Experiment,
+    *,
+    method: str,
+    steps: int | None,
+    eta: float,
+    n: int,
+    conditioning: Conditioning | None = None,
+) -> SampleConfig:
+    """The run's own sampling settings with another sampler, step count, eta, number of samples and (for a
+    conditional run) conditioning; checked against the run as its own config is."""
+    conditioning = conditioning or Conditioning()
+    cfg = replace(
+        exp.config.sample,
+        method=method,
+        steps=steps,
+        eta=eta,
+        n=n,
+        guidance_scale=conditioning.guidance_scale,
+        guidance_interval=conditioning.guidance_interval,
+        class_label=conditioning.class_label,
+    )
+    replace(exp.config, sample=cfg)  # the run's config checks the conditioning
+    if exp.num_classes is not None:
+        sample_labels(exp, cfg, 1)  # and a class against the dataset's
     return resolve_sampler(replace(cfg, batch_size=min(cfg.batch_size, n)), exp.recipe)
 
 
@@ -46,17 +78,20 @@ def sample_run(
     use_ema: bool = True,
     device: str = "auto",
     progress: bool = True,
+    conditioning: Conditioning | None = None,
 ) -> list[Path]:
     """Sample ``n`` images from a run into ``run_dir/samples/``, never touching the run's own files."""
     exp, ckpt = load_run(run_dir, device=device)
+    cfg = sampler_config(exp, method=method, steps=steps, eta=eta, n=n, conditioning=conditioning)
     exp.model.load_state_dict(ckpt["ema"]["module"] if use_ema else ckpt["model"])
     exp.model.to(exp.device)
-    cfg = sampler_config(exp, method=method, steps=steps, eta=eta, n=n)
     samples, seconds = generate(exp, exp.model, cfg, n, seed=seed, progress=progress)
+    labels = sample_labels(exp, cfg, n)
     out = RunFolder(run_dir).extra_samples
     out.mkdir(exist_ok=True)
     stem = f"{cfg.label()}-n{n}-seed{seed}-{'ema' if use_ema else 'raw'}-{secrets.token_hex(2)}"
-    return [save_grid(out / f"{stem}.png", samples[:64]), save_samples_npz(out / f"{stem}.npz", samples)]
+    npz = save_samples_npz(out / f"{stem}.npz", samples, labels)
+    return [save_grid(out / f"{stem}.png", samples[:64]), npz]
 
 
 def evaluate_run(
@@ -71,9 +106,13 @@ def evaluate_run(
     progress: bool = True,
     fid_weights: Path | None = None,
     fid_chunk: int = CHUNK,
+    guidance_scales: list[float] | None = None,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> list[EvaluationEntry]:
-    """Sample a finished run with each step count and score it; each result is appended to the run's
-    ``metrics.json`` under ``evaluations`` (the run's own numbers are kept as they are).
+    """Sample a finished run with each step count (and, for a conditional run, each guidance scale, on
+    balanced classes) and score it; each result is appended to the run's ``metrics.json`` under
+    ``evaluations`` (the run's own numbers are kept as they are). ``guidance_interval`` applies to the
+    scales other than 1.
 
     With ``fid_weights`` the samples are drawn in resumable chunks (:mod:`bench.fid_samples`) and scored
     with standard FID, IS and KID too; the classifier-space metrics then use the first
@@ -82,19 +121,26 @@ def evaluate_run(
     if not folder.has_metrics():
         raise FileNotFoundError(f"{str(run_dir)!r} has no metrics.json: the run has not finished")
     exp, ckpt = load_run(run_dir, device=device)
+    conditionings = [
+        Conditioning(scale, guidance_interval if scale != 1 else None) for scale in (guidance_scales or [1.0])
+    ]
+    configs = [
+        sampler_config(exp, method=method, steps=count, eta=eta, n=n, conditioning=conditioning)
+        for count in steps
+        for conditioning in conditionings
+    ]  # every setting checked before any sampling
     exp.model.load_state_dict(ckpt["ema"]["module"])
     exp.model.to(exp.device)
     extractor = StandardInception(fid_weights, device=exp.device) if fid_weights is not None else None
-    T = exp.diffusion.num_timesteps
     entries: list[EvaluationEntry] = []
-    configs = [sampler_config(exp, method=method, steps=count, eta=eta, n=n) for count in steps]  # checked
     scored = n if extractor is None else min(n, CLASSIFIER_SAMPLES)  # what the classifier space sees
     own = reusable(folder.read_metrics(), scored, int(ckpt["step"]))
+    labels = sample_labels(exp, configs[0], scored)  # balanced: the same for every setting
     for cfg in configs:
         reuse = entries[0] if entries else own  # the reference rows and NLL bound do not change
         if extractor is None:
             samples, seconds = generate(exp, exp.model, cfg, n, seed=seed, progress=progress)
-            scores = evaluate(exp, exp.model, samples, progress=progress, reuse=reuse)
+            scores = evaluate(exp, exp.model, samples, progress=progress, reuse=reuse, labels=labels)
             images_per_s = n / seconds
         else:
             where = chunk_folder(
@@ -114,13 +160,14 @@ def evaluate_run(
             samples = uint8_to_unit(fs.images[:CLASSIFIER_SAMPLES])
             reference = reference_features(extractor, exp.data.name, exp.data.train_images, progress=progress)
             standard = standard_metrics(fs.pool, fs.logits, reference)
-            scores = evaluate(exp, exp.model, samples, progress=progress, reuse=reuse)
+            scores = evaluate(exp, exp.model, samples, progress=progress, reuse=reuse, labels=labels)
             scores = replace(scores, **standard)
             images_per_s = fs.made / fs.seconds if fs.made else None
-        entry = EvaluationEntry(
-            **scores.evaluation_fields(),
-            sample=EvalSample(cfg.method, cfg.steps, cfg.eta, n, seed, images_per_s, sampler_calls(cfg, T)),
-        )
+        drawn = EvalSample(
+            cfg.method, cfg.steps, cfg.eta, n, seed, images_per_s, sampler_calls(cfg, exp.diffusion),
+            **guidance_fields(cfg, exp),
+        )  # fmt: skip
+        entry = EvaluationEntry(**scores.evaluation_fields(), sample=drawn)
         folder.add_evaluation(entry)
         entries.append(entry)
     return entries

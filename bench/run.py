@@ -21,7 +21,7 @@ from .denoiser import Denoiser
 from .distill import Pairs, Teacher, distillation_metrics, load_teacher, make_pairs
 from .distributed import DistInfo, barrier, broadcast_object, init_distributed, shutdown
 from .environment import environment, resolve_device
-from .experiment import Experiment, build_experiment, generate, resolve_sampler
+from .experiment import Experiment, build_experiment, generate, resolve_sampler, sample_labels
 from .images import save_grid, save_samples_npz
 from .io import create_run_dir
 from .measure import evaluate, run_metrics, score_during_training, standard_inception
@@ -136,6 +136,7 @@ def train_and_finish(
         seed=config.seed,
         dist=dist,
         inputs=pairs.x_T if pairs is not None else None,
+        labels=exp.data.train_labels if config.conditional else None,
         stop=stop,
     )
     history: list[dict] = []
@@ -238,14 +239,15 @@ def finish(
         exp, sampler, sample_cfg, sample_cfg.n, seed=exp.config.seed, progress=progress
     )
     phases["sample_s"] = sample_s
+    labels = sample_labels(exp, sample_cfg, samples.shape[0])
     save_grid(folder.samples_png, samples[:64])
-    save_samples_npz(folder.samples_npz, samples)
+    save_samples_npz(folder.samples_npz, samples, labels)
     metrics = run_metrics(exp, trainer, log, sample_cfg, n=samples.shape[0], sample_s=sample_s)
     metrics = replace(metrics, run_id=folder.name, distillation=distillation)
     if exp.config.evaluate:
         folder.write_status("evaluating", step=trainer.step)
         start = time.perf_counter()
-        scores = evaluate(exp, model, samples, progress=progress, inception=inception)
+        scores = evaluate(exp, model, samples, progress=progress, inception=inception, labels=labels)
         metrics = replace(metrics, **scores.evaluation_fields())
         phases["eval_s"] = time.perf_counter() - start
     folder.write_metrics(replace(metrics, phases=phases))

@@ -74,6 +74,10 @@ class SampleMetrics:
     achieved_flops_per_s: float | None = None
     fraction_of_peak: float | None = None
     ema: bool | None = None
+    # a class-conditional run's sampling (None for an unconditional one)
+    guidance_scale: float | None = None
+    guidance_interval: list[float] | None = None
+    class_label: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,10 @@ class EvalSample:
     seed: int
     images_per_s: float | None
     nfe: int | None = None  # network calls per image; None in entries from before it was recorded
+    # a class-conditional run's sampling (None for an unconditional one)
+    guidance_scale: float | None = None
+    guidance_interval: list[float] | None = None
+    class_label: int | None = None
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@ Every sampler is a plain function registered by name, with one signature:
 and each sampler declares only the settings it uses (``eta`` for DDIM, ``variance`` for ancestral) as
 keyword arguments with defaults, and names them at registration (``settings=(...)``), so callers know what
 to pass. It also declares its cost: ``nfe``, the network calls per image for a number of steps (one per step
-unless it says otherwise), and ``min_steps``. ``denoiser(x_t, t)`` returns (x0_hat, eps_hat) whatever the
-network predicts, so a sampler is only its update rule. :func:`sample` checks the options, draws x_T and runs
+unless it says otherwise), ``calls``, the timesteps of the grid it calls the network at (each once unless it
+says otherwise; what classifier-free guidance with an interval needs to count its calls), and
+``min_steps``. ``denoiser(x_t, t)`` returns (x0_hat, eps_hat) whatever the network predicts (guided or not),
+so a sampler is only its update rule. :func:`sample` checks the options, draws x_T and runs
 a sampler under ``torch.inference_mode()``.
 
 The ODE solvers (``euler``, ``heun``, ``dpmpp-2m``) integrate the probability-flow ODE on the sigma grid of
@@ -27,7 +29,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .denoiser import Denoiser
+from .denoiser import Denoiser, Guidance
 from .registry import Registry
 
 Sampler = Callable[..., torch.Tensor]
@@ -45,6 +47,21 @@ def network_calls(method: str, steps: int) -> int:
     registration (``nfe=``); one per step for a sampler that declares nothing."""
     nfe = SAMPLERS.metadata(method).get("nfe")
     return int(nfe(steps)) if nfe is not None else steps
+
+
+def called_timesteps(method: str, timesteps: list[int]) -> list[int]:
+    """The timesteps, one per network call, at which ``method`` calls the network on the grid ``timesteps``,
+    as it declared at registration (``calls=``); each grid timestep once for a sampler that declares
+    nothing."""
+    calls = SAMPLERS.metadata(method).get("calls")
+    return list(calls(timesteps)) if calls is not None else list(timesteps)
+
+
+def guided_network_calls(method: str, timesteps: list[int], sigmas: torch.Tensor, guidance: Guidance) -> int:
+    """NFE per image with classifier-free guidance: a guided call evaluates the network on the conditional
+    and the unconditional input (two calls, in one batch of 2B), an unguided one once; ``sigmas`` is the
+    schedule's sigma per timestep."""
+    return sum(guidance.calls(float(sigmas[t])) for t in called_timesteps(method, timesteps))
 
 
 def check_steps(method: str, steps: int) -> None:
@@ -189,7 +206,7 @@ def euler(
     return y
 
 
-@SAMPLERS.register("heun", nfe=lambda steps: 2 * steps - 1, min_steps=2)
+@SAMPLERS.register("heun", nfe=lambda steps: 2 * steps - 1, calls=lambda grid: grid + grid[1:], min_steps=2)
 def heun(
     denoiser: Denoiser,
     x: torch.Tensor,

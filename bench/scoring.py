@@ -18,6 +18,7 @@ from PIL import Image
 from . import datasets
 from .images import array_to_tensor, load_samples_npz
 from .metrics import QualityConfig, evaluate_samples, get_feature_extractor, reference_rows
+from .metrics.conditional import class_conditional_scores, class_reference_rows
 from .metrics.fidelity import StandardInception
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -46,9 +47,14 @@ def score_samples(
     *,
     progress: bool = False,
     references: dict[str, dict[str, float]] | None = None,
+    labels: torch.Tensor | None = None,
 ) -> dict:
     """Quality metrics of ``samples`` against ``data``'s test images, with the two reference rows (measured
-    here unless ``references`` from an earlier call with as many samples are given)."""
+    here unless ``references`` from an earlier call with as many samples are given).
+
+    ``labels``, the class each sample was asked to be, adds the class-conditional metrics (class accuracy,
+    per-class FD: :mod:`bench.metrics.conditional`), with their floor (real training images of each class,
+    in the row ``real``) and ceiling (each class's mean image, the row ``class-mean-image``)."""
     config = config or EvalConfig()
     if tuple(samples.shape[1:]) != data.image_shape:
         raise ValueError(
@@ -61,6 +67,11 @@ def score_samples(
     quality = evaluate_samples(samples, data.test_images, extractor, quality_cfg)
     if references is None:
         references = reference_rows(data, extractor, n=samples.shape[0], seed=config.seed, config=quality_cfg)
+        if labels is not None:
+            references = with_class_rows(references, data, extractor, labels, config, quality_cfg)
+    if labels is not None:
+        asked = class_conditional_scores(samples, labels, data.test_images, data.test_labels, extractor)
+        quality.update(asked)
     return {
         "quality": quality,
         "references": references,
@@ -68,6 +79,33 @@ def score_samples(
         "eval_config": asdict(config),
         "seconds": time.perf_counter() - start,
     }
+
+
+def with_class_rows(
+    references: dict[str, dict[str, float]],
+    data: datasets.ImageData,
+    extractor: object,
+    labels: torch.Tensor,
+    config: EvalConfig,
+    quality_cfg: QualityConfig,
+) -> dict[str, dict[str, float]]:
+    """The reference rows with the class-conditional metrics' floor added to ``real`` and their ceiling, the
+    class-mean images (as many of each class as ``labels`` asks, scored with every metric), as its own row."""
+    if data.train_labels is None or data.test_labels is None:
+        raise ValueError(f"class-conditional metrics need a labelled dataset; {data.name!r} has no labels")
+    rows = class_reference_rows(
+        data.train_images,
+        data.train_labels,
+        data.test_images,
+        data.test_labels,
+        extractor,
+        labels,
+        seed=config.seed,
+    )
+    means = torch.stack([data.train_images[data.train_labels == c].mean(0) for c in range(data.num_classes)])
+    everything = evaluate_samples(means[labels], data.test_images, extractor, quality_cfg)
+    ceiling = {**everything, **rows["class-mean-image"]}
+    return {**references, "real": {**references["real"], **rows["real"]}, "class-mean-image": ceiling}
 
 
 def standard_scores(

@@ -65,6 +65,7 @@ def run_id(config: RunConfig) -> str:
     return "-".join(
         [
             config.denoiser,
+            *(["cond"] if config.conditional else []),
             *([str(target)] if target else []),
             *([weight] if weight != "uniform" else []),
             schedule,

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from denoisers import Recipe
 
 from .config import TrainConfig
-from .denoiser import Denoiser, training_loss
+from .denoiser import NULL_LABEL, Denoiser, training_loss
 from .diffusion import Diffusion
 from .distributed import DistInfo, any_rank
 from .ema import EMA
@@ -119,11 +119,14 @@ class Trainer:
         seed: int,
         dist: DistInfo | None = None,
         inputs: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
         stop: threading.Event | None = None,
     ) -> None:
         """``inputs``, when given, is the x_t each of ``images`` is paired with (a teacher's pairs, for a
-        recipe with ``pairs="teacher"``); otherwise x_t is drawn from q(x_t | x0) at every step. ``stop``,
-        when set (by a scheduler's preemption signal, say), stops the loop after a step as Ctrl-C does."""
+        recipe with ``pairs="teacher"``); otherwise x_t is drawn from q(x_t | x0) at every step. ``labels``,
+        the class of each image, trains a conditional model (a fraction ``config.label_dropout`` of each
+        batch with the null label). ``stop``, when set (by a scheduler's preemption signal, say), stops the
+        loop after a step as Ctrl-C does."""
         self.config = config
         check_training_design(recipe, diffusion, config)
         self.recipe = recipe
@@ -142,6 +145,9 @@ class Trainer:
         if inputs is not None and inputs.shape != images.shape:
             raise ValueError(f"inputs {tuple(inputs.shape)} must match the images {tuple(images.shape)}")
         self.inputs = inputs.to(device) if inputs is not None else None
+        if labels is not None and labels.shape != images.shape[:1]:
+            raise ValueError(f"labels {tuple(labels.shape)} must give one class per image, {images.shape[0]}")
+        self.labels = labels.to(device) if labels is not None else None
         self.ema = EMA(self.model, config.ema_decay)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
@@ -197,13 +203,17 @@ class Trainer:
         warmup = self.config.warmup_steps
         return self.config.lr * min(1.0, (step + 1) / warmup) if warmup > 0 else self.config.lr
 
-    def train_step(self, x0: torch.Tensor, x_t: torch.Tensor | None = None) -> torch.Tensor:
-        """One optimisation step (``x_t``: the paired inputs, for teacher pairs); returns the batch loss as a
-        device tensor (no host sync)."""
+    def train_step(
+        self, x0: torch.Tensor, x_t: torch.Tensor | None = None, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One optimisation step (``x_t``: the paired inputs, for teacher pairs; ``y``: the classes, for a
+        conditional model); returns the batch loss as a device tensor (no host sync)."""
         cfg = self.config
         if cfg.hflip:
             x0 = random_hflip(x0, self.generator)
         t = self.timesteps(x0.shape[0])
+        if y is not None:
+            y = self.drop_labels(y)
         autocast = (
             torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[cfg.precision])
             if cfg.precision in AUTOCAST_DTYPES
@@ -215,6 +225,7 @@ class Trainer:
                 x0,
                 t,
                 x_t=x_t,
+                labels=y,
                 generator=self.generator,
                 weight=cfg.loss_weight,
                 min_snr_gamma=cfg.min_snr_gamma,
@@ -231,6 +242,13 @@ class Trainer:
         self.ema.update()
         self.step += 1
         return loss.detach()
+
+    def drop_labels(self, y: torch.Tensor) -> torch.Tensor:
+        """Classifier-free guidance's training (Ho & Salimans 2022): each label replaced by the null label
+        with probability ``label_dropout``, drawn from the trainer's generator (so a resumed run drops the
+        same ones)."""
+        drop = torch.rand(y.shape[0], generator=self.generator, device=y.device) < self.config.label_dropout
+        return torch.where(drop, torch.full_like(y, NULL_LABEL), y)
 
     def timesteps(self, batch: int) -> torch.Tensor:
         """This step's training timesteps: the recipe's uniform (or terminal) integers, or EDM's log-normal
@@ -298,8 +316,9 @@ class Trainer:
                 indices = self.batch_indices(self.step)
                 x0 = self.images[indices]
                 x_t = self.inputs[indices] if self.inputs is not None else None
+                y = self.labels[indices] if self.labels is not None else None
                 log.data_seconds += time.perf_counter() - t0
-                interval.loss_sum += self.train_step(x0, x_t)
+                interval.loss_sum += self.train_step(x0, x_t, y)
                 interval.steps += 1
                 checkpoint_due = self.step % cfg.checkpoint_every == 0
                 eval_due = on_eval is not None and bool(eval_every) and self.step % eval_every == 0

@@ -1,5 +1,10 @@
 """Denoiser plugins: ``denoisers.get(name)(image_shape, **options) -> nn.Module`` called as ``net(x_t, t)``.
 
+A plugin that can be class-conditional registers with ``labels=True``: its factory then also takes
+``num_classes=K`` and its module is called as ``net(x_t, t, y)`` with int64 labels in 0..K-1 or
+``bench.denoiser.NULL_LABEL`` (-1) for the null class; ``y=None`` (or two arguments) is the null class for
+all. :func:`accepts_labels` says which plugins declared it.
+
 Each module carries a :class:`Recipe` saying what it predicts and how it is trained and sampled.
 Third-party denoisers register through the ``bench.denoisers`` entry-point group.
 
@@ -29,6 +34,12 @@ def preset_options(name: str) -> dict[str, dict[str, Any]]:
     return dict(REGISTRY.metadata(name).get("presets", {}))
 
 
+def accepts_labels(name: str) -> bool:
+    """Whether the denoiser ``name`` declared at registration (``labels=True``) that it can be conditioned on
+    a class (its factory takes ``num_classes``)."""
+    return bool(REGISTRY.metadata(name).get("labels", False))
+
+
 def presets(name: str) -> list[str]:
     """Preset names the denoiser ``name`` accepts as ``preset=`` (empty if it declares none)."""
     return list(preset_options(name))
@@ -38,6 +49,7 @@ __all__ = [
     "PREDICTIONS",
     "REGISTRY",
     "DenoiserFactory",
+    "accepts_labels",
     "Recipe",
     "check_image_shape",
     "get",

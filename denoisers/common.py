@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.denoiser import PREDICTIONS, SIGMA_DATA, check_sigma_data
+from bench.denoiser import NULL_LABEL, PREDICTIONS, SIGMA_DATA, check_sigma_data
 
 from ._base import Recipe
 
@@ -30,6 +30,43 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     args = t.float()[:, None] * freqs[None]  # (N, dim/2)
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (N, 2 * (dim/2))
     return nn.functional.pad(emb, (0, dim % 2))  # (N, dim)
+
+
+class ClassEmbedding(nn.Module):
+    """A learned vector per class and one more for the null label (:data:`bench.denoiser.NULL_LABEL`), the
+    "no class" that label dropout trains and classifier-free guidance asks for; ``y=None`` is null for all.
+    ``init_std`` None keeps PyTorch's N(0, 1) (improved-diffusion's U-Net); DiT draws N(0, 0.02^2)."""
+
+    def __init__(self, num_classes: int, dim: int, init_std: float | None = None) -> None:
+        super().__init__()
+        self.num_classes = positive_int(num_classes)
+        self.table = nn.Embedding(num_classes + 1, dim)
+        if init_std is not None:
+            nn.init.normal_(self.table.weight, std=init_std)
+
+    def forward(self, y: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+        if y is None:
+            y = torch.full((batch,), NULL_LABEL, dtype=torch.long, device=device)
+        return self.table(torch.where(y == NULL_LABEL, self.num_classes, y))  # (N, dim)
+
+
+def class_embedding_or_none(
+    num_classes: int | None, dim: int, init_std: float | None = None
+) -> nn.Module | None:
+    """The class embedding of a conditional network, None for an unconditional one (so an unconditional
+    network's parameters, and the random numbers its initialisation draws, are what they always were)."""
+    return ClassEmbedding(num_classes, dim, init_std) if num_classes is not None else None
+
+
+def add_class(
+    emb: torch.Tensor, class_embedding: nn.Module | None, y: torch.Tensor | None, plugin: str
+) -> torch.Tensor:
+    """``emb`` plus the class embedding of ``y``; labels given to an unconditional network are an error."""
+    if class_embedding is None:
+        if y is not None:
+            raise ValueError(f"this {plugin} network is unconditional: it was built without num_classes")
+        return emb
+    return emb + class_embedding(y, emb.shape[0], emb.device)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -12,8 +12,10 @@ mean image, and one call can reproduce the teacher's map.
 
 The backbone and its options are those of the ``unet`` plugin (or, with ``backbone="transformer"``, of the
 ``transformer`` plugin), built by their own builders with this design's recipe, so a comparison with them
-isolates the design and not the architecture. ``direct`` registers the default backbone's presets; with
-``backbone="transformer"`` the transformer's presets apply.
+isolates the design and not the architecture. ``direct`` takes the class too (``num_classes``, through the
+backbone's class embedding): its MSE optimum is then E[x0 | x_T, y], the class-mean image when x_T says
+nothing; ``direct-distilled`` stays unconditional, as its teacher's pairs are. ``direct`` registers the
+default backbone's presets; with ``backbone="transformer"`` the transformer's presets apply.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ PURE_NOISE = {"timesteps": "terminal", "sampler": "one_shot"}
 """Predict the image, from pure noise only, in one call."""
 
 
-@register("direct", presets=UNET_PRESETS)
+@register("direct", presets=UNET_PRESETS, labels=True)
 def direct(
     image_shape: tuple[int, int, int],
     *,

@@ -1,4 +1,4 @@
-"""DiT (Peebles & Xie 2023, "Scalable Diffusion Models with Transformers"), unconditional.
+"""DiT (Peebles & Xie 2023, "Scalable Diffusion Models with Transformers").
 
 Reads top to bottom like the paper and facebookresearch/DiT's models.py: ``modulate`` (the adaptive
 LayerNorm), ``TimestepEmbedder`` (256 sinusoidal frequencies -> MLP), ``DiTBlock`` (timm's Attention and Mlp,
@@ -6,9 +6,13 @@ each wrapped in adaLN-Zero: shift and scale before, a gate after, all regressed 
 ``FinalLayer`` and ``DiT``. ``initialize_weights`` is DiT's: xavier linears, zeroed modulations and output
 layer, so every block starts as the identity and the network's first output is exactly zero.
 
-Differences from the paper's model, all for unconditional pixel-space benchmarks: no class embedding, no
-learned variance (the output has the input's C channels), and the fixed sin-cos position embedding is a
-buffer rather than a frozen parameter, so it is not counted as a parameter nor saved in checkpoints.
+Class-conditional with ``num_classes``: as DiT's ``LabelEmbedder``, a table with one extra row for the null
+class, summed with the timestep embedding into the adaLN conditioning; label dropout is the trainer's (for
+every backbone alike), not the embedder's. Unconditional otherwise, with no table at all.
+
+Differences from the paper's model, for pixel-space benchmarks: no learned variance (the output has the
+input's C channels), and the fixed sin-cos position embedding is a buffer rather than a frozen parameter, so
+it is not counted as a parameter nor saved in checkpoints.
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ from torch import nn
 from bench.denoiser import SIGMA_DATA
 
 from ._base import Recipe, check_image_shape, register
-from .common import design_recipe, positive_float, positive_int, resolve_options, timestep_embedding
+from .common import (
+    add_class,
+    class_embedding_or_none,
+    design_recipe,
+    positive_float,
+    positive_int,
+    resolve_options,
+    timestep_embedding,
+)
 
 SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
 """The paper's Table 1: depth, hidden size, heads."""
@@ -135,6 +147,7 @@ class DiT(nn.Module):
         num_heads: int,
         mlp_ratio: float,
         recipe: Recipe | None = None,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         channels, height, width = image_shape
@@ -147,6 +160,8 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
         self.final_layer = FinalLayer(hidden_size, patch_size, channels)
         self.initialize_weights()
+        # After the other layers, so that an unconditional DiT draws its initial weights as it always did.
+        self.y_embedder = class_embedding_or_none(num_classes, hidden_size, init_std=0.02)
 
     def initialize_weights(self) -> None:
         # Transformer layers: xavier-uniform weights, zero biases.
@@ -178,9 +193,9 @@ class DiT(nn.Module):
         p = self.patch_size
         return rearrange(x, "n (h w) (p q c) -> n c (h p) (w q)", h=self.grid[0], p=p, q=p)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         x = self.x_embedder(x) + self.pos_embed  # (N, T, D), T = H*W / p^2
-        c = self.t_embedder(t)  # (N, D)
+        c = add_class(self.t_embedder(t), self.y_embedder, y, "transformer")  # (N, D)
         for block in self.blocks:
             x = block(x, c)  # (N, T, D)
         x = self.final_layer(x, c)  # (N, T, p*p*C)
@@ -215,26 +230,33 @@ def check_architecture(height: int, width: int, opts: dict[str, Any]) -> None:
 
 
 def build_transformer(
-    image_shape: tuple[int, int, int], recipe: Recipe, *, preset: str = "small", **options: Any
+    image_shape: tuple[int, int, int],
+    recipe: Recipe,
+    *,
+    preset: str = "small",
+    num_classes: int | None = None,
+    **options: Any,
 ) -> DiT:
-    """The DiT of a preset and options, trained and sampled as ``recipe`` says (reused by ``direct``)."""
+    """The DiT of a preset and options, trained and sampled as ``recipe`` says (reused by ``direct``);
+    class-conditional with ``num_classes``."""
     channels, height, width = check_image_shape(image_shape)
     opts = resolve_options("transformer", PRESETS, preset, options, CHECKS)
     if opts["patch_size"] == "auto":
         opts["patch_size"] = auto_patch_size(height, width)
     check_architecture(height, width, opts)
-    return DiT((channels, height, width), recipe=recipe, **opts)
+    return DiT((channels, height, width), recipe=recipe, num_classes=num_classes, **opts)
 
 
-@register("transformer", presets=PRESETS)
+@register("transformer", presets=PRESETS, labels=True)
 def transformer(
     image_shape: tuple[int, int, int],
     *,
     preset: str = "small",
     target: str = "eps",
     sigma_data: float = SIGMA_DATA,
+    num_classes: int | None = None,
     **options: Any,
 ) -> DiT:
     """DiT (Peebles & Xie 2023): patch transformer with adaLN-Zero timestep conditioning; predicts eps."""
     recipe = design_recipe("transformer", target, sigma_data)
-    return build_transformer(image_shape, recipe, preset=preset, **options)
+    return build_transformer(image_shape, recipe, preset=preset, num_classes=num_classes, **options)

@@ -28,6 +28,8 @@ from bench.denoiser import SIGMA_DATA
 
 from ._base import Recipe, check_image_shape, register
 from .common import (
+    add_class,
+    class_embedding_or_none,
     design_recipe,
     group_count,
     positive_int,
@@ -161,6 +163,7 @@ class UNet(nn.Module):
         attention_resolutions: tuple[int, ...],
         dropout: float,
         recipe: Recipe | None = None,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         channels, height, width = image_shape
@@ -207,9 +210,13 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(cur, channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        # improved-diffusion's class conditioning: a learned class vector added to the timestep embedding
+        # (drawn last, so that the other weights are those of the unconditional network of the same seed)
+        self.label_emb = class_embedding_or_none(num_classes, temb_dim)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         temb = self.temb(timestep_embedding(t, self.base_channels))  # (N, 4ch)
+        temb = add_class(temb, self.label_emb, y, "unet")  # (N, 4ch)
         hs = [self.conv_in(x)]  # (N, ch, H, W)
         for layer in self.down:
             hs.append(layer(hs[-1], temb))  # (N, ch * mult, H_level, W_level)
@@ -223,22 +230,30 @@ class UNet(nn.Module):
 
 
 def build_unet(
-    image_shape: tuple[int, int, int], recipe: Recipe, *, preset: str = "small", **options: Any
+    image_shape: tuple[int, int, int],
+    recipe: Recipe,
+    *,
+    preset: str = "small",
+    num_classes: int | None = None,
+    **options: Any,
 ) -> UNet:
     """The U-Net of a preset and options, trained and sampled as ``recipe`` says (other designs, such as
-    ``direct``, reuse the backbone with a recipe of their own)."""
+    ``direct``, reuse the backbone with a recipe of their own); class-conditional with ``num_classes``."""
     shape = check_image_shape(image_shape)
-    return UNet(shape, recipe=recipe, **resolve_options("unet", PRESETS, preset, options, CHECKS))
+    opts = resolve_options("unet", PRESETS, preset, options, CHECKS)
+    return UNet(shape, recipe=recipe, num_classes=num_classes, **opts)
 
 
-@register("unet", presets=PRESETS)
+@register("unet", presets=PRESETS, labels=True)
 def unet(
     image_shape: tuple[int, int, int],
     *,
     preset: str = "small",
     target: str = "eps",
     sigma_data: float = SIGMA_DATA,
+    num_classes: int | None = None,
     **options: Any,
 ) -> UNet:
     """DDPM U-Net (Ho et al. 2020): Wide-ResNet blocks, timestep embedding, self-attention; predicts eps."""
-    return build_unet(image_shape, design_recipe("unet", target, sigma_data), preset=preset, **options)
+    recipe = design_recipe("unet", target, sigma_data)
+    return build_unet(image_shape, recipe, preset=preset, num_classes=num_classes, **options)

@@ -41,16 +41,16 @@ def compare_cmd(
     out: Path | None,
 ) -> None:
     """Compare every run folder found below PATHS: a table in the terminal and a report folder."""
-    from .. import compare, compare_report
+    from .. import benchmark_files, compare, compare_report
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         collection = compare.collect(list(paths))
     for run_dir, reason in collection.skipped:
         click.echo(f"skipped {run_dir}: {reason}", err=True)
-    bench_files = compare.find_benchmark_files(list(paths))
+    bench_files = benchmark_files.find_benchmark_files(list(paths))
     if bench_files:
-        timings = compare.benchmark_table(bench_files)
+        timings = benchmark_files.benchmark_table(bench_files)
         click.echo("step timings (pytest-benchmark):")
         click.echo(compare.format_table(timings).to_string(index=False))
         if collection.runs.empty:

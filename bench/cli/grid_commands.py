@@ -260,3 +260,21 @@ def study_design(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> N
         click.echo(f"wrote {path}")
     click.echo("")
     click.echo((out / "report" / "design.md").read_text())
+
+
+@study.command("guidance")
+@study_options("results/study-guidance", seeds=False)
+@usage_errors(interrupted="interrupted; run the same command again to resume")
+def study_guidance(out: Path, quiet: bool, **settings: Any) -> None:
+    """Classifier-free guidance, and does knowing the class rescue one-call prediction from pure noise?
+    Trains the unconditional unet, the conditional unet (label dropout 0.1) and the conditional direct
+    design at one budget; scores the conditional ones at guidance scales 1-4 (the unet also with guidance
+    only for sigma in (0.3, 5]); writes OUT/report/ with guidance.md and quality_vs_guidance.png, and
+    prints the table. Finished runs and scores are kept."""
+    from ..guidance_study import run_guidance_study
+
+    written = run_guidance_study(study_base(**settings), out, progress=not quiet)
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo("")
+    click.echo((out / "report" / "guidance.md").read_text())

@@ -106,6 +106,25 @@ class CommaList(click.ParamType):
         return converted
 
 
+class GuidanceInterval(click.ParamType):
+    """``SIGMA_LO,SIGMA_HI``: the noise levels where classifier-free guidance applies (``inf`` allowed)."""
+
+    name = "SIGMA_LO,SIGMA_HI"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple:
+        from ..denoiser import check_guidance
+
+        if isinstance(value, tuple):
+            return value
+        try:
+            interval = tuple(float(item) for item in str(value).split(","))
+            check_guidance(1.0, interval)
+        except ValueError as exc:
+            message = str(exc) if "guidance" in str(exc) else f"expected SIGMA_LO,SIGMA_HI, got {value!r}"
+            self.fail(message, param, ctx)
+        return interval
+
+
 class KeyValue(click.ParamType):
     """``key=value`` with the value read as a Python literal when it is one (``3``, ``0.1``, ``(1,2,2)``,
     ``True``), else kept as a string; dashes in the key become underscores."""

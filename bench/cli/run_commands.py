@@ -9,10 +9,19 @@ from typing import Any
 
 import click
 
-from ..config import SampleConfig
+from ..config import Rule, SampleConfig
 from . import main
 from .cluster_options import executor_from_options, executor_options
-from .options import DATASET, SAMPLER, CommaList, config_option, positive_int, usage_errors
+from .options import (
+    DATASET,
+    SAMPLER,
+    CommaList,
+    GuidanceInterval,
+    RuleType,
+    config_option,
+    positive_int,
+    usage_errors,
+)
 from .run_options import (
     DEFAULTS,
     check_sigma_data_applies,
@@ -120,6 +129,28 @@ def run_as_job(config, out: Path, run_id: str | None, resume: Path | None, execu
 @config_option("--eta", kind=SampleConfig, field="eta", default=DEFAULTS.sample.eta)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-ema", is_flag=True, help="Sample the raw weights instead of their EMA.")
+@config_option(
+    "--class",
+    "class_label",
+    kind=SampleConfig,
+    field="class_label",
+    default=None,
+    show_default=False,
+    help="A conditional run's class index for every sample [default: balanced, sample i of class i mod K].",
+)
+@config_option(
+    "--guidance-scale",
+    kind=SampleConfig,
+    field="guidance_scale",
+    default=1.0,
+    help="Classifier-free guidance for a conditional run (1: plain conditional).",
+)
+@click.option(
+    "--guidance-interval",
+    type=GuidanceInterval(),
+    default=None,
+    help="Guide only where SIGMA_LO < sigma <= SIGMA_HI.",
+)
 @device_option
 @quiet_option
 @usage_errors
@@ -131,10 +162,14 @@ def sample_cmd(
     eta: float,
     seed: int,
     no_ema: bool,
+    class_label: int | None,
+    guidance_scale: float,
+    guidance_interval: tuple[float, float] | None,
     device: str,
     quiet: bool,
 ) -> None:
-    """Sample a finished (or checkpointed) run; writes RUN_DIR/samples/<name>.png and .npz."""
+    """Sample a finished (or checkpointed) run; writes RUN_DIR/samples/<name>.png and .npz (with the
+    classes asked for, for a conditional run)."""
     from .. import resample
 
     paths = resample.sample_run(
@@ -147,6 +182,7 @@ def sample_cmd(
         use_ema=not no_ema,
         device=device,
         progress=not quiet,
+        conditioning=resample.Conditioning(guidance_scale, guidance_interval, class_label),
     )
     for path in paths:
         click.echo(str(path))
@@ -176,6 +212,21 @@ def sample_cmd(
 @config_option("--eta", kind=SampleConfig, field="eta", default=DEFAULTS.sample.eta)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
+    "--guidance-scale",
+    "guidance_scales",
+    type=CommaList(RuleType(Rule(float, low=0), "guidance scale")),
+    default="1",
+    show_default=True,
+    help="Classifier-free guidance scales for a conditional run, e.g. 1,1.5,2,3,4: one entry each (and one "
+    "point each in bench compare's quality_vs_guidance.png).",
+)
+@click.option(
+    "--guidance-interval",
+    type=GuidanceInterval(),
+    default=None,
+    help="Guide only where SIGMA_LO < sigma <= SIGMA_HI (the scales other than 1).",
+)
+@click.option(
     "--fid",
     is_flag=True,
     help="Also standard FID, Inception Score and KID in Inception space (torch-fidelity); samples are drawn "
@@ -202,6 +253,8 @@ def eval_cmd(
     steps: list[int],
     eta: float,
     seed: int,
+    guidance_scales: list[float],
+    guidance_interval: tuple[float, float] | None,
     fid: bool,
     inception_weights: Path | None,
     download_inception: bool,
@@ -241,13 +294,20 @@ def eval_cmd(
         device=device,
         progress=not quiet,
         fid_weights=weights,
+        guidance_scales=guidance_scales,
+        guidance_interval=guidance_interval,
     )
     for entry in entries:
         q, ref = entry.quality, entry.references
+        scale = entry.sample.guidance_scale
+        guided = f", guidance {scale:g}" if scale is not None else ""
+        if entry.sample.guidance_interval is not None:
+            guided += " in ({:g}, {:g}]".format(*entry.sample.guidance_interval)
+        accuracy = f", class accuracy {q['class_accuracy']:.3f}" if "class_accuracy" in q else ""
         click.echo(
-            f"{entry.sample.method} {entry.sample.steps} steps: fd {q['fd']:.3g} "
+            f"{entry.sample.method} {entry.sample.steps} steps{guided}: fd {q['fd']:.3g} "
             f"(real {ref['real']['fd']:.3g}, mean image {ref['mean-image']['fd']:.3g}), "
-            f"precision {q['precision']:.3f}, recall {q['recall']:.3f}"
+            f"precision {q['precision']:.3f}, recall {q['recall']:.3f}{accuracy}"
             + (
                 f"; FID {entry.fid:.4g}, IS {entry.inception_score['mean']:.4g}"
                 if entry.fid is not None

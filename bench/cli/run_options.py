@@ -28,6 +28,7 @@ from .options import (
     SAMPLER,
     SCHEDULE,
     CommaList,
+    GuidanceInterval,
     KeyValue,
     RuleType,
     command_line_given,
@@ -170,6 +171,21 @@ def run_options(fn=None, *, grid: bool = False):
         ),
         image_size_option,
         click.option(
+            "--conditional",
+            is_flag=True,
+            help="Train class-conditional on a labelled dataset: the network is called as net(x_t, t, y) "
+            "(the denoiser must take labels: unet, transformer, direct).",
+        ),
+        config_option(
+            "--label-dropout",
+            kind=TrainConfig,
+            field="label_dropout",
+            default=None,
+            show_default=False,
+            help="With --conditional: the fraction of examples trained with the null class, the "
+            "unconditional model classifier-free guidance needs [default: 0.1].",
+        ),
+        click.option(
             "--preset", default=None, help="Denoiser size preset (e.g. small, ddpm-cifar10, DiT-S/2)."
         ),
         click.option(
@@ -308,6 +324,23 @@ def run_options(fn=None, *, grid: bool = False):
             help="DDIM noise: 0 deterministic, 1 DDPM-like.",
         ),
         config_option(
+            "--guidance-scale",
+            "sample_guidance_scale",
+            kind=SampleConfig,
+            field="guidance_scale",
+            default=sample.guidance_scale,
+            help="With --conditional: classifier-free guidance, uncond + s (cond - uncond); 1 is plain "
+            "conditional sampling, and each guided call costs two network calls.",
+        ),
+        click.option(
+            "--guidance-interval",
+            "sample_guidance_interval",
+            type=GuidanceInterval(),
+            default=None,
+            help="Guide only where SIGMA_LO < sigma <= SIGMA_HI (Kynkaanniemi et al. 2024), plain "
+            "conditional (one call) elsewhere; sigma = sqrt((1 - alpha_bar) / alpha_bar).",
+        ),
+        config_option(
             "--n-samples",
             "sample_n",
             kind=SampleConfig,
@@ -390,7 +423,7 @@ def config_from_options(values: dict[str, Any]) -> RunConfig:
         denoiser_options=options,
         image_size=values["image_size"] or datasets.run_image_size(values["dataset"]),
         diffusion=from_options(DiffusionConfig, values),
-        train=from_options(TrainConfig, values),
+        train=from_options(TrainConfig, values, label_dropout=label_dropout(values)),
         distill=from_options(DistillConfig, values),
         sample=from_options(
             SampleConfig,
@@ -399,6 +432,17 @@ def config_from_options(values: dict[str, Any]) -> RunConfig:
             batch_size=min(DEFAULTS.sample.batch_size, values["sample_n"]),
         ),
     )
+
+
+def label_dropout(values: dict[str, Any]) -> float:
+    """--label-dropout trains the null class of a conditional model; without --conditional there is none."""
+    if values.get("label_dropout") is None:
+        return DEFAULTS.train.label_dropout
+    if not values.get("conditional"):
+        raise ValueError(
+            "--label-dropout applies to class-conditional runs: add --conditional or leave it out"
+        )
+    return values["label_dropout"]
 
 
 def check_sigma_data_applies(values: dict[str, Any]) -> None:

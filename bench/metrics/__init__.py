@@ -8,6 +8,7 @@
 """
 
 from ..io import CACHE_ENV
+from .conditional import ClassifierSpace, class_conditional_scores, class_reference_rows
 from .distances import KIDResult, frechet_distance, kernel_inception_distance, polynomial_kernel
 from .diversity import ClassHistogram, class_histogram, pixel_diversity
 from .features import (
@@ -32,6 +33,7 @@ from .quality import QualityConfig, evaluate_samples, reference_rows
 __all__ = [
     "CACHE_ENV",
     "ClassHistogram",
+    "ClassifierSpace",
     "DensityCoverage",
     "FeatureExtractor",
     "FeatureExtractorConfig",
@@ -42,7 +44,9 @@ __all__ = [
     "LabeledImages",
     "PrecisionRecall",
     "QualityConfig",
+    "class_conditional_scores",
     "class_histogram",
+    "class_reference_rows",
     "default_cache_dir",
     "density_coverage",
     "evaluate_samples",

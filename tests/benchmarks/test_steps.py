@@ -8,13 +8,15 @@ images/s implied by the median; ``bench compare`` reads the JSON these write.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 import denoisers
 import schedules
 from bench.config import TrainConfig
-from bench.denoiser import Denoiser
+from bench.denoiser import Denoiser, Guidance
 from bench.diffusion import Diffusion
 from bench.environment import configure_allocator, device_name
 from bench.sampling import network_calls, sample
@@ -132,4 +134,44 @@ def test_solver_cost_per_network_call(benchmark, method, settings):
     benchmark.pedantic(run, rounds=5, warmup_rounds=1)
     median = benchmark.stats.stats.median
     benchmark.extra_info.update({"nfe": calls, "ms_per_call": 1e3 * median / calls})
+    images_per_s(benchmark, batch)
+
+
+# (id, guidance, network batches of B per call): the step's t = T-1 has sigma ~ 157, outside (0, 1]
+GUIDANCE = [
+    ("unguided", Guidance(1.0), 1),
+    ("guided", Guidance(2.0), 2),
+    ("outside-interval", Guidance(2.0, (0.0, 1.0)), 1),
+]
+
+
+@pytest.mark.parametrize(("guidance", "batches"), [g[1:] for g in GUIDANCE], ids=[g[0] for g in GUIDANCE])
+def test_guidance_step(benchmark, guidance, batches):
+    """One sampler step of the small class-conditional U-Net at batch B: plain conditional (scale 1), guided
+    (scale 2: one network batch of 2B) and guided only inside an interval that excludes the step's sigma (one
+    batch of B). Side by side, the guided median should be about twice the other two, which should match:
+    guidance costs nothing where the interval turns it off."""
+    benchmark.group = "guidance-step:unet-small"
+    shape, batch = (1, 28, 28), (256 if CUDA else 64)
+    torch.manual_seed(0)
+    net = denoisers.get("unet")(shape, num_classes=10).to(DEVICE, memory_format=torch.channels_last).eval()
+    labels = torch.arange(batch, device=DEVICE) % 10
+    denoiser = replace(
+        Denoiser.of(net, Diffusion(schedules.get("linear")(1000))), labels=labels, guidance=guidance
+    )
+    record(benchmark, net, shape, batch)
+    seen: list[int] = []
+    hook = net.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+
+    def step():
+        sample(denoiser, (batch, *shape), method="ddim", steps=1, device=DEVICE)
+        sync()
+
+    step()  # allocation and kernel selection happen outside the timing; and the batch is checked
+    hook.remove()
+    assert seen == [batches * batch], f"expected one network call of {batches * batch} images, got {seen}"
+    benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+    benchmark.extra_info.update(
+        {"network_batch": batches * batch, "guidance_scale": guidance.scale, "interval": guidance.interval}
+    )
     images_per_s(benchmark, batch)
