@@ -39,7 +39,7 @@ def denoiser_rows(image_shape: tuple[int, int, int]) -> list[tuple[str, str, str
             recipe = denoisers.recipe_of(net)
             target = f"predicts {recipe.prediction}, {recipe.sampler}"
             if denoisers.accepts_labels(plugin.name):
-                target += ", class-conditional"
+                target += ", takes labels"
         except (ValueError, TypeError) as exc:
             params, target = "n/a", f"({exc})"
         rows.append((plugin.name, params, target, plugin.description))
