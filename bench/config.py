@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .denoiser import LOSS_WEIGHTS, check_guidance
+from .denoiser import LOSS_WEIGHTS, Guidance, check_guidance
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 AUTO_SAMPLER = "auto"
@@ -171,6 +171,10 @@ class SampleConfig:
     def guided(self) -> bool:
         """Whether any call combines conditional and unconditional outputs."""
         return self.guidance_scale != 1.0
+
+    def guidance(self) -> Guidance:
+        """The classifier-free guidance these settings ask of a conditional model's denoiser."""
+        return Guidance(self.guidance_scale, self.guidance_interval)
 
     def settings(self) -> dict[str, Any]:
         """The values of the settings that the (resolved) sampler ``method`` declares, e.g. ``{"eta": 1.0}``

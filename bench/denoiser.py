@@ -222,6 +222,8 @@ class Denoiser:
         if labels.shape != (net_input.shape[0],):
             raise ValueError(f"labels have shape {tuple(labels.shape)}, expected ({net_input.shape[0]},)")
         guidance = self.guidance or Guidance()
+        if guidance.scale == 1.0:  # plain conditional: no noise level to look up, no host sync
+            return self.net(net_input, t, labels)
         guided = guidance.guided(self.diffusion.sigma_at(t))
         if not bool(guided.any()):
             return self.net(net_input, t, labels)

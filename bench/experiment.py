@@ -17,7 +17,7 @@ from denoisers.kernels.group_norm import use_fused_kernels
 from . import datasets
 from .checkpoint import identity, load_checkpoint
 from .config import AUTO_SAMPLER, RunConfig, SampleConfig
-from .denoiser import Denoiser, Guidance
+from .denoiser import Denoiser
 from .diffusion import Diffusion
 from .environment import configure_allocator, configure_tf32, resolve_device
 from .run_folder import RunFolder
@@ -146,8 +146,7 @@ def generate(
     denoiser = Denoiser.of(model, exp.diffusion, exp.recipe, clip_x0=sample_cfg.clip_x0)
     labels = sample_labels(exp, sample_cfg, n)
     if labels is not None:
-        guidance = Guidance(sample_cfg.guidance_scale, sample_cfg.guidance_interval)
-        denoiser = replace(denoiser, guidance=guidance)
+        denoiser = replace(denoiser, guidance=sample_cfg.guidance())
     chunks, start = [], time.perf_counter()
     for i in range(0, n, sample_cfg.batch_size):
         b = min(sample_cfg.batch_size, n - i)

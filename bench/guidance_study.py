@@ -80,11 +80,12 @@ def score_missing(run_dir: Path, config: RunConfig, *, progress: bool) -> None:
     the run's own sampler and sample count (its reference rows are reused)."""
     from .resample import evaluate_run
 
-    sample = RunFolder(run_dir).read_metrics().sample
+    metrics = RunFolder(run_dir).read_metrics()
+    sample = metrics.sample
     n, seed = config.sample.n, config.seed
     done = {
         (e.sample.guidance_scale, tuple(e.sample.guidance_interval) if e.sample.guidance_interval else None)
-        for e in RunFolder(run_dir).read_metrics().evaluations
+        for e in metrics.evaluations
         if (e.sample.n, e.sample.seed, e.sample.method) == (n, seed, sample.method if sample else None)
     }
     missing: dict[tuple[float, float] | None, list[float]] = {}

@@ -13,7 +13,7 @@ from denoisers.common import count_parameters
 from denoisers.kernels.group_norm import fused_kernel_ran
 
 from .config import RunConfig, SampleConfig
-from .denoiser import Denoiser, Guidance
+from .denoiser import Denoiser
 from .diffusion import Diffusion
 from .environment import device_name
 from .experiment import Experiment, generate
@@ -169,6 +169,5 @@ def sampler_calls(sample_cfg: SampleConfig, diffusion: Diffusion) -> int:
     steps = sample_cfg.steps if sample_cfg.steps is not None else diffusion.num_timesteps
     if not sample_cfg.guided:
         return network_calls(sample_cfg.method, steps)
-    guidance = Guidance(sample_cfg.guidance_scale, sample_cfg.guidance_interval)
     grid = ddim_timesteps(diffusion.num_timesteps, steps)
-    return guided_network_calls(sample_cfg.method, grid, diffusion.sigmas, guidance)
+    return guided_network_calls(sample_cfg.method, grid, diffusion.sigmas, sample_cfg.guidance())

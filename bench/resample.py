@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .config import SampleConfig
 from .datasets._base import uint8_to_unit
-from .experiment import Experiment, generate, load_run, resolve_sampler, sample_labels
+from .experiment import Experiment, check_class, generate, load_run, resolve_sampler, sample_labels
 from .fid_samples import CHUNK, chunk_folder, chunked_samples
 from .images import save_grid, save_samples_npz
 from .measure import evaluate, guidance_fields, sampler_calls
@@ -55,7 +55,7 @@ def sampler_config(
     )
     replace(exp.config, sample=cfg)  # the run's config checks the conditioning
     if exp.num_classes is not None:
-        sample_labels(exp, cfg, 1)  # and a class against the dataset's
+        check_class(cfg, exp.num_classes)  # and a class against the dataset's
     return resolve_sampler(replace(cfg, batch_size=min(cfg.batch_size, n)), exp.recipe)
 
 

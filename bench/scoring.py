@@ -18,7 +18,7 @@ from PIL import Image
 from . import datasets
 from .images import array_to_tensor, load_samples_npz
 from .metrics import QualityConfig, evaluate_samples, get_feature_extractor, reference_rows
-from .metrics.conditional import class_conditional_scores, class_reference_rows
+from .metrics.conditional import class_conditional_scores, class_mean_images, class_reference_rows
 from .metrics.fidelity import StandardInception
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -102,8 +102,8 @@ def with_class_rows(
         labels,
         seed=config.seed,
     )
-    means = torch.stack([data.train_images[data.train_labels == c].mean(0) for c in range(data.num_classes)])
-    everything = evaluate_samples(means[labels], data.test_images, extractor, quality_cfg)
+    means = class_mean_images(data.train_images, data.train_labels, labels)
+    everything = evaluate_samples(means, data.test_images, extractor, quality_cfg)
     ceiling = {**everything, **rows["class-mean-image"]}
     return {**references, "real": {**references["real"], **rows["real"]}, "class-mean-image": ceiling}
 

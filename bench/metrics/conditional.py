@@ -167,7 +167,7 @@ def class_reference_rows(
     asked = _check_labels(asked, None, "asked", k)
     counts = torch.bincount(asked, minlength=k)
     generator = torch.Generator().manual_seed(seed)
-    real, real_labels, means, mean_labels = [], [], [], []
+    real, real_labels = [], []
     for c in asked.unique().tolist():
         pool = (labels == c).nonzero().squeeze(1)
         if pool.numel() == 0:
@@ -178,12 +178,16 @@ def class_reference_rows(
         drawn = pool[torch.randperm(pool.numel(), generator=generator)[:n]]
         real.append(images[drawn.to(images.device)])
         real_labels.append(torch.full((drawn.numel(),), c, dtype=torch.int64))
-        means.append(images[pool.to(images.device)].mean(0, keepdim=True).expand(n, -1, -1, -1))
-        mean_labels.append(torch.full((n,), c, dtype=torch.int64))
 
-    def score(samples: list[Tensor], classes: list[Tensor]) -> dict[str, float]:
-        return class_conditional_scores(
-            torch.cat(samples), torch.cat(classes), reference_images, reference_labels, classifier
-        )
+    def score(samples: Tensor, classes: Tensor) -> dict[str, float]:
+        return class_conditional_scores(samples, classes, reference_images, reference_labels, classifier)
 
-    return {"real": score(real, real_labels), "class-mean-image": score(means, mean_labels)}
+    means = class_mean_images(images, labels, asked)
+    return {"real": score(torch.cat(real), torch.cat(real_labels)), "class-mean-image": score(means, asked)}
+
+
+def class_mean_images(images: Tensor, labels: Tensor, asked: Tensor) -> Tensor:
+    """The mean image of each class ``asked`` for, once per entry of ``asked`` and in its order: the samples
+    of a model that collapsed to one image per class (the ceiling of a conditional model)."""
+    means = {c: images[(labels == c).to(images.device)].mean(0) for c in asked.unique().tolist()}
+    return torch.stack([means[c] for c in asked.tolist()])
