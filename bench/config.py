@@ -11,6 +11,7 @@ evaluates on the embedded 5,000-digit MNIST subset in a few minutes on a 2-core 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -310,3 +311,17 @@ def _build(kind: type, data: dict[str, Any]) -> Any:
     if unknown:
         raise ValueError(f"unknown {kind.__name__} field(s): {', '.join(sorted(unknown))}")
     return kind(**data)
+
+
+def config_differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
+    """``key: saved -> wanted`` for every leaf that differs (JSON-normalised, so tuples equal lists)."""
+    saved, wanted = json.loads(json.dumps(saved)), json.loads(json.dumps(wanted))
+    diffs = []
+    for key in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(key), wanted.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs.extend(config_differences(a, b, f"{name}."))
+        elif a != b:
+            diffs.append(f"{name}: {a!r} in the folder, {b!r} asked")
+    return diffs

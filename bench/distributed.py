@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,13 +47,24 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     return box[0]
 
 
-def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """Whether ``flag`` is true on any rank (every rank gets the same answer)."""
+def all_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``obj``, indexed by rank, on every rank (e.g. each process's random state, which only
+    the main process writes to the checkpoint)."""
     if info.world_size == 1:
-        return flag
-    box = torch.tensor([float(flag)], device=device)
+        return [obj]
+    box: list[Any] = [None] * info.world_size
+    dist.all_gather_object(box, obj)
+    return box
+
+
+def any_rank(flags: Sequence[bool], info: DistInfo, device: torch.device) -> list[bool]:
+    """For each of ``flags``, whether it is true on any rank (every rank gets the same answers, from one
+    collective however many flags there are)."""
+    if info.world_size == 1:
+        return list(flags)
+    box = torch.tensor([float(flag) for flag in flags], device=device)
     dist.all_reduce(box, op=dist.ReduceOp.MAX)
-    return bool(box.item())
+    return [bool(value) for value in box.tolist()]
 
 
 def barrier(info: DistInfo) -> None:

@@ -102,16 +102,17 @@ def check_class(sample_cfg: SampleConfig, num_classes: int) -> None:
         )
 
 
-def sample_labels(exp: Experiment, sample_cfg: SampleConfig, n: int) -> torch.Tensor | None:
-    """The class of each of ``n`` samples of a conditional run: all ``class_label``, or balanced (sample i
-    of class i mod K, so every batch and every prefix holds the classes in equal numbers, and FD compares
-    like with like); None for an unconditional run."""
+def sample_labels(exp: Experiment, sample_cfg: SampleConfig, n: int, first: int = 0) -> torch.Tensor | None:
+    """The class of samples ``first`` .. ``first + n - 1`` of a conditional run: all ``class_label``, or
+    balanced (sample i of class i mod K, so every batch and every prefix holds the classes in equal numbers,
+    and FD compares like with like); None for an unconditional run. The one definition of which class sample
+    i is: whatever draws samples in pieces (FID chunks) and whatever scores them both ask here."""
     if exp.num_classes is None:
         return None
     if sample_cfg.class_label is not None:
         check_class(sample_cfg, exp.num_classes)
         return torch.full((n,), sample_cfg.class_label, dtype=torch.long)
-    return torch.arange(n) % exp.num_classes
+    return torch.arange(first, first + n) % exp.num_classes
 
 
 def resolve_sampler(sample_cfg: SampleConfig, recipe: denoisers.Recipe) -> SampleConfig:
@@ -136,15 +137,22 @@ def resolve_sampler(sample_cfg: SampleConfig, recipe: denoisers.Recipe) -> Sampl
 
 
 def generate(
-    exp: Experiment, model: nn.Module, sample_cfg: SampleConfig, n: int, *, seed: int, progress: bool
+    exp: Experiment,
+    model: nn.Module,
+    sample_cfg: SampleConfig,
+    n: int,
+    *,
+    seed: int,
+    progress: bool,
+    first: int = 0,
 ) -> tuple[torch.Tensor, float]:
     """``n`` samples in [-1, 1] (on CPU) in batches, and the seconds it took (device synchronised); a
-    conditional run's samples are of the classes :func:`sample_labels` gives, guided as ``sample_cfg``
-    says."""
+    conditional run's samples are of the classes :func:`sample_labels` gives samples ``first`` onwards,
+    guided as ``sample_cfg`` says."""
     gen = torch.Generator().manual_seed(seed)
     model.eval()
     denoiser = Denoiser.of(model, exp.diffusion, exp.recipe, clip_x0=sample_cfg.clip_x0)
-    labels = sample_labels(exp, sample_cfg, n)
+    labels = sample_labels(exp, sample_cfg, n, first)
     if labels is not None:
         denoiser = replace(denoiser, guidance=sample_cfg.guidance())
     chunks, start = [], time.perf_counter()

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import SampleConfig
-from .experiment import Experiment, generate
+from .experiment import Experiment, generate, sample_labels
 from .images import to_uint8
 from .io import load_tensors, torch_save_atomic
 from .metrics.fidelity import StandardInception
@@ -35,6 +35,14 @@ class FidSamples:
     logits: torch.Tensor  # float32 [N, 1008]
     seconds: float  # sampling time of the chunks made in this call (0 when all were cached)
     made: int  # images sampled in this call
+
+
+def same_labels(saved: torch.Tensor | None, wanted: torch.Tensor | None) -> bool:
+    """Whether a chunk on disk was drawn for the classes wanted (a conditional chunk made before its labels
+    were kept is made again, since it may have been drawn for other classes)."""
+    if wanted is None:
+        return saved is None
+    return saved is not None and torch.equal(saved, wanted)
 
 
 def chunk_folder(
@@ -65,16 +73,20 @@ def chunked_samples(
     chunks = math.ceil(n / chunk)
     for c in tqdm(range(chunks), desc="fid samples", unit="chunk", disable=not progress):
         path = folder / f"chunk-{chunk}-{c:05d}.pt"
-        if path.is_file():
-            saved = load_tensors(path)
-        else:
+        labels = sample_labels(exp, cfg, chunk, first=c * chunk)
+        saved = load_tensors(path) if path.is_file() else None
+        if saved is None or not same_labels(saved.get("labels"), labels):
             start = time.perf_counter()
             batch = replace(cfg, batch_size=min(cfg.batch_size, chunk))
-            x, _ = generate(exp, model, batch, chunk, seed=seed * 1_000_003 + c, progress=False)
+            x, _ = generate(
+                exp, model, batch, chunk, seed=seed * 1_000_003 + c, progress=False, first=c * chunk
+            )
             seconds += time.perf_counter() - start
             made += chunk
             pool, logit = extractor.features(x)
             saved = {"images": to_uint8(x), "pool": pool, "logits": logit}
+            if labels is not None:
+                saved["labels"] = labels
             torch_save_atomic(path, saved)
         images.append(saved["images"])
         pools.append(saved["pool"])

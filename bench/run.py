@@ -16,7 +16,7 @@ import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cluster.claims import ClaimedElsewhere, Holder, claim, release
-from .config import RunConfig, SampleConfig
+from .config import RunConfig, SampleConfig, config_differences
 from .denoiser import Denoiser
 from .distill import Pairs, Teacher, distillation_metrics, load_teacher, make_pairs
 from .distributed import DistInfo, barrier, broadcast_object, init_distributed, shutdown
@@ -27,6 +27,7 @@ from .io import create_run_dir
 from .measure import evaluate, run_metrics, score_during_training, standard_inception
 from .metrics.fidelity import StandardInception
 from .run_folder import RunFolder
+from .stopping import looking_at
 from .trainer import NonFiniteLossError, Trainer, TrainLog, check_training_design
 
 
@@ -34,6 +35,14 @@ def new_run_id(config: RunConfig) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     design = f"{config.denoiser}-{config.diffusion.schedule}-{config.dataset}-s{config.seed}"
     return f"{stamp}-{design}-{secrets.token_hex(2)}"
+
+
+class AlreadyComplete(Exception):
+    """The run folder holds a complete run of the same config: there is nothing to train or rewrite."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} is already complete")
+        self.path = path
 
 
 def execute(
@@ -48,8 +57,9 @@ def execute(
 ) -> Path:
     """Train, sample and measure one run; returns its folder. ``resume`` continues a run folder instead
     (or starts one in an empty folder). The folder is claimed while it trains (:mod:`bench.cluster.claims`):
-    one another live process or job holds raises ClaimedElsewhere. ``stop``, once set, ends training after
-    a step as Ctrl-C does."""
+    one another live process or job holds raises ClaimedElsewhere, and a complete run of the same config
+    (checked under the claim, so a run that completed a moment ago counts) raises AlreadyComplete.
+    ``stop``, once set, ends training after a step as Ctrl-C does."""
     dist = init_distributed(resolve_device(config.device).type)
     try:
         t0 = time.perf_counter()
@@ -90,22 +100,37 @@ def claim_folder(
     config: RunConfig, dist: DistInfo, *, out: Path, run_id: str | None, resume: Path | None
 ) -> tuple[RunFolder, Holder | None]:
     """The main process creates (or, resuming, takes) the run folder and claims it; every process learns
-    the folder, or that a live holder has it (then all raise ClaimedElsewhere)."""
+    the folder, or that a live holder has it (then all raise ClaimedElsewhere), or that the run finished
+    with this very config before the claim was had (then all raise AlreadyComplete: a complete run is never
+    rewritten)."""
     holder, shared = None, None
     if dist.is_main:
         run_dir = resume if resume is not None else create_run_dir(out, run_id or new_run_id(config))
-        holder, refusal = Holder.here(), None
+        holder, refusal, complete = Holder.here(), None, False
         try:
             note = claim(run_dir, holder)
             if note:
                 warnings.warn(note, stacklevel=3)
+            complete = finished_as_asked(RunFolder(run_dir), config)
         except ClaimedElsewhere as exc:
             holder, refusal = None, str(exc)
-        shared = (str(run_dir), refusal)
-    run_dir, refusal = broadcast_object(shared, dist)
+        if complete:
+            release(run_dir, holder)
+            holder = None
+        shared = (str(run_dir), refusal, complete)
+    run_dir, refusal, complete = broadcast_object(shared, dist)
     if refusal:
         raise ClaimedElsewhere(refusal)
+    if complete:
+        raise AlreadyComplete(Path(run_dir))
     return RunFolder(run_dir), holder
+
+
+def finished_as_asked(folder: RunFolder, config: RunConfig) -> bool:
+    """Whether the folder holds a complete run of ``config`` (a larger budget, say, is more to train)."""
+    if folder.state() != "complete":
+        return False
+    return not config_differences(folder.read_config().to_dict(), config.to_dict())
 
 
 def train_and_finish(
@@ -141,9 +166,11 @@ def train_and_finish(
     )
     history: list[dict] = []
     scores: list[dict] = []  # eval.csv, with --eval-every
+    earlier_train_s = 0.0  # wall seconds of training before this process's segment
     if resumed and folder.checkpoint.exists():
         ckpt = load_checkpoint(folder.checkpoint, exp.identity)
         trainer.load_state_dict(ckpt)
+        earlier_train_s = float(ckpt.get("wall_train_s", 0.0))
         history = [row for row in folder.read_loss_curve() if row["step"] <= trainer.step]
         scores = [row for row in folder.read_eval_curve() if row["step"] <= trainer.step]
     if dist.is_main:
@@ -152,8 +179,10 @@ def train_and_finish(
         folder.write_status("training", step=trainer.step)
 
     def checkpoint(tr: Trainer) -> None:
+        state = tr.state_dict()  # on every process: it gathers each one's random state
+        state["wall_train_s"] = earlier_train_s + time.perf_counter() - t0
         if dist.is_main:
-            save_checkpoint(folder.checkpoint, exp.identity, tr.state_dict())
+            save_checkpoint(folder.checkpoint, exp.identity, state)
             folder.write_loss_curve(history + tr.log.intervals)
             folder.write_status("training", step=tr.step)
         barrier(dist)
@@ -166,17 +195,19 @@ def train_and_finish(
 
     t0 = time.perf_counter()
     try:
-        log = trainer.run(
-            progress=progress, on_checkpoint=checkpoint, on_eval=score, eval_every=config.eval_every
-        )
+        with looking_at(stop):  # training stops at its next step; elsewhere a stop request acts at once
+            log = trainer.run(
+                progress=progress, on_checkpoint=checkpoint, on_eval=score, eval_every=config.eval_every
+            )
     except NonFiniteLossError as exc:
         if dist.is_main:
             folder.write_loss_curve(history + trainer.log.intervals)
             folder.write_status("failed", step=trainer.step, reason=str(exc))
         raise
-    phases["train_s"] = time.perf_counter() - t0
+    phases["train_s"] = earlier_train_s + time.perf_counter() - t0
     checkpoint(trainer)
-    if log.stop_reason == "interrupted":
+    # a request that came as the last step ended: the checkpoint is written, so stop before sampling
+    if log.stop_reason == "interrupted" or (stop is not None and stop.is_set()):
         if dist.is_main:
             folder.write_status("interrupted", step=trainer.step)
         raise KeyboardInterrupt(
@@ -184,12 +215,19 @@ def train_and_finish(
         )
 
     if dist.is_main:
-        report = None
-        if teacher is not None and pairs is not None:
-            student = Denoiser.of(trainer.ema.module, exp.diffusion, exp.recipe, clip_x0=True)
-            mean_image = exp.data.train_images.mean(0, keepdim=True)
-            report = distillation_metrics(teacher, pairs, student, mean_image, seed=config.seed)
-        finish(exp, trainer, log, sample_cfg, folder, phases, inception, report, progress=progress)
+        try:
+            report = None
+            if teacher is not None and pairs is not None:
+                student = Denoiser.of(trainer.ema.module, exp.diffusion, exp.recipe, clip_x0=True)
+                mean_image = exp.data.train_images.mean(0, keepdim=True)
+                report = distillation_metrics(teacher, pairs, student, mean_image, seed=config.seed)
+            finish(exp, trainer, log, sample_cfg, folder, phases, inception, report, progress=progress)
+        except KeyboardInterrupt:  # every file is written whole or not at all: sampling starts again
+            folder.write_status("interrupted", step=trainer.step)
+            raise KeyboardInterrupt(
+                f"stopped after training, while sampling or evaluating; continue with "
+                f"`bench run --resume {folder.path}`"
+            ) from None
     barrier(dist)
     return folder.path
 

@@ -11,6 +11,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -20,10 +21,11 @@ from tqdm.auto import tqdm
 
 from denoisers import Recipe
 
+from .checkpoint import CheckpointError
 from .config import TrainConfig
 from .denoiser import NULL_LABEL, Denoiser, training_loss
 from .diffusion import Diffusion
-from .distributed import DistInfo, any_rank
+from .distributed import DistInfo, all_objects, any_rank
 from .ema import EMA
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -35,17 +37,42 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TrainLog:
-    """What the trainer measured; ``intervals`` holds one row per ``log_every`` steps for the loss curve."""
+    """What the trainer measured. ``intervals`` holds a row per log interval of this segment of the run
+    (one ``Trainer.run``; a resumed run's earlier rows are in its run folder) for the loss curve.
+
+    The totals cover the whole run, every segment of it, because they travel in the checkpoint: a run
+    preempted and resumed reports the throughput of all its training, not of its last segment. The timed
+    figures that ``images_per_second`` comes from leave out the first interval of each segment, whose
+    seconds hold warm-up (allocation, compilation, cold caches) rather than the steady speed; the data
+    seconds count every step."""
 
     intervals: list[dict] = field(default_factory=list)
     stop_reason: str = ""
-    timed_images: int = 0  # images processed after the first (warm-up) log interval
+    timed_images: int = 0  # images processed after each segment's first (warm-up) log interval
     timed_seconds: float = 0.0
     data_seconds: float = 0.0
 
     @property
     def images_per_second(self) -> float | None:
         return self.timed_images / self.timed_seconds if self.timed_seconds > 0 else None
+
+    def totals(self) -> dict:
+        """The figures a checkpoint keeps (plain numbers, for ``weights_only`` loading)."""
+        return {
+            "timed_images": self.timed_images,
+            "timed_seconds": self.timed_seconds,
+            "data_seconds": self.data_seconds,
+        }
+
+    @classmethod
+    def continuing(cls, totals: dict) -> TrainLog:
+        """A new segment's log that goes on from ``totals`` (a checkpoint from before they were kept has
+        none: its run's throughput then covers only what follows)."""
+        return cls(
+            timed_images=int(totals.get("timed_images", 0)),
+            timed_seconds=float(totals.get("timed_seconds", 0.0)),
+            data_seconds=float(totals.get("data_seconds", 0.0)),
+        )
 
 
 @dataclass
@@ -298,18 +325,20 @@ class Trainer:
         """Train until ``config.steps`` or ``config.minutes`` is reached, or Ctrl-C.
 
         The loss is read back to the host once per ``log_every`` steps (never per step); that is also where
-        NaN/inf is detected, before any checkpoint, so a checkpoint never holds a diverged model.
+        NaN/inf is detected, before any checkpoint, so a checkpoint never holds a diverged model. A stop
+        between two log boundaries closes the interval it interrupts, so its seconds count in
+        ``train_seconds`` (and the budget) and its images in the throughput, and its loss is checked too.
         ``on_eval`` runs every ``eval_every`` steps, between timed intervals, so it never counts as training.
         """
         cfg = self.config
-        log = self.log = TrainLog()
+        log = self.log = TrainLog.continuing(self.log.totals())
         budget_s = cfg.minutes * 60 if cfg.minutes is not None else math.inf
         self.model.train()
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not progress)
         interval = _Interval(torch.zeros((), device=self.device))
         with self.graceful_interrupt():
             while True:
-                log.stop_reason = self._stop_reason(budget_s)
+                log.stop_reason = self._stop_reason(budget_s, interval)
                 if log.stop_reason:
                     break
                 t0 = time.perf_counter()
@@ -323,37 +352,36 @@ class Trainer:
                 checkpoint_due = self.step % cfg.checkpoint_every == 0
                 eval_due = on_eval is not None and bool(eval_every) and self.step % eval_every == 0
                 if self.step % cfg.log_every == 0 or checkpoint_due or eval_due or self.step >= cfg.steps:
-                    row = self._close_interval(interval, log)
-                    bar.update(row["steps"])
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
+                    self._close_interval(interval, log, bar)
                     if on_checkpoint is not None and checkpoint_due:
                         on_checkpoint(self)
                     if eval_due:  # between intervals: its time is not training time
                         on_eval(self)
                     interval = _Interval(interval.loss_sum.zero_())
+            if interval.steps:  # stopped between two log boundaries
+                self._close_interval(interval, log, bar)
         bar.close()
         return log
 
-    def _stop_reason(self, budget_s: float) -> str:
+    def _stop_reason(self, budget_s: float, interval: _Interval) -> str:
+        """Why to stop before the next step ("" to go on). The time budget counts the interval still open,
+        so one process overruns it by at most a step. With several processes, all must stop after the same
+        step or the next collective waits forever, so they agree on the budget and on a stop request (any
+        one over budget or asked to stop stops all) at log intervals, where the loss is read back anyway;
+        there the budget may overrun by up to one interval."""
         if self.step >= self.config.steps:
             return "steps"
-        if self.train_seconds >= budget_s:
-            return "minutes"
-        return "interrupted" if self._stop_everywhere() else ""
-
-    def _stop_everywhere(self) -> bool:
-        """Whether to stop here. With several processes, all must stop after the same step or the next
-        collective waits forever, so they agree (any one asking stops all) at log intervals, where the
-        loss is read back anyway."""
+        over_budget = self.train_seconds + (time.perf_counter() - interval.start) >= budget_s
         requested = self._stop_requested or (self.stop is not None and self.stop.is_set())
-        if self.dist.world_size == 1:
-            return requested
-        if self.step % self.config.log_every != 0:
-            return False
-        return any_rank(requested, self.dist, self.device)
+        if self.dist.world_size > 1:
+            if self.step % self.config.log_every != 0:
+                return ""
+            over_budget, requested = any_rank([over_budget, requested], self.dist, self.device)
+        return "minutes" if over_budget else "interrupted" if requested else ""
 
-    def _close_interval(self, interval: _Interval, log: TrainLog) -> dict:
-        """Read the interval's mean loss (the one host sync), check it, and add a row to the loss curve."""
+    def _close_interval(self, interval: _Interval, log: TrainLog, bar: tqdm) -> None:
+        """Read the interval's mean loss (the one host sync), check it, count its seconds and images, add a
+        row to the loss curve and show it."""
         mean_loss = (interval.loss_sum / interval.steps).item()
         elapsed = time.perf_counter() - interval.start
         self.train_seconds += elapsed
@@ -363,7 +391,7 @@ class Trainer:
                 f"{self.step}; lower --lr or use --precision fp32. The last good checkpoint is kept."
             )
         images = interval.steps * self.config.batch_size * self.dist.world_size
-        if log.intervals:  # the first interval holds warm-up (allocation, compilation): not timed
+        if log.intervals:  # the segment's first interval holds warm-up (allocation, compilation): not timed
             log.timed_images += images
             log.timed_seconds += elapsed
         row = {
@@ -374,12 +402,15 @@ class Trainer:
             "train_seconds": self.train_seconds,
         }
         log.intervals.append(row)
-        return {**row, "steps": interval.steps}
+        bar.update(interval.steps)
+        bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{row['images_per_s']:.0f}")
 
     # ---------------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
-        """Everything needed to continue bit-for-bit on CPU; only tensors and plain types, so it loads with
-        ``torch.load(..., weights_only=True)``."""
+        """Everything needed to continue bit-for-bit on CPU; only tensors, lists, dicts and plain types, so
+        it loads with ``torch.load(..., weights_only=True)``. Each process draws its own timesteps, noise and
+        dropout, so ``rng`` holds every process's random state, indexed by rank: with several processes
+        this gathers them, and every process must call it (the main one then writes the result)."""
         rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -390,10 +421,14 @@ class Trainer:
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": rng,
+            "log": self.log.totals(),
+            "rng": all_objects(rng, self.dist),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state``, this process taking its own entry of the random states (checked first,
+        so a refused checkpoint changes nothing)."""
+        rng = rank_random_state(state["rng"], self.dist)
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -401,10 +436,47 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.train_seconds = float(state["train_seconds"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.generator.set_state(state["rng"]["generator"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.log = TrainLog.continuing(state.get("log", {}))
+        if rng is None:  # see rank_random_state: a fresh stream per process, the same on every resume
+            reseed = (self.seed * 1_000_003 + self.dist.rank) * 1_000_033 + self.step
+            torch.manual_seed(reseed)
+            self.generator.manual_seed(reseed)
+            return
+        torch.set_rng_state(rng["torch"])
+        self.generator.set_state(rng["generator"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def rank_random_state(saved: list[dict] | dict, dist: DistInfo) -> dict | None:
+    """This process's entry of a checkpoint's random states.
+
+    The number of processes must be the one that wrote them (the error says why). A checkpoint from before
+    per-process states holds one dict, rank 0's: a one-process run takes it as its own; under several
+    processes rank 0 takes it and the others get None, to reseed from the seed, rank and step (a warning
+    says the resume is not exact; before, every rank took rank 0's state and drew the same noise)."""
+    if isinstance(saved, dict):
+        if dist.world_size > 1:
+            warnings.warn(
+                "this checkpoint predates per-process random states and holds only the first process's; "
+                "the other processes continue on fresh seeded streams, so this resume is not exact",
+                stacklevel=3,
+            )
+        return saved if dist.rank == 0 else None
+    if len(saved) != dist.world_size:
+        n = len(saved)
+        how = "plain `bench run --resume`" if n == 1 else f"`torchrun --nproc-per-node {n}` (on one machine)"
+        raise CheckpointError(
+            f"this checkpoint was written by {processes(n)} and this run is {processes(dist.world_size)}: "
+            f"resume it with {processes(n)}, {how}. Each process's batches and random streams, and the "
+            "global batch of batch size x processes, depend on the number of processes, so another number "
+            "would neither continue exactly nor be the same experiment"
+        )
+    return saved[dist.rank]
+
+
+def processes(n: int) -> str:
+    return "1 process" if n == 1 else f"{n} processes"
 
 
 def fused_or_foreach(device: torch.device) -> dict:

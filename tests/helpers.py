@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import torch
 from click.testing import CliRunner
 from torch import nn
 
+import schedules
 from bench.cli import main
+from bench.config import TrainConfig
+from bench.diffusion import Diffusion
+from bench.trainer import Trainer
 from denoisers import Recipe
 
 
@@ -92,3 +100,74 @@ TINY_UNET = [
     "--dataset", "digits", "--steps", "6", "--batch-size", "16", "--checkpoint-every", "3",
     "--timesteps", "50", "--n-samples", "8", "--sample-steps", "5", "--no-eval", "--device", "cpu",
 ]  # fmt: skip
+
+
+# A process that claims a run folder, says "claimed" or "left", and with "hold" keeps its claim until its
+# stdin closes, then releases it: a second holder in the same SLURM job, or anywhere.
+CLAIM_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from bench.cluster.claims import ClaimedElsewhere, Holder, claim, read_claim, release
+    folder, hold = Path(sys.argv[1]), sys.argv[2] == "hold"
+    me = Holder.here()
+    try:
+        claim(folder, me)
+    except ClaimedElsewhere:
+        print("left", flush=True)
+        sys.exit(0)
+    print("claimed", flush=True)
+    if hold:  # until the test closes our stdin
+        sys.stdin.read()
+    release(folder, me)
+    """
+)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# For subprocesses (torchrun), where the conftest-registered plugin does not exist: a small real U-Net.
+SMALL = [
+    "--denoiser",
+    "unet",
+    "-o",
+    "base_channels=8",
+    "-o",
+    "channel_mult=(1,2)",
+    "-o",
+    "num_res_blocks=1",
+    "-o",
+    "attention_resolutions=()",
+    "--dataset",
+    "digits",
+    "--timesteps",
+    "50",
+    "--batch-size",
+    "8",
+    "--sample-steps",
+    "3",
+    "--n-samples",
+    "4",
+    "--no-eval",
+    "--device",
+    "cpu",
+    "--quiet",
+]
+
+
+def env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def make_trainer(steps: int, seed: int = 0, **cfg) -> Trainer:
+    torch.manual_seed(seed)
+    config = TrainConfig(steps=steps, batch_size=16, log_every=5, checkpoint_every=5, warmup_steps=3, **cfg)
+    model = TinyDenoiser()
+    return Trainer(
+        model,
+        Diffusion(schedules.get("linear")(100)),
+        toy_images(),
+        config,
+        model.recipe,
+        device=torch.device("cpu"),
+        seed=seed,
+    )

@@ -1,48 +1,15 @@
 """`bench run` as a user starts it: under torchrun with 2 gloo processes, and stopped with Ctrl-C."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-# A conftest-registered plugin does not exist in a subprocess, so these use a small real U-Net.
-SMALL = [
-    "--denoiser",
-    "unet",
-    "-o",
-    "base_channels=8",
-    "-o",
-    "channel_mult=(1,2)",
-    "-o",
-    "num_res_blocks=1",
-    "-o",
-    "attention_resolutions=()",
-    "--dataset",
-    "digits",
-    "--timesteps",
-    "50",
-    "--batch-size",
-    "8",
-    "--sample-steps",
-    "3",
-    "--n-samples",
-    "4",
-    "--no-eval",
-    "--device",
-    "cpu",
-    "--quiet",
-]
-
-
-def env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+from tests.helpers import SMALL, env
 
 
 def test_two_process_run_writes_one_run_folder(tmp_path):

@@ -160,3 +160,126 @@ def test_what_slurm_would_refuse_is_a_usage_error_and_nothing_is_submitted(tmp_p
     after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
     assert after == before  # nothing half-submitted
     assert not list(tmp_path.glob("sweep/*/claim.json")) and not (tmp_path / "sweep" / "jobs.json").exists()
+
+
+def sbatch(*args: str) -> str:
+    """Submit a batch job; its id."""
+    result = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, check=True)
+    return result.stdout.strip().split(";")[0]
+
+
+def job_state(job: str) -> str:
+    result = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
+    if result.stdout.strip():
+        return result.stdout.strip()
+    acct = subprocess.run(["sacct", "-n", "-X", "-j", job, "-o", "State"], capture_output=True, text=True)
+    return acct.stdout.split()[0].rstrip("+") if acct.stdout.split() else "GONE"
+
+
+def unreachable_slurm_conf(tmp_path: Path) -> Path:
+    """This cluster's slurm.conf with the controller and the accounting on ports nothing listens on: SLURM's
+    own commands then fail as they do when the controller is down or too busy to answer."""
+    conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text().splitlines()
+    kept = [line for line in conf if not line.startswith(("SlurmctldPort", "AccountingStoragePort",
+                                                          "MessageTimeout"))]  # fmt: skip
+    path = tmp_path / "slurm.conf"
+    unreachable = ["SlurmctldPort=6999", "AccountingStoragePort=6998", "MessageTimeout=1"]
+    path.write_text("\n".join([*kept, *unreachable]))
+    return path
+
+
+def test_a_slurm_that_does_not_answer_never_makes_a_live_job_look_dead(tmp_path, monkeypatch):
+    """A claim held by a running job, seen while squeue and sacct fail: the job counts as alive (with a
+    warning that says SLURM did not answer), so its folder is neither taken over nor submitted again."""
+    from bench.cluster import claims, executors
+    from bench.cluster.claims import ClaimedElsewhere, Holder, claim, holder_alive, read_claim
+    from bench.cluster.status import point_status
+
+    job = sbatch("--wrap", "sleep 120", "--cpus-per-task", "1", "-o", str(tmp_path / "sleep.out"))
+    try:
+        wait_for(lambda: job_state(job) == "RUNNING", what="the job to start")
+        folder = tmp_path / "sweep" / "point"
+        holder = Holder("node-of-the-job", 4242, job)
+        claim(folder, holder)
+        monkeypatch.setenv("SLURM_CONF", str(unreachable_slurm_conf(tmp_path)))
+        monkeypatch.setattr(claims, "SLURM_RETRY_S", 0.1, raising=False)
+        with pytest.warns(UserWarning, match=f"SLURM did not answer about job {job} .*still running"):
+            assert holder_alive(holder)
+            with pytest.raises(ClaimedElsewhere, match=f"SLURM job {job}"):
+                claim(folder, Holder.here())
+            assert not executors.needs_submitting(tmp_path / "sweep", "point")
+            assert point_status(tmp_path / "sweep", "point", None).state == "unknown"  # bench sweep status
+        assert read_claim(folder) == holder and not list(folder.glob(".claim-*.stale.json"))
+    finally:
+        subprocess.run(["scancel", job], check=False)
+
+
+def test_two_processes_in_one_allocation_are_two_holders(tmp_path):
+    """Inside one job, a second process claiming a folder the first holds is refused, and the first one's
+    release leaves nothing of anyone else's."""
+    from tests.helpers import CLAIM_SCRIPT
+
+    script = tmp_path / "two.py"
+    script.write_text(
+        "import json, subprocess, sys\n"
+        f"claim = {CLAIM_SCRIPT!r}\n"
+        f"folder = {str(tmp_path / 'run')!r}\n"
+        "first = subprocess.Popen([sys.executable, '-c', claim, folder, 'hold'], stdin=subprocess.PIPE,\n"
+        "                         stdout=subprocess.PIPE, text=True)\n"
+        "said = [first.stdout.readline().strip()]\n"
+        "second = subprocess.run([sys.executable, '-c', claim, folder, 'once'],\n"
+        "                        capture_output=True, text=True)\n"
+        "said.append(second.stdout.strip() or second.stderr)\n"
+        "first.stdin.close(); first.wait()\n"
+        f"open({str(tmp_path / 'said.json')!r}, 'w').write(json.dumps(said))\n"
+    )
+    job = sbatch("--cpus-per-task", "1", "-o", str(tmp_path / "job.out"), "--wrap",
+                 f"{sys.executable} {script}")  # fmt: skip
+    wait_for(lambda: (tmp_path / "said.json").exists() or job_state(job) in ("FAILED", "COMPLETED"),
+             what="the job's two processes")  # fmt: skip
+    said = json.loads((tmp_path / "said.json").read_text()) if (tmp_path / "said.json").exists() else None
+    assert said == ["claimed", "left"], (tmp_path / "job.out").read_text()
+    assert not (tmp_path / "run" / "claim.json").exists()
+
+
+def test_a_signal_while_sampling_requeues_the_job_and_the_run_completes(tmp_path):
+    """USR2 after training, while the run samples: the job stops at once and is requeued (nothing
+    half-written kept), and the requeued job samples again from the trained checkpoint."""
+    sampling = list(TINY_UNET)  # a few seconds of training, then half a minute of sampling
+    sampling[sampling.index("--n-samples") + 1] = "1000"
+    sampling[sampling.index("--sample-steps") + 1] = "50"
+    args = ["run", *sampling, "--run-id", "r", "--quiet", *SLURM, "--cpus-per-run", "1", "--no-wait"]
+    submitted = invoke(*args, "--out", str(tmp_path))
+    assert submitted.exit_code == 0, submitted.output
+    run_dir = tmp_path / "r"
+    job = json.loads((tmp_path / "jobs.json").read_text())["r"]["job_id"]
+
+    def state() -> str | None:
+        status = run_dir / "status.json"
+        return json.loads(status.read_text())["state"] if status.is_file() else None
+
+    wait_for(lambda: state() == "sampling", what="the run to sample")
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    wait_for(lambda: state() == "interrupted", timeout=30, what="the run to stop while sampling")
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "samples.npz").exists()
+    wait_for(lambda: state() == "complete", timeout=300, what="the requeued job to finish the run")
+    restarts = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    assert "Restarts=1" in restarts
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["sample"]["n"] == 1000 and metrics["train"]["steps"] == 6
+
+
+def test_resume_with_a_larger_budget_as_a_job(tmp_path):
+    """`bench run --resume R --steps N --executor slurm` trains the run further, to the weights of a run
+    never stopped."""
+    twelve = [a if a != "6" else "12" for a in TINY_UNET]
+    straight = invoke("run", *twelve, "--run-id", "r", "--out", str(tmp_path / "here"), "--quiet")
+    assert straight.exit_code == 0, straight.output
+    first = invoke("run", *TINY_UNET, "--run-id", "r", "--out", str(tmp_path / "slurm"), "--quiet")
+    assert first.exit_code == 0, first.output
+    run_dir = tmp_path / "slurm" / "r"
+    more = invoke("run", "--resume", str(run_dir), "--steps", "12", *SLURM, *BOTH_CPUS, "--quiet")
+    assert more.exit_code == 0, more.output
+    status = json.loads((run_dir / "status.json").read_text())
+    assert (status["state"], status["step"]) == ("complete", 12)
+    assert same_weights(run_dir, tmp_path / "here" / "r")

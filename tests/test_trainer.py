@@ -9,24 +9,9 @@ from bench.diffusion import Diffusion
 from bench.ema import EMA
 from bench.trainer import NonFiniteLossError, Trainer, lognormal_timesteps, sample_timesteps
 from denoisers import Recipe
-from tests.helpers import TinyDenoiser, toy_images
+from tests.helpers import TinyDenoiser, make_trainer, toy_images
 
 CPU = torch.device("cpu")
-
-
-def make_trainer(steps: int, seed: int = 0, **cfg) -> Trainer:
-    torch.manual_seed(seed)
-    config = TrainConfig(steps=steps, batch_size=16, log_every=5, checkpoint_every=5, warmup_steps=3, **cfg)
-    model = TinyDenoiser()
-    return Trainer(
-        model,
-        Diffusion(schedules.get("linear")(100)),
-        toy_images(),
-        config,
-        model.recipe,
-        device=CPU,
-        seed=seed,
-    )
 
 
 def test_training_reduces_the_loss():

@@ -72,9 +72,13 @@ def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **value
         check_sigma_data_applies(values)
         config = config_from_options(values)
     if execution.in_process:
-        run_dir = runner.execute(
-            config, out=out, run_id=run_id, resume=resume, download=values["download"], progress=not quiet
-        )
+        try:
+            run_dir = runner.execute(
+                config, out=out, run_id=run_id, resume=resume, download=values["download"], progress=not quiet
+            )
+        except runner.AlreadyComplete as done:  # nothing to train: the run is left as it is
+            click.echo(f"{done.path} is already complete; give --steps or --minutes to train it further")
+            run_dir = done.path
     else:
         run_dir = run_as_job(config, out, run_id, resume, execution, quiet=quiet)
         if run_dir is None:
@@ -95,7 +99,7 @@ def run_as_job(config, out: Path, run_id: str | None, resume: Path | None, execu
 
     name = resume.name if resume is not None else (run_id or new_run_id(config))
     where = resume.parent if resume is not None else out
-    (submitted,) = submit([(name, config)], where, execution)
+    (submitted,) = submit([(name, config)], where, execution, extend=resume is not None)
     click.echo(f"submitted {where / name} as job {submitted.job.job_id}", err=not quiet)
     if not execution.wait:
         click.echo(f"watch it with `squeue -j {submitted.job.job_id}`; its logs link from {where / name}")

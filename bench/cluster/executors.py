@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..config import POSITIVE, POSITIVE_INT, Rule, RunConfig, check_choice, check_rules, ruled
 from ..io import read_json, write_json_atomic
 from ..run_folder import RunFolder
-from .claims import LIVE_SLURM_STATES, holder_alive, read_claim, slurm_job_state
+from .claims import holder_alive, job_state_or_unknown, read_claim, slurm_job_alive
 from .jobs import RunJob
 
 EXECUTORS = ("local", "slurm")
@@ -149,10 +149,11 @@ class Submitted:
 
 
 def submit(
-    points: Sequence[tuple[str, RunConfig]], out: Path, config: ExecutorConfig
+    points: Sequence[tuple[str, RunConfig]], out: Path, config: ExecutorConfig, *, extend: bool = False
 ) -> list[Submitted]:
     """Submit every point as a job (one SLURM array for several), after checking the cluster; SLURM's own
-    refusal (a --slurm option it rejects, say) is a ValueError with its words, and nothing is submitted."""
+    refusal (a --slurm option it rejects, say) is a ValueError with its words, and nothing is submitted.
+    ``extend``: the jobs may train a run further than its folder's budget (``bench run --resume --steps``)."""
     submitit = require_submitit()
     folder = out / SUBMITIT_DIR
     if config.kind == "slurm":
@@ -160,16 +161,23 @@ def submit(
         executor = slurm_executor(config, folder)
         try:
             with executor.batch():
-                jobs = [executor.submit(RunJob(c, str(out), name)) for name, c in points]
+                jobs = [executor.submit(RunJob(c, str(out), name, extend=extend)) for name, c in points]
         except (submitit.core.utils.FailedSubmissionError, submitit.core.utils.FailedJobError) as exc:
             raise ValueError(f"SLURM refused the jobs: {slurm_words(exc)}") from None
         submitted = [Submitted(name, job) for (name, _), job in zip(points, jobs, strict=True)]
         record_jobs(out, submitted, "slurm")
         return submitted
-    return [Submitted(name, job) for name, job in local_jobs(points, out, config, folder)]
+    return [Submitted(name, job) for name, job in local_jobs(points, out, config, folder, extend=extend)]
 
 
-def local_jobs(points: Sequence[tuple[str, RunConfig]], out: Path, config: ExecutorConfig, folder: Path):
+def local_jobs(
+    points: Sequence[tuple[str, RunConfig]],
+    out: Path,
+    config: ExecutorConfig,
+    folder: Path,
+    *,
+    extend: bool = False,
+):
     """Start the points as processes on this machine, ``config.jobs`` at a time: each gets a GPU of its own
     when there are GPUs, else its share of the CPU threads. Yields (name, job) as each starts."""
     submitit = require_submitit()
@@ -189,7 +197,8 @@ def local_jobs(points: Sequence[tuple[str, RunConfig]], out: Path, config: Execu
             gpus_per_node=1 if gpu is not None else 0,
             visible_gpus=[gpu] if gpu is not None else [],
         )
-        job = executor.submit(RunJob(run_config, str(out), name, None if gpu is not None else threads))
+        threads_each = None if gpu is not None else threads
+        job = executor.submit(RunJob(run_config, str(out), name, threads_each, extend=extend))
         record_jobs(out, [Submitted(name, job)], "local")
         running.append((job, gpu))
         yield name, job
@@ -227,7 +236,7 @@ def needs_submitting(out: Path, name: str) -> bool:
         return False
     job = recorded_jobs(out).get(name)
     if job and job["executor"] == "slurm":
-        return slurm_job_state(job["job_id"]) not in LIVE_SLURM_STATES
+        return not slurm_job_alive(job_state_or_unknown(job["job_id"]))
     return True
 
 
@@ -241,7 +250,7 @@ def still_running(out: Path, name: str, job: Any | None) -> bool:
         return True
     recorded = recorded_jobs(out).get(name)
     if job is None and recorded and recorded["executor"] == "slurm":
-        return slurm_job_state(recorded["job_id"]) in LIVE_SLURM_STATES
+        return slurm_job_alive(job_state_or_unknown(recorded["job_id"]))
     return False
 
 
@@ -264,9 +273,12 @@ def wait(
     with tqdm(total=len(left), desc="runs finished", unit="run", disable=not progress) as bar:
         while left:
             for name in list(left):
+                job = jobs.get(name)
+                if job is not None and not job.done():
+                    continue  # the folder may still say how an earlier run ended (failed, or complete)
                 state = RunFolder(out / name).state()
                 if state not in FINISHED_STATES:
-                    if still_running(out, name, jobs.get(name)):
+                    if still_running(out, name, job):
                         continue
                     state = state or "ended"
                 done[name] = state

@@ -7,8 +7,9 @@ CPU threads, the process group of a multi-task job (rank, world size and rendezv
 ``submitit.JobEnvironment``), links to its logs beside the run, and preemption. On SLURM's USR2 (sent
 before the time limit, and on preemption) training stops after the current step with its checkpoint
 written, and submitit requeues the job (``checkpoint`` returns the same job), which resumes from that
-checkpoint exactly as ``bench run --resume`` does. SIGTERM (``scontrol requeue``, ``scancel``) stops it the
-same way, and SLURM requeues or ends it.
+checkpoint exactly as ``bench run --resume`` does. A signal during teacher pairs, sampling or evaluation
+stops the job at once (:mod:`bench.stopping`): the requeued job starts that phase again from what was kept.
+SIGTERM (``scontrol requeue``, ``scancel``) stops it the same way, and SLURM requeues or ends it.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import contextlib
 import os
 import re
 import signal
-import threading
 from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
+from ..stopping import StopRequest
 
 try:  # an optional extra: without it, bench runs on one machine as before
     from submitit.helpers import Checkpointable
@@ -37,8 +38,12 @@ STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 class RunJob(Checkpointable):
     """Train ``config`` into ``out/name`` inside a submitit job (SLURM or local processes)."""
 
-    def __init__(self, config: RunConfig, out: str, name: str, threads: int | None = None) -> None:
-        self.config, self.out, self.name, self.threads = config, str(out), name, threads
+    def __init__(
+        self, config: RunConfig, out: str, name: str, threads: int | None = None, *, extend: bool = False
+    ) -> None:
+        """``extend``: the config may ask a larger budget than the folder's (``bench run --resume DIR
+        --steps N`` as a job)."""
+        self.config, self.out, self.name, self.threads, self.extend = config, str(out), name, threads, extend
 
     def __call__(self) -> str:
         """``<name>: started``, ``resumed``, ``skipped`` (complete), or ``left to ...`` (claimed by another
@@ -58,17 +63,19 @@ class RunJob(Checkpointable):
             distributed.export(set_cuda_visible_devices=False, overwrite=True)
         if env.global_rank == 0:
             link_logs(env, Path(self.out) / self.name)
-        stop, caught = threading.Event(), []
+        stop, caught = StopRequest(), []
         previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
 
         def on_signal(signum: int, frame: Any) -> None:
             caught.append(signum)
-            stop.set()
+            stop.request(f"stopped by {signal.Signals(signum).name}")
 
         for sig in STOP_SIGNALS:
             signal.signal(sig, on_signal)
         try:
-            _, action = run_or_resume(self.config, Path(self.out), self.name, progress=False, stop=stop)
+            _, action = run_or_resume(
+                self.config, Path(self.out), self.name, progress=False, stop=stop, extend=self.extend
+            )
         except ClaimedElsewhere as exc:
             return f"{self.name}: left to another: {exc}"
         except KeyboardInterrupt as exc:

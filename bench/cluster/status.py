@@ -8,10 +8,16 @@ from pathlib import Path
 
 from ..io import read_json
 from ..run_folder import RunFolder
-from .claims import LIVE_SLURM_STATES, holder_alive, read_claim, slurm_job_state
+from .claims import (
+    LIVE_SLURM_STATES,
+    UNKNOWN,
+    holder_alive,
+    job_state_or_unknown,
+    read_claim,
+)
 from .executors import recorded_jobs
 
-STATES = ("pending", "running", "requeued", "complete", "failed", "interrupted")
+STATES = ("pending", "running", "requeued", "complete", "failed", "interrupted", "unknown")
 LOG_LINES = 5
 
 
@@ -31,10 +37,13 @@ def point_status(out: Path, name: str, job: dict | None) -> PointStatus:
     status = read_json(folder.file("status.json")) if folder.file("status.json").is_file() else {}
     holder = read_claim(folder.path)
     job_id = holder.job_id if holder is not None and holder.job_id else (job or {}).get("job_id")
-    slurm = slurm_job_state(job_id) if job_id and (job or {}).get("executor", "slurm") == "slurm" else None
+    on_slurm = job_id and (job or {}).get("executor", "slurm") == "slurm"
+    slurm = job_state_or_unknown(job_id) if on_slurm else None
     run_state = status.get("state")
     if run_state in ("complete", "failed"):
         state = run_state
+    elif slurm == UNKNOWN:  # SLURM did not answer: say so rather than guess
+        state = "unknown"
     elif holder is not None and holder_alive(holder) and slurm not in ("PENDING", "REQUEUED"):
         state = "running"
     elif slurm in ("REQUEUED", "REQUEUE_HOLD") or (slurm == "PENDING" and folder.checkpoint.exists()):
