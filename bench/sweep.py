@@ -194,13 +194,19 @@ def run_or_resume(
 
 
 def prepare_sweep(
-    configs: list[RunConfig], budget: Budget, out: Path, *, command: str | None = None
+    configs: list[RunConfig],
+    budget: Budget,
+    out: Path,
+    *,
+    command: str | None = None,
+    download: bool = False,
 ) -> list[tuple[str, RunConfig]]:
-    """Every config with the budget applied, named by its grid point; records the grid in
-    ``out/sweep.json`` first (with the command that made it), so an interrupted sweep says what it was
-    asked to do, and a sweep with another budget in the same folder is refused."""
+    """Every config with the budget applied, named by its grid point, each checked as its run will check
+    it; then records the grid in ``out/sweep.json`` (with the command that made it), so an interrupted sweep
+    says what it was asked to do, and a sweep with another budget in the same folder is refused."""
     budgeted = [apply_budget(c, budget) for c in configs]
     names = [run_id(c) for c in budgeted]
+    check_points(budgeted, names, out, download=download)
     out.mkdir(parents=True, exist_ok=True)
     manifest = {
         "budget": {"kind": budget.kind, "value": budget.value, "description": budget.describe()},
@@ -224,6 +230,22 @@ def prepare_sweep(
     return list(zip(names, budgeted, strict=True))
 
 
+def check_points(configs: list[RunConfig], names: list[str], out: Path, *, download: bool) -> None:
+    """Check every point still to train as its run will (plugin names, options, sampler, teacher, data),
+    before anything is written: an option the last design refuses must not cost the first one's training.
+    The error names the point."""
+    from .run import prepare
+
+    for name, config in zip(names, configs, strict=True):
+        if RunFolder(out / name).state() == "complete":
+            continue
+        try:
+            prepare(config, download=download)
+        except (ValueError, FileNotFoundError) as exc:
+            exc.args = (f"grid point {name}: {exc}",)
+            raise
+
+
 def run_sweep(
     configs: list[RunConfig],
     budget: Budget,
@@ -239,7 +261,7 @@ def run_sweep(
     its holder dies first)."""
     from .cluster.claims import ClaimedElsewhere
 
-    points = prepare_sweep(configs, budget, out, command=command)
+    points = prepare_sweep(configs, budget, out, command=command, download=download)
     left: dict[str, tuple[int, RunConfig]] = {}
     for i, (name, config) in enumerate(points, start=1):
         try:

@@ -18,7 +18,7 @@ from bench.config import RunConfig, TrainConfig
 from bench.registry import Plugin
 from bench.sweep import Budget, apply_budget, grid, run_id
 from denoisers import Recipe
-from tests.helpers import FAST
+from tests.helpers import FAST, TINY_UNET, invoke
 
 # FAST without the denoiser (a list in a sweep) and the budget (added unless a test gives one)
 SWEEP = list(FAST)
@@ -193,3 +193,13 @@ def test_a_minutes_budget_is_the_only_limit():
     assert budget_label(config.to_dict()["train"]) == "2.5 min"
     with pytest.raises(ValueError, match="whole number"):
         apply_budget(RunConfig(), Budget("steps", 2.5))
+
+
+def test_every_grid_point_is_checked_before_the_first_trains(tmp_path):
+    """An option the second denoiser refuses stops the sweep before the first point trains: nothing is
+    written."""
+    out = tmp_path / "sweep"
+    result = invoke("sweep", *TINY_UNET, "--denoiser", "unet,transformer", "--out", str(out), "--quiet")
+    assert result.exit_code == 2, result.output
+    assert "transformer" in result.output and "base_channels" in result.output
+    assert "Traceback" not in result.output and not out.exists()
