@@ -17,14 +17,16 @@ import pandas as pd
 from scipy import stats
 
 from .config import TrainConfig
-from .run_folder import Evaluation, RunFolder, RunMetrics, find_runs
+from .grids import RHO, Grid
+from .run_folder import EvalSample, Evaluation, RunFolder, RunMetrics, SampleMetrics, find_runs
 
 DESIGN = [
     *("dataset", "image", "denoiser", "target", "loss_weight", "noise_levels", "schedule", "conditional"),
-    *("sampler", "nfe", "eta", "guidance", "interval", "budget"),
+    *("sampler", "nfe", "eta", "grid", "churn", "guidance", "interval", "budget"),
 ]
 """What makes a design: runs that share all of these are seeds of one design. The sampler's cost is its
-network calls per image (NFE), which its step count and kind fix (a guided call counts twice). A
+network calls per image (NFE), which its step count and kind fix (a guided call counts twice); where it
+steps is its ``grid`` ("" for a sampler that walks none) and EDM's ``churn`` its noise ("" for none). A
 class-conditional model's samples differ by their guidance scale (NaN for an unconditional model) and the
 noise levels it applies in (``interval``, "" where it applies everywhere)."""
 DESCRIPTIVE = ("run", "path", "seed", "sample_steps")
@@ -94,6 +96,7 @@ def run_rows(folder: RunFolder) -> list[dict]:
                 "sample_steps": entry.sample.steps,
                 "nfe": entry.sample.nfe or recorded_nfe(entry.sample.steps, num_timesteps),
                 "eta": ddim_eta(entry.sample.method, entry.sample.eta),
+                **stepping_columns(entry.sample),
                 **guidance_columns(entry.sample.guidance_scale, entry.sample.guidance_interval),
                 "sample_images_per_s": entry.sample.images_per_s,
                 **numbers(entry.quality),
@@ -137,6 +140,7 @@ def run_row(folder: RunFolder, metrics: RunMetrics, config: dict) -> dict:
         "sample_steps": sample.steps,
         "nfe": nfe,
         "eta": ddim_eta(sample.method, sample.eta),
+        **stepping_columns(sample),
         **guidance_columns(sample.guidance_scale, sample.guidance_interval),
         "budget": budget_label(config["train"]),
         "seed": config["seed"],
@@ -162,6 +166,28 @@ def guidance_columns(scale: float | None, interval: list[float] | None) -> dict[
         "guidance": float(scale) if scale is not None else math.nan,
         "interval": "{:g}-{:g}".format(*interval) if interval is not None else "",
     }
+
+
+def stepping_columns(sample: SampleMetrics | EvalSample) -> dict[str, str]:
+    """Where the sampler stepped (``uniform``, ``karras (rho 7)``, ``log-snr, sigma 0.002-80``; "" for a
+    sampler that walks no grid, and ``uniform`` for a grid sampler recorded before grids were) and its EDM
+    churn (``40 in sigma 0.05-50, noise 1.003``; "" for none)."""
+    grid = ""
+    if takes_grid(sample.method):
+        kind, rho = sample.grid or "uniform", sample.rho or RHO
+        grid = Grid(kind, rho, sample.sigma_max, sample.sigma_min).describe()
+    churn = ""
+    if sample.s_churn:
+        high = f"{sample.s_tmax:g}" if sample.s_tmax is not None else "inf"
+        churn = f"{sample.s_churn:g} in sigma {sample.s_tmin or 0:g}-{high}, noise {sample.s_noise or 1:g}"
+    return {"grid": grid, "churn": churn}
+
+
+def takes_grid(method: str) -> bool:
+    """Whether ``method`` walks any grid; False for a sampler this installation does not know."""
+    from .sampling import SAMPLERS, takes_grid
+
+    return method in SAMPLERS.names() and takes_grid(method)
 
 
 def recorded_nfe(steps: int | None, num_timesteps: int) -> int:
@@ -295,9 +321,7 @@ def interval95(values: pd.Series) -> float:
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per design: the mean of every measurement, its 95% half-interval (``<col>_ci95``), seeds."""
     numeric = [
-        c
-        for c in runs.columns
-        if c not in {*DESIGN, *DESCRIPTIVE} and pd.api.types.is_numeric_dtype(runs[c])
+        c for c in runs.columns if c not in {*DESIGN, *DESCRIPTIVE} and pd.api.types.is_numeric_dtype(runs[c])
     ]
     keys = [k for k in DESIGN if k in runs.columns]
     grouped = runs.groupby(keys, dropna=False, sort=False)

@@ -42,6 +42,7 @@ def design_label(row: pd.Series, *, data: bool = False) -> str:
     label = model_label(row) + f" / {row['sampler']}"
     if row.get("source", "run") != "run":
         label += f" {row['nfe']:g} NFE" + ddim_label(row.get("eta", math.nan))
+    label += stepping_label(row.get("grid", ""), row.get("churn", ""))
     label += guidance_label(row.get("guidance", math.nan), row.get("interval", ""))
     if data:
         label = " ".join(filter(None, (row.get("dataset"), row.get("image"), label)))
@@ -59,6 +60,13 @@ def model_label(row: pd.Series) -> str:
 
 def ddim_label(eta: object) -> str:
     return f", eta {eta:g}" if isinstance(eta, float) and not math.isnan(eta) else ""
+
+
+def stepping_label(grid: object, churn: object) -> str:
+    """``, karras (rho 7) grid, churn 40 in sigma 0.05-50, noise 1``: a grid other than the uniform one,
+    and EDM's churn where there is some; empty for today's sampling."""
+    label = f", {grid} grid" if isinstance(grid, str) and grid not in ("", "uniform") else ""
+    return label + (f", churn {churn}" if isinstance(churn, str) and churn else "")
 
 
 def guidance_label(scale: object, interval: object = "") -> str:
@@ -130,14 +138,15 @@ def quality_vs_compute(runs: pd.DataFrame, metric: str, path: Path) -> Path | No
 
 
 def quality_vs_nfe(runs: pd.DataFrame, metric: str, path: Path) -> Path | None:
-    """``metric`` against network calls per image, one line per design and sampler (from the run's own
-    sampling and ``bench eval`` entries), and per guidance scale and interval, which change the NFE too;
+    """``metric`` against network calls per image, one line per design, sampler and grid (and churn) (from
+    the run's own sampling and ``bench eval`` entries), and per guidance scale and interval, which change
+    the NFE too;
     None unless some line has two or more points."""
     data = runs.dropna(subset=[metric, "nfe"])
     if data.empty:
         return None
     data = data.assign(model=data.apply(model_label, axis=1), eta=data.get("eta", math.nan))
-    shared = ("dataset", "image", "model", "sampler", "eta", "guidance", "interval")
+    shared = ("dataset", "image", "model", "sampler", "eta", "grid", "churn", "guidance", "interval")
     keys = [k for k in shared if k in data.columns]
     lines = []
     for key, group in data.groupby(keys, dropna=False, sort=False):
@@ -145,6 +154,7 @@ def quality_vs_nfe(runs: pd.DataFrame, metric: str, path: Path) -> Path | None:
         if len(mean) > 1:
             values = dict(zip(keys, key, strict=True))
             label = f"{values['model']} / {values['sampler']}" + ddim_label(values["eta"])
+            label += stepping_label(values.get("grid", ""), values.get("churn", ""))
             lines.append((label + guidance_label(values.get("guidance"), values.get("interval")), mean))
     if not lines:
         return None
@@ -176,7 +186,7 @@ def guidance_lines(runs: pd.DataFrame, columns: list[str]) -> list[tuple[str, st
     unguided point also starts each of its interval lines."""
     data = runs[runs["guidance"].notna()]
     data = data.assign(model=data.apply(model_label, axis=1), interval=data["interval"].fillna(""))
-    shared = ("dataset", "image", "model", "budget", "sampler", "sample_steps", "eta")
+    shared = ("dataset", "image", "model", "budget", "sampler", "sample_steps", "eta", "grid", "churn")
     keys = [k for k in shared if k in data.columns]
     varying = [k for k in ("dataset", "image", "budget") if k in data.columns and data[k].nunique() > 1]
     lines = []
@@ -196,6 +206,7 @@ def sampling_label(row: pd.Series, prefix: list[str]) -> str:
     steps = row.get("sample_steps")
     steps = f" {float(steps):g} steps" if pd.notna(steps) else ""
     sampling = f"{row['model']} / {row['sampler']}{steps}" + ddim_label(row.get("eta", math.nan))
+    sampling += stepping_label(row.get("grid", ""), row.get("churn", ""))
     return " ".join([*(str(row[k]) for k in prefix), sampling])
 
 

@@ -4,7 +4,9 @@ training budget on one backbone:
   prediction target   eps (DDPM), x0, v (Salimans & Ho 2022) and EDM's preconditioned F;
   loss weighting      uniform (each target's own L_simple) and min-SNR-5 (Hang et al. 2023);
   sampler             DDIM (eta 0, the first-order ODE step) and DPM-Solver++(2M) at 10 network calls, and
-                      at 50 calls the better of the run's own DDIM (eta 1) and DPM-Solver++(2M).
+                      at 50 calls the better of the run's own DDIM (eta 1) and DPM-Solver++(2M);
+  grid                DPM-Solver++(2M) and Heun also on the grid the oracle finds best for both (log-SNR,
+                      ``python scripts/solver_error.py``), at 10 and 50 calls (Heun's calls are odd: 9, 49).
 
 Every design is the ``small`` U-Net trained for the same steps on the same data and seed(s); the runs land
 in ``OUT/<denoiser>-<target>[-<weight>]-<schedule>-s<seed>`` and the same command again skips what is
@@ -20,7 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import RunConfig
+from .config import RunConfig, Stepping
+from .grids import Grid
 from .io import write_text_atomic
 
 STUDY_TARGETS = ("eps", "x0", "v", "edm")
@@ -29,18 +32,29 @@ STUDY_WEIGHTS = ("uniform", "min-snr")
 
 @dataclass(frozen=True)
 class Scoring:
-    """One way every design is sampled and scored: a sampler, its steps, DDIM's eta."""
+    """One way every design is sampled and scored: a sampler, its steps, DDIM's eta, the grid."""
 
     method: str
     steps: int
     eta: float = 0.0
+    grid: str = "uniform"
 
 
+BEST_GRID = "log-snr"
+"""The grid on which the oracle (scripts/solver_error.py) puts DPM-Solver++(2M) and Heun closest to the exact
+endpoint from 30 calls up, on the linear and the cosine schedule."""
 FEW_CALLS = (Scoring("ddim", 10, 0.0), Scoring("dpmpp-2m", 10))
 """First- against second-order ODE solver at 10 network calls."""
 MANY_CALLS = Scoring("dpmpp-2m", 50)
 """Scored beside the run's own sampling (50-step DDIM, eta 1): the best sampler at 50 calls is the best of
 all a design was scored with at 50 calls."""
+ON_THE_GRID = (
+    Scoring("dpmpp-2m", 10, grid=BEST_GRID),
+    Scoring("heun", 5, grid=BEST_GRID),
+    Scoring("dpmpp-2m", 50, grid=BEST_GRID),
+    Scoring("heun", 25, grid=BEST_GRID),
+)
+"""The second-order solvers on the better grid, at about 10 and 50 calls (Heun: 9 and 49)."""
 SHOWN = {"fd": "FD", "kid_mean": "KID", "precision": "precision", "recall": "recall"}
 """The scores of the best sampler at 50 calls, and their column names."""
 
@@ -68,22 +82,22 @@ def score_missing(run_dir: Path, base: RunConfig, *, progress: bool) -> None:
 
     n, seed = base.sample.n, base.seed
     done = {
-        key(e.sample.method, e.sample.steps, e.sample.eta)
+        key(Scoring(e.sample.method, e.sample.steps, e.sample.eta, e.sample.grid or "uniform"))
         for e in RunFolder(run_dir).read_metrics().evaluations
         if (e.sample.n, e.sample.seed) == (n, seed)
     }
-    missing: dict[tuple[str, float], list[int]] = {}
-    for scoring in (*FEW_CALLS, MANY_CALLS):
-        if key(scoring.method, scoring.steps, scoring.eta) not in done:
-            missing.setdefault((scoring.method, scoring.eta), []).append(scoring.steps)
-    for (method, eta), steps in missing.items():
+    missing: dict[tuple[str, float, str], list[int]] = {}
+    for scoring in (*FEW_CALLS, MANY_CALLS, *ON_THE_GRID):
+        if key(scoring) not in done:
+            missing.setdefault((scoring.method, scoring.eta, scoring.grid), []).append(scoring.steps)
+    for (method, eta, grid), steps in missing.items():
         evaluate_run(run_dir, n=n, method=method, steps=steps, eta=eta, seed=seed, device=base.device,
-                     progress=progress)  # fmt: skip
+                     progress=progress, stepping=Stepping(grid=grid))  # fmt: skip
 
 
-def key(method: str, steps: int | None, eta: float) -> tuple:
+def key(scoring: Scoring) -> tuple:
     """What tells two scorings apart: eta only for DDIM, the one sampler here that has it."""
-    return (method, steps, eta if method == "ddim" else None)
+    return (scoring.method, scoring.steps, scoring.eta if scoring.method == "ddim" else None, scoring.grid)
 
 
 def run_design_study(base: RunConfig, out: Path, seeds: list[int], *, progress: bool = True) -> list[Path]:
@@ -108,7 +122,6 @@ def design_table(out: Path) -> pd.DataFrame:
     sampler is better at 50 and its scores, the NLL bound; means over seeds ± their 95% interval; then the
     real-image floor and the mean-image ceiling."""
     from . import compare
-    from .compare_report import ddim_label
     from .sampling import network_calls
 
     collection = compare.collect([out])
@@ -119,15 +132,14 @@ def design_table(out: Path) -> pd.DataFrame:
     rows = []
     for (target, weight), group in table.groupby(["target", "loss_weight"], sort=False):
         row = {"target": target, "loss weight": weight}
-        for scoring in FEW_CALLS:
+        for scoring in (*FEW_CALLS, *ON_THE_GRID):
             nfe = network_calls(scoring.method, scoring.steps)
-            at = find(group, scoring.method, nfe, scoring.eta)
-            eta = ddim_label(scoring.eta if scoring.method == "ddim" else math.nan)
-            row[f"FD at {nfe} NFE, {scoring.method}{eta}"] = shown.loc[at, "fd"] if at is not None else ""
+            at = find(group, scoring)
+            row[f"FD at {nfe} NFE, {scoring_label(scoring)}"] = shown.loc[at, "fd"] if at is not None else ""
         many = network_calls(MANY_CALLS.method, MANY_CALLS.steps)
         candidates = group[(group["nfe"] == many) & group["fd"].notna()]
         best = candidates["fd"].idxmin() if len(candidates) else None
-        sampler = table.loc[best, "sampler"] + ddim_label(table.loc[best, "eta"]) if best is not None else ""
+        sampler = sampler_label(table.loc[best]) if best is not None else ""
         row[f"best sampler at {many} NFE"] = sampler
         for metric, label in SHOWN.items():
             row[f"{label} at {many}"] = shown.loc[best, metric] if best is not None else ""
@@ -144,10 +156,30 @@ def design_table(out: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, dtype=object).fillna("")
 
 
-def find(group: pd.DataFrame, method: str, nfe: int, eta: float | None = None) -> int | None:
-    """The index of the group's row sampled with ``method`` at ``nfe`` calls (and DDIM's ``eta``)."""
-    chosen = (group["sampler"] == method) & (group["nfe"] == nfe)
-    if eta is not None and method == "ddim":
-        chosen &= group["eta"] == eta
+def find(group: pd.DataFrame, scoring: Scoring) -> int | None:
+    """The index of the group's row sampled as ``scoring`` says (DDIM's eta only for DDIM)."""
+    from .sampling import network_calls
+
+    nfe = network_calls(scoring.method, scoring.steps)
+    chosen = (group["sampler"] == scoring.method) & (group["nfe"] == nfe)
+    chosen &= group["grid"] == Grid(scoring.grid).describe()
+    if scoring.method == "ddim":
+        chosen &= group["eta"] == scoring.eta
     hits = group.index[chosen]
     return int(hits[0]) if len(hits) else None
+
+
+def scoring_label(scoring: Scoring) -> str:
+    """``ddim, eta 0``, ``dpmpp-2m``, ``heun, log-snr grid``: the sampler, DDIM's eta and a grid other than
+    the uniform one."""
+    eta = scoring.eta if scoring.method == "ddim" else math.nan
+    return sampler_label(
+        pd.Series({"sampler": scoring.method, "eta": eta, "grid": Grid(scoring.grid).describe()})
+    )
+
+
+def sampler_label(row: pd.Series) -> str:
+    """A table row's sampler as :func:`scoring_label` names it."""
+    from .compare_report import ddim_label, stepping_label
+
+    return row["sampler"] + ddim_label(row["eta"]) + stepping_label(row.get("grid", ""), row.get("churn", ""))

@@ -12,7 +12,7 @@ from torch import nn
 from denoisers.common import count_parameters
 from denoisers.kernels.group_norm import fused_kernel_ran
 
-from .config import RunConfig, SampleConfig
+from .config import STEPPING_SETTINGS, RunConfig, SampleConfig
 from .denoiser import Denoiser
 from .diffusion import Diffusion
 from .environment import device_name
@@ -21,7 +21,7 @@ from .likelihood import nll_bits_per_dim
 from .metrics import evaluate_samples, get_feature_extractor
 from .metrics.fidelity import StandardInception, find_weights
 from .run_folder import Evaluation, RunMetrics, SampleMetrics, TrainMetrics
-from .sampling import ddim_timesteps, guided_network_calls, network_calls
+from .sampling import guided_network_calls, network_calls, sampler_settings
 from .scoring import EvalConfig, score_samples, standard_scores
 from .throughput import (
     efficiency,
@@ -137,6 +137,7 @@ def run_metrics(
             **efficiency(sample_ips * nfe, forward, peak),
             ema=sample_cfg.use_ema,
             **guidance_fields(sample_cfg, exp),
+            **stepping_fields(sample_cfg),
         ),
         hardware={
             "device": str(exp.device),
@@ -163,11 +164,18 @@ def guidance_fields(sample_cfg: SampleConfig, exp: Experiment) -> dict:
     }
 
 
+def stepping_fields(sample_cfg: SampleConfig) -> dict:
+    """The grid (for a sampler that walks any) and EDM's churn settings (for Euler and Heun), for
+    metrics.json; nothing for a sampler that has neither."""
+    own = set(sampler_settings(sample_cfg.method))
+    return {name: getattr(sample_cfg, name) for name in STEPPING_SETTINGS if name in own}
+
+
 def sampler_calls(sample_cfg: SampleConfig, diffusion: Diffusion) -> int:
     """Network evaluations per sample (NFE) of the resolved sampler: what it declared for its step count
     (all T steps for ancestral), with each guided call counted twice."""
     steps = sample_cfg.steps if sample_cfg.steps is not None else diffusion.num_timesteps
     if not sample_cfg.guided:
         return network_calls(sample_cfg.method, steps)
-    grid = ddim_timesteps(diffusion.num_timesteps, steps)
-    return guided_network_calls(sample_cfg.method, grid, diffusion.sigmas, sample_cfg.guidance())
+    grid = sample_cfg.grid_choice().timesteps(diffusion, steps)
+    return guided_network_calls(sample_cfg.method, grid, diffusion, sample_cfg.guidance())

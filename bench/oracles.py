@@ -18,7 +18,8 @@ import torch
 
 from .denoiser import NULL_LABEL, SIGMA_DATA, Denoiser
 from .diffusion import Diffusion
-from .sampling import SAMPLERS, ddim_timesteps
+from .grids import Grid
+from .sampling import SAMPLERS
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ class GaussianData:
     def network(
         self, diffusion: Diffusion, prediction: str = "eps", sigma_data: float = SIGMA_DATA
     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The exact minimiser of each target's L_simple: E[target | x_t], for integer timesteps. For
+        """The exact minimiser of each target's L_simple: E[target | x_t], for integer or real-valued
+        timesteps (through the schedule's log-sigma interpolation, as the samplers' grids call it). For
         ``edm`` it is EDM's F in EDM's own variables (Table 1): the input is c_in y, so
         y = input sqrt(sigma^2 + sd^2), and F = (D(y; sigma) - c_skip y) / c_out."""
         m, s = self.mean, self.std
@@ -39,13 +41,12 @@ class GaussianData:
         def net(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             shape = (-1, *[1] * (x_t.ndim - 1))
             if prediction == "edm":
-                sigma, sd = diffusion.sigmas[t].view(shape).to(x_t), sigma_data
+                sigma, sd = diffusion.sigma_at(t).view(shape).to(x_t), sigma_data
                 y = x_t * (sigma**2 + sd**2).sqrt()
                 denoised = m + s**2 / (s**2 + sigma**2) * (y - m)
                 c_skip, c_out = sd**2 / (sigma**2 + sd**2), sigma * sd / (sigma**2 + sd**2).sqrt()
                 return (denoised - c_skip * y) / c_out
-            a = diffusion.sqrt_alpha_bar[t].view(shape).to(x_t)
-            b = diffusion.sqrt_one_minus_alpha_bar[t].view(shape).to(x_t)
+            a, b = diffusion.coefficients(t, x_t)
             resid = (x_t - a * m) / (a**2 * s**2 + b**2)
             eps, x0 = b * resid, m + a * s**2 * resid
             return {"eps": eps, "x0": x0, "v": a * eps - b * x0}[prediction]
@@ -71,13 +72,16 @@ class GaussianData:
         prediction: str = "eps",
         n: int = 64,
         seed: int = 0,
+        grid: Grid | None = None,
         **settings: float,
     ) -> float:
-        """The largest distance, over ``n`` seeded noises, between where ``method`` with ``steps`` steps and
-        the exact network lands and the exact ODE endpoint (float64 throughout)."""
+        """The largest distance, over ``n`` seeded noises, between where ``method`` with ``steps`` steps on
+        ``grid`` (DDIM's uniform timesteps by default) and the exact network lands and the exact ODE
+        endpoint (float64 throughout). A grid over the schedule's whole range starts at sigma_{T-1} and ends
+        at sigma_0 as the endpoint does."""
         x_T = torch.randn(n, 1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
         denoiser = Denoiser(self.network(diffusion, prediction), diffusion, prediction)
-        timesteps = ddim_timesteps(diffusion.num_timesteps, steps)
+        timesteps = (grid or Grid()).timesteps(diffusion, steps)
         x = SAMPLERS.get(method)(denoiser, x_T.clone(), timesteps, **settings)
         return (x - self.ode_endpoint(diffusion, x_T)).abs().max().item()
 

@@ -4,16 +4,17 @@ scored with other samplers and step counts, never touching the run's own files e
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import SampleConfig
+from .config import SampleConfig, Stepping
 from .datasets._base import uint8_to_unit
 from .experiment import Experiment, check_class, generate, load_run, resolve_sampler, sample_labels
 from .fid_samples import CHUNK, chunk_folder, chunked_samples
 from .images import save_grid, save_samples_npz
-from .measure import evaluate, guidance_fields, sampler_calls
+from .measure import evaluate, guidance_fields, sampler_calls, stepping_fields
 from .metrics.fidelity import StandardInception, reference_features, standard_metrics
 from .run_folder import EvalSample, EvaluationEntry, RunFolder, RunMetrics
 
@@ -39,12 +40,14 @@ def sampler_config(
     eta: float,
     n: int,
     conditioning: Conditioning | None = None,
+    stepping: Stepping | None = None,
 ) -> SampleConfig:
-    """The run's own sampling settings with another sampler, step count, eta, number of samples and (for a
-    conditional run) conditioning; checked against the run as its own config is."""
+    """The run's own sampling settings with another sampler, step count, eta, grid and churn, number of
+    samples and (for a conditional run) conditioning; checked against the run as its own config is."""
     conditioning = conditioning or Conditioning()
     cfg = replace(
         exp.config.sample,
+        **{f.name: getattr(stepping or Stepping(), f.name) for f in dataclasses.fields(Stepping)},
         method=method,
         steps=steps,
         eta=eta,
@@ -53,7 +56,7 @@ def sampler_config(
         guidance_interval=conditioning.guidance_interval,
         class_label=conditioning.class_label,
     )
-    replace(exp.config, sample=cfg)  # the run's config checks the conditioning
+    replace(exp.config, sample=cfg)  # the run's config checks the conditioning and the sigma range
     if exp.num_classes is not None:
         check_class(cfg, exp.num_classes)  # and a class against the dataset's
     return resolve_sampler(replace(cfg, batch_size=min(cfg.batch_size, n)), exp.recipe)
@@ -79,10 +82,13 @@ def sample_run(
     device: str = "auto",
     progress: bool = True,
     conditioning: Conditioning | None = None,
+    stepping: Stepping | None = None,
 ) -> list[Path]:
     """Sample ``n`` images from a run into ``run_dir/samples/``, never touching the run's own files."""
     exp, ckpt = load_run(run_dir, device=device)
-    cfg = sampler_config(exp, method=method, steps=steps, eta=eta, n=n, conditioning=conditioning)
+    cfg = sampler_config(
+        exp, method=method, steps=steps, eta=eta, n=n, conditioning=conditioning, stepping=stepping
+    )
     exp.model.load_state_dict(ckpt["ema"]["module"] if use_ema else ckpt["model"])
     exp.model.to(exp.device)
     samples, seconds = generate(exp, exp.model, cfg, n, seed=seed, progress=progress)
@@ -108,11 +114,12 @@ def evaluate_run(
     fid_chunk: int = CHUNK,
     guidance_scales: list[float] | None = None,
     guidance_interval: tuple[float, float] | None = None,
+    stepping: Stepping | None = None,
 ) -> list[EvaluationEntry]:
     """Sample a finished run with each step count (and, for a conditional run, each guidance scale, on
     balanced classes) and score it; each result is appended to the run's ``metrics.json`` under
     ``evaluations`` (the run's own numbers are kept as they are). ``guidance_interval`` applies to the
-    scales other than 1.
+    scales other than 1; ``stepping`` is the grid and churn of every setting.
 
     With ``fid_weights`` the samples are drawn in resumable chunks (:mod:`bench.fid_samples`) and scored
     with standard FID, IS and KID too; the classifier-space metrics then use the first
@@ -125,7 +132,9 @@ def evaluate_run(
         Conditioning(scale, guidance_interval if scale != 1 else None) for scale in (guidance_scales or [1.0])
     ]
     configs = [
-        sampler_config(exp, method=method, steps=count, eta=eta, n=n, conditioning=conditioning)
+        sampler_config(
+            exp, method=method, steps=count, eta=eta, n=n, conditioning=conditioning, stepping=stepping
+        )
         for count in steps
         for conditioning in conditionings
     ]  # every setting checked before any sampling
@@ -165,7 +174,7 @@ def evaluate_run(
             images_per_s = fs.made / fs.seconds if fs.made else None
         drawn = EvalSample(
             cfg.method, cfg.steps, cfg.eta, n, seed, images_per_s, sampler_calls(cfg, exp.diffusion),
-            **guidance_fields(cfg, exp),
+            **guidance_fields(cfg, exp), **stepping_fields(cfg),
         )  # fmt: skip
         entry = EvaluationEntry(**scores.evaluation_fields(), sample=drawn)
         folder.add_evaluation(entry)

@@ -78,6 +78,15 @@ class SampleMetrics:
     guidance_scale: float | None = None
     guidance_interval: list[float] | None = None
     class_label: int | None = None
+    # where the sampler stepped and EDM's churn (None in runs from before grids, and for samplers without)
+    grid: str | None = None
+    rho: float | None = None
+    sigma_max: float | None = None
+    sigma_min: float | None = None
+    s_churn: float | None = None
+    s_tmin: float | None = None
+    s_tmax: float | None = None
+    s_noise: float | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,15 @@ class EvalSample:
     guidance_scale: float | None = None
     guidance_interval: list[float] | None = None
     class_label: int | None = None
+    # where the sampler stepped and EDM's churn (None in runs from before grids, and for samplers without)
+    grid: str | None = None
+    rho: float | None = None
+    sigma_max: float | None = None
+    sigma_min: float | None = None
+    s_churn: float | None = None
+    s_tmin: float | None = None
+    s_tmax: float | None = None
+    s_noise: float | None = None
 
 
 @dataclass(frozen=True)

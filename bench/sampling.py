@@ -4,19 +4,24 @@ Every sampler is a plain function registered by name, with one signature:
 
     sampler(denoiser, x_T, timesteps, *, generator, progress, **its_own_settings) -> x_0
 
-``timesteps`` is the descending grid of timesteps to visit (computed once by :func:`sample` from ``steps``),
-and each sampler declares only the settings it uses (``eta`` for DDIM, ``variance`` for ancestral) as
-keyword arguments with defaults, and names them at registration (``settings=(...)``), so callers know what
-to pass. It also declares its cost: ``nfe``, the network calls per image for a number of steps (one per step
-unless it says otherwise), ``calls``, the timesteps of the grid it calls the network at (each once unless it
-says otherwise; what classifier-free guidance with an interval needs to count its calls), and
-``min_steps``. ``denoiser(x_t, t)`` returns (x0_hat, eps_hat) whatever the network predicts (guided or not),
-so a sampler is only its update rule. :func:`sample` checks the options, draws x_T and runs
-a sampler under ``torch.inference_mode()``.
+``timesteps`` is the descending grid of timesteps to visit, computed once by :func:`sample` from ``steps``
+and a :class:`bench.grids.Grid` (DDIM's evenly spaced integers by default; real-valued timesteps for EDM's
+``karras`` and the ``log-snr`` grid). A sampler that can walk any grid says so at registration
+(``grid=True``), and then takes the grid's settings (``grid``, ``rho``, ``sigma_max``, ``sigma_min``) beside
+its own. Each sampler declares only the settings it uses (``eta`` for DDIM, ``variance`` for ancestral,
+EDM's churn for Euler and Heun) as keyword arguments with defaults, and names them at registration
+(``settings=(...)``), so callers know what to pass. It also declares its cost: ``nfe``, the network calls
+per image for a number of steps (one per step unless it says otherwise), ``calls``, the timesteps of the
+grid it calls the network at (each once unless it says otherwise; what classifier-free guidance with an
+interval needs to count its calls), and ``min_steps``. ``denoiser(x_t, t)`` returns (x0_hat, eps_hat)
+whatever the network predicts (guided or not), so a sampler is only its update rule. :func:`sample` checks
+the options, draws x_T and runs a sampler under ``torch.inference_mode()``.
 
 The ODE solvers (``euler``, ``heun``, ``dpmpp-2m``) integrate the probability-flow ODE on the sigma grid of
 the timesteps, sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), followed by sigma = 0; each is written in
 the variables of its paper, and all three end, as DDIM does, with the x0 estimate at the last timestep.
+Euler and Heun also take EDM's stochastic churn (Algorithm 2: ``s_churn``, ``s_tmin``, ``s_tmax``,
+``s_noise``), whose fresh noise comes from the sampler's generator; churn 0 is the ODE sampler, bit for bit.
 """
 
 from __future__ import annotations
@@ -30,6 +35,17 @@ import torch
 from tqdm.auto import tqdm
 
 from .denoiser import Denoiser, Guidance
+from .diffusion import Diffusion
+from .grids import (
+    CHURN_SETTINGS,
+    GRID_SETTINGS,
+    alpha_bar_of,
+    check_churn,
+    gammas,
+    pop_grid,
+    sigma_of,
+    vp_coefficients,
+)
 from .registry import Registry
 
 Sampler = Callable[..., torch.Tensor]
@@ -38,8 +54,15 @@ SAMPLERS: Registry[Sampler] = Registry("sampler", "bench.samplers")
 
 
 def sampler_settings(method: str) -> tuple[str, ...]:
-    """The settings (keyword arguments) the sampler ``method`` declared at registration."""
-    return tuple(SAMPLERS.metadata(method).get("settings", ()))
+    """The settings (keyword arguments) the sampler ``method`` declared at registration, and the grid's when
+    it walks any grid (``grid=True``)."""
+    own = tuple(SAMPLERS.metadata(method).get("settings", ()))
+    return own + (GRID_SETTINGS if takes_grid(method) else ())
+
+
+def takes_grid(method: str) -> bool:
+    """Whether the sampler ``method`` declared that it walks any grid of noise levels (``grid=True``)."""
+    return bool(SAMPLERS.metadata(method).get("grid", False))
 
 
 def network_calls(method: str, steps: int) -> int:
@@ -57,11 +80,10 @@ def called_timesteps(method: str, timesteps: list[int]) -> list[int]:
     return list(calls(timesteps)) if calls is not None else list(timesteps)
 
 
-def guided_network_calls(method: str, timesteps: list[int], sigmas: torch.Tensor, guidance: Guidance) -> int:
+def guided_network_calls(method: str, timesteps: list, diffusion: Diffusion, guidance: Guidance) -> int:
     """NFE per image with classifier-free guidance: a guided call evaluates the network on the conditional
-    and the unconditional input (two calls, in one batch of 2B), an unguided one once; ``sigmas`` is the
-    schedule's sigma per timestep."""
-    return sum(guidance.calls(float(sigmas[t])) for t in called_timesteps(method, timesteps))
+    and the unconditional input (two calls, in one batch of 2B), an unguided one once."""
+    return sum(guidance.calls(sigma_of(diffusion, t)) for t in called_timesteps(method, timesteps))
 
 
 def check_steps(method: str, steps: int) -> None:
@@ -119,11 +141,11 @@ def ancestral(
     return x
 
 
-@SAMPLERS.register("ddim", settings=("eta",))
+@SAMPLERS.register("ddim", settings=("eta",), grid=True)
 def ddim(
     denoiser: Denoiser,
     x: torch.Tensor,
-    timesteps: list[int],
+    timesteps: list[int] | list[float],
     *,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
@@ -132,11 +154,10 @@ def ddim(
     """DDIM (Song et al. 2021, eq. 12) on the given timesteps; eta=0 deterministic, eta=1 DDPM-like."""
     if not 0.0 <= float(eta) <= 1.0:
         raise ValueError(f"eta must be in [0, 1], got {eta!r}")
-    alpha_bar = denoiser.diffusion.alpha_bar.tolist()
+    alpha_bar = [alpha_bar_of(denoiser.diffusion, t) for t in timesteps] + [1.0]
     for i, t in enumerate(tqdm(timesteps, desc="ddim", disable=not progress, leave=False)):
         x0_hat, eps_hat = denoiser(x, t)
-        ab_t = alpha_bar[t]
-        ab_s = alpha_bar[timesteps[i + 1]] if i + 1 < len(timesteps) else 1.0
+        ab_t, ab_s = alpha_bar[i], alpha_bar[i + 1]
         sigma = eta * ((1 - ab_s) / (1 - ab_t)) ** 0.5 * (1 - ab_t / ab_s) ** 0.5
         x = ab_s**0.5 * x0_hat + max(1 - ab_s - sigma**2, 0.0) ** 0.5 * eps_hat
         if sigma > 0:
@@ -161,13 +182,12 @@ def one_shot(
 
 
 # ----------------------------------------------------------------------- ODE solvers in EDM's sigma
-def sigma_grid(denoiser: Denoiser, timesteps: list[int]) -> list[float]:
+def sigma_grid(denoiser: Denoiser, timesteps: list[int] | list[float]) -> list[float]:
     """sigma of each timestep of the grid, then 0 (where the ODE ends at the data)."""
-    sigmas = denoiser.diffusion.sigmas
-    return [float(sigmas[t]) for t in timesteps] + [0.0]
+    return [sigma_of(denoiser.diffusion, t) for t in timesteps] + [0.0]
 
 
-def denoise_y(denoiser: Denoiser, y: torch.Tensor, sigma: float, t: int) -> torch.Tensor:
+def denoise_y(denoiser: Denoiser, y: torch.Tensor, sigma: float, t: int | float) -> torch.Tensor:
     """D(y; sigma): the x0 estimate at y = x_t / sqrt(alpha_bar_t), called as the network was trained, on
     x_t = y / sqrt(1 + sigma^2)."""
     x0_hat, _ = denoiser(y * (1.0 + sigma**2) ** -0.5, t)
@@ -187,58 +207,104 @@ def check_finite_start(denoiser: Denoiser, method: str) -> None:
         )
 
 
-@SAMPLERS.register("euler")
+def churn(
+    denoiser: Denoiser,
+    y: torch.Tensor,
+    sigma: float,
+    t: int | float,
+    gamma: float,
+    s_noise: float,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, float, int | float]:
+    """EDM's Algorithm 2, lines 5-6: raise the noise level to sigma_hat = sigma (1 + gamma) and add the
+    matching fresh noise, y_hat = y + sqrt(sigma_hat^2 - sigma^2) S_noise z; returns (y_hat, sigma_hat, its
+    real-valued timestep). sigma_hat is kept within the schedule's range, where the network was trained.
+    With gamma = 0 nothing is drawn and (y, sigma, t) come back as they are."""
+    if gamma <= 0:
+        return y, sigma, t
+    diffusion = denoiser.diffusion
+    t_hat = float(diffusion.sigma_to_t(torch.tensor([sigma * (1 + gamma)], dtype=torch.float64))[0])
+    sigma_hat = sigma_of(diffusion, t_hat)
+    y_hat = y + max(sigma_hat**2 - sigma**2, 0.0) ** 0.5 * s_noise * randn_like(y, generator)
+    return y_hat, sigma_hat, t_hat
+
+
+@SAMPLERS.register("euler", settings=CHURN_SETTINGS, grid=True)
 def euler(
     denoiser: Denoiser,
     x: torch.Tensor,
-    timesteps: list[int],
+    timesteps: list[int] | list[float],
     *,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float | None = None,
+    s_noise: float = 1.0,
     generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Euler steps of the probability-flow ODE in EDM's sigma (first order; equal to DDIM with eta = 0)."""
+    """Euler steps of the probability-flow ODE in EDM's sigma (first order; equal to DDIM with eta = 0);
+    with ``s_churn`` > 0, EDM's Algorithm 2 with Euler steps (k-diffusion's ``sample_euler``)."""
     check_finite_start(denoiser, "euler")
+    check_churn(s_churn, s_tmin, s_tmax, s_noise)
     sigmas = sigma_grid(denoiser, timesteps)
     y = x * (1.0 + sigmas[0] ** 2) ** 0.5
-    for i, t in enumerate(tqdm(timesteps, desc="euler", disable=not progress, leave=False)):
-        d = to_d(y, sigmas[i], denoise_y(denoiser, y, sigmas[i], t))
-        y = y + (sigmas[i + 1] - sigmas[i]) * d
+    steps = zip(timesteps, gammas(sigmas, s_churn, s_tmin, s_tmax), strict=True)
+    bar = tqdm(steps, desc="euler", total=len(timesteps), disable=not progress, leave=False)
+    for i, (t, gamma) in enumerate(bar):
+        y, sigma, t = churn(denoiser, y, sigmas[i], t, gamma, s_noise, generator)
+        d = to_d(y, sigma, denoise_y(denoiser, y, sigma, t))
+        y = y + (sigmas[i + 1] - sigma) * d
     return y
 
 
-@SAMPLERS.register("heun", nfe=lambda steps: 2 * steps - 1, calls=lambda grid: grid + grid[1:], min_steps=2)
+@SAMPLERS.register(
+    "heun",
+    settings=CHURN_SETTINGS,
+    grid=True,
+    nfe=lambda steps: 2 * steps - 1,
+    calls=lambda grid: grid + grid[1:],
+    min_steps=2,
+)
 def heun(
     denoiser: Denoiser,
     x: torch.Tensor,
-    timesteps: list[int],
+    timesteps: list[int] | list[float],
     *,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float | None = None,
+    s_noise: float = 1.0,
     generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """EDM's deterministic 2nd-order Heun sampler (Karras et al. 2022, Algorithm 1 with S_churn = 0).
+    """EDM's 2nd-order Heun sampler (Karras et al. 2022, Algorithm 2; Algorithm 1 with S_churn = 0).
 
-    Each step takes an Euler step to the next sigma and corrects it with the slope there (two network
-    calls); the last step, to sigma = 0, stays Euler: 2N - 1 calls for N steps. With S_churn = 0 every call
-    is on a grid timestep, so no real-valued timestep is needed here."""
+    Each step may first raise the noise level by gamma and add the matching fresh noise (:func:`churn`, no
+    network call), then takes an Euler step to the next sigma and corrects it with the slope there (two
+    network calls); the last step, to sigma = 0, stays Euler: 2N - 1 calls for N steps."""
     check_finite_start(denoiser, "heun")
+    check_churn(s_churn, s_tmin, s_tmax, s_noise)
     sigmas = sigma_grid(denoiser, timesteps)
     y = x * (1.0 + sigmas[0] ** 2) ** 0.5
-    for i, t in enumerate(tqdm(timesteps, desc="heun", disable=not progress, leave=False)):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+    steps = zip(timesteps, gammas(sigmas, s_churn, s_tmin, s_tmax), strict=True)
+    bar = tqdm(steps, desc="heun", total=len(timesteps), disable=not progress, leave=False)
+    for i, (t, gamma) in enumerate(bar):
+        y, sigma, t = churn(denoiser, y, sigmas[i], t, gamma, s_noise, generator)
+        sigma_next = sigmas[i + 1]
         d = to_d(y, sigma, denoise_y(denoiser, y, sigma, t))
         y_next = y + (sigma_next - sigma) * d
-        if sigma_next > 0:  # the second-order correction (Algorithm 1, lines 9-11)
+        if sigma_next > 0:  # the second-order correction (Algorithm 2, lines 9-11)
             d_next = to_d(y_next, sigma_next, denoise_y(denoiser, y_next, sigma_next, timesteps[i + 1]))
             y_next = y + (sigma_next - sigma) * (d + d_next) / 2
         y = y_next
     return y
 
 
-@SAMPLERS.register("dpmpp-2m")
+@SAMPLERS.register("dpmpp-2m", grid=True)
 def dpmpp_2m(
     denoiser: Denoiser,
     x: torch.Tensor,
-    timesteps: list[int],
+    timesteps: list[int] | list[float],
     *,
     generator: torch.Generator | None = None,
     progress: bool = False,
@@ -253,10 +319,8 @@ def dpmpp_2m(
     the order of the step into the grid's last timestep when there are fewer than 10 steps; against the
     exact denoiser of Gaussian data on the linear schedule that doubled the endpoint error at 5-10 steps,
     so it is not done here.)"""
-    d = denoiser.diffusion
-    alphas = [float(d.sqrt_alpha_bar[t]) for t in timesteps] + [1.0]
-    sigmas = [float(d.sqrt_one_minus_alpha_bar[t]) for t in timesteps] + [0.0]
-    lambdas = [-float(d.log_sigmas[t]) for t in timesteps] + [math.inf]  # log(alpha_t / sigma_t)
+    coefficients = [vp_coefficients(denoiser.diffusion, t) for t in timesteps] + [(1.0, 0.0, math.inf)]
+    alphas, sigmas, lambdas = (list(c) for c in zip(*coefficients, strict=True))
     old_denoised, h_last = None, None
     for i, t in enumerate(tqdm(timesteps, desc="dpmpp-2m", disable=not progress, leave=False)):
         denoised, _ = denoiser(x, t)
@@ -286,9 +350,11 @@ def sample(
 ) -> torch.Tensor:
     """Draw ``shape[0]`` samples from ``denoiser`` with the sampler ``method``.
 
-    ``steps`` sets the timestep grid (:func:`ddim_timesteps`; by default every timestep, or what the sampler
-    registered as ``default_steps``). The sampler's own settings (``eta=``, ``variance=``) are passed as
-    keywords; one it does not declare is an error. Sampling is
+    ``steps`` sets the number of grid points (by default every timestep, or what the sampler registered as
+    ``default_steps``), and for a sampler that walks any grid the settings ``grid``, ``rho``, ``sigma_max``
+    and ``sigma_min`` (:class:`bench.grids.Grid`) where they lie; by default DDIM's evenly spaced timesteps
+    (:func:`ddim_timesteps`). The sampler's own settings (``eta=``, ``variance=``, ``s_churn=``) are passed
+    as keywords; one it does not declare is an error. Sampling is
     deterministic given ``generator``; ``x_T`` replaces the initial noise when given. ``clip_x0``, when
     given, overrides the denoiser's clipping of x0 to [-1, 1].
     """
@@ -310,7 +376,7 @@ def sample(
     T = diffusion.num_timesteps
     if steps is None:
         steps = SAMPLERS.metadata(method).get("default_steps", T)
-    timesteps = ddim_timesteps(T, steps)
+    timesteps = pop_grid(settings).timesteps(diffusion, steps)
     check_steps(method, steps)
     shape = tuple(int(s) for s in shape)
     if len(shape) < 1 or min(shape) < 1:

@@ -147,9 +147,12 @@ def test_the_design_study_runs_scores_and_tabulates_then_skips_what_it_has(tmp_p
     run_design_study(base, tmp_path, [0], progress=False)
     table = design_table(tmp_path)
     designs = table[~table["target"].str.startswith("reference")]
-    assert len(designs) == 8 and set(designs["best sampler at 50 NFE"]) <= {"ddim, eta 1", "dpmpp-2m"}
+    best_at_50 = {"ddim, eta 1", "dpmpp-2m", "dpmpp-2m, log-snr grid"}
+    assert len(designs) == 8 and set(designs["best sampler at 50 NFE"]) <= best_at_50
     assert list(table["target"].iloc[-2:]) == ["reference: real", "reference: mean-image"]
     assert all(designs["FD at 10 NFE, ddim, eta 0"] != "") and all(designs["FD at 10 NFE, dpmpp-2m"] != "")
+    on_the_grid = ["10 NFE, dpmpp-2m", "9 NFE, heun", "50 NFE, dpmpp-2m", "49 NFE, heun"]
+    assert all(all(designs[f"FD at {column}, log-snr grid"] != "") for column in on_the_grid)
     assert (tmp_path / "report" / "design.md").is_file()
     assert (tmp_path / "report" / "quality_vs_nfe.png").is_file()
     # a cell is the run's own number: eps with uniform weight, DDIM (eta 0) at 10 calls, and the best at 50
@@ -158,12 +161,18 @@ def test_the_design_study_runs_scores_and_tabulates_then_skips_what_it_has(tmp_p
     for entry in eps["evaluations"]:
         sample = entry["sample"]
         eta = (sample["eta"],) if sample["method"] == "ddim" else ()
-        fd[(sample["method"], sample["steps"], *eta)] = entry["quality"]["fd"]
+        fd[(sample["method"], sample["steps"], sample["grid"], *eta)] = entry["quality"]["fd"]
     row = designs[(designs["target"] == "eps") & (designs["loss weight"] == "uniform")].iloc[0]
-    assert row["FD at 10 NFE, ddim, eta 0"] == format_value(fd["ddim", 10, 0.0])
-    best = min(eps["quality"]["fd"], fd["dpmpp-2m", 50])
-    assert row["FD at 50"] == format_value(best)
-    assert row["best sampler at 50 NFE"] == ("ddim, eta 1" if best == eps["quality"]["fd"] else "dpmpp-2m")
+    assert row["FD at 10 NFE, ddim, eta 0"] == format_value(fd["ddim", 10, "uniform", 0.0])
+    assert row["FD at 49 NFE, heun, log-snr grid"] == format_value(fd["heun", 25, "log-snr"])
+    at_50 = {
+        "ddim, eta 1": eps["quality"]["fd"],
+        "dpmpp-2m": fd["dpmpp-2m", 50, "uniform"],
+        "dpmpp-2m, log-snr grid": fd["dpmpp-2m", 50, "log-snr"],
+    }
+    best = min(at_50, key=at_50.get)
+    assert row["FD at 50"] == format_value(at_50[best])
+    assert row["best sampler at 50 NFE"] == best
     metrics = {p: p.read_bytes() for p in tmp_path.glob("*/metrics.json")}
     run_design_study(base, tmp_path, [0], progress=False)  # complete: nothing trained or scored again
     assert metrics == {p: p.read_bytes() for p in tmp_path.glob("*/metrics.json")}

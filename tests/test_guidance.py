@@ -380,6 +380,6 @@ def test_network_calls_match_what_is_declared(method, steps, settings, scale, in
     if interval is not None and method != "one_shot":
         assert any(inside) and not all(inside), "the interval covers part of the grid"
     grid = ddim_timesteps(T, steps or T)
-    declared = guided_network_calls(method, grid, sigmas, guidance)
+    declared = guided_network_calls(method, grid, diffusion, guidance)
     config = SampleConfig(method=method, steps=steps, guidance_scale=scale, guidance_interval=interval)
     assert net.items / B == declared == sampler_calls(config, diffusion)

@@ -189,8 +189,11 @@ def test_zero_terminal_snr_needs_x0_or_v(diffusion):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"method": "eulr"}, r"unknown sampler 'eulr'; known samplers: ancestral, ddim, dpmpp-2m, euler, "
-         r"heun, one_shot\. Did you mean 'euler'\?"),
+        (
+            {"method": "eulr"},
+            r"unknown sampler 'eulr'; known samplers: ancestral, ddim, dpmpp-2m, euler, "
+            r"heun, one_shot\. Did you mean 'euler'\?",
+        ),
         ({"prediction": "score"}, "prediction must be one of eps, x0, v, edm"),
         ({"method": "ancestral", "steps": 50}, "ancestral sampler runs all T=1000 steps"),
         ({"method": "ddim", "steps": 0}, r"steps must be an integer in 1..T=1000, got 0"),
@@ -201,7 +204,44 @@ def test_zero_terminal_snr_needs_x0_or_v(diffusion):
         ({"eta": 0.5}, r"sampler 'ancestral' takes no setting 'eta'; its settings: variance"),
         ({"method": "one_shot", "variance": "beta"}, r"takes no setting 'variance'; its settings: none"),
         ({"method": "heun", "steps": 1}, r"sampler 'heun' needs at least 2 steps, got 1"),
-        ({"method": "dpmpp-2m", "eta": 0.0}, r"'dpmpp-2m' takes no setting 'eta'; its settings: none"),
+        (
+            {"method": "dpmpp-2m", "eta": 0.0},
+            r"'dpmpp-2m' takes no setting 'eta'; its settings: grid, rho, sigma_max, sigma_min",
+        ),
+        (
+            {"method": "ancestral", "grid": "karras"},
+            r"'ancestral' takes no setting 'grid'; its settings: variance",
+        ),
+        (
+            {"method": "one_shot", "s_churn": 1.0},
+            r"'one_shot' takes no setting 's_churn'; its settings: none",
+        ),
+        ({"method": "ddim", "s_churn": 1.0}, r"'ddim' takes no setting 's_churn'"),
+        ({"method": "ddim", "grid": "karas", "steps": 10}, "grid must be one of uniform, karras, log-snr"),
+        ({"method": "ddim", "grid": "karras", "rho": 0, "steps": 10}, "rho must be a positive number"),
+        ({"method": "ddim", "grid": "log-snr", "rho": 3.0, "steps": 10}, "rho is the karras grid's"),
+        (
+            {"method": "ddim", "grid": "karras", "sigma_min": 2.0, "sigma_max": 1.0, "steps": 10},
+            "sigma_min must be below sigma_max",
+        ),
+        (
+            {"method": "ddim", "grid": "karras", "sigma_max": -1.0, "steps": 10},
+            "sigma_max must be a positive finite number",
+        ),
+        (
+            {"method": "ddim", "grid": "karras", "sigma_min": math.inf, "steps": 10},
+            "sigma_min must be a positive finite number",
+        ),
+        (
+            {"method": "ddim", "sigma_min": 0.1, "steps": 10},
+            "the uniform grid is the schedule's own timesteps",
+        ),
+        ({"method": "heun", "s_churn": -1.0, "steps": 10}, "s_churn must be a finite number >= 0"),
+        ({"method": "euler", "s_noise": 0.0, "steps": 10}, "s_noise must be a positive number"),
+        (
+            {"method": "heun", "s_tmin": 2.0, "s_tmax": 1.0, "steps": 10},
+            r"s_tmax must be a finite number >= s_tmin",
+        ),
     ],
 )
 def test_bad_sampler_options(diffusion, kwargs, match):

@@ -12,6 +12,7 @@ import torch
 import schedules
 from bench.denoiser import Denoiser
 from bench.diffusion import Diffusion
+from bench.grids import Grid
 from bench.sampling import SAMPLERS, ddim_timesteps, network_calls, sample
 from tests.oracles import GAUSSIAN, M, S, gaussian_oracle
 
@@ -21,6 +22,7 @@ from tests.oracles import GAUSSIAN, M, S, gaussian_oracle
 STEPS = {"ddim": [50, 100, 200, 400], "euler": [50, 100, 200, 400], "heun": [25, 50, 100, 200],
          "dpmpp-2m": [50, 100, 200, 400]}  # fmt: skip
 ORDER = {"ddim": 1, "euler": 1, "heun": 2, "dpmpp-2m": 2}
+GRIDS = [Grid(), Grid("karras"), Grid("log-snr")]
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +30,13 @@ def linear() -> Diffusion:
     return Diffusion(schedules.get("linear")(1000))
 
 
-def endpoint_error(diffusion: Diffusion, method: str, steps: int, prediction: str = "eps") -> float:
+def endpoint_error(
+    diffusion: Diffusion, method: str, steps: int, prediction: str = "eps", grid: Grid | None = None
+) -> float:
     """The largest distance from the exact ODE endpoint (bench.oracles.GaussianData.ode_endpoint) over 64
     noises; the endpoint itself is checked against the ODE's invariant below."""
     settings = {"eta": 0.0} if method == "ddim" else {}
-    return GAUSSIAN.sampler_error(diffusion, method, steps, prediction=prediction, **settings)
+    return GAUSSIAN.sampler_error(diffusion, method, steps, prediction=prediction, grid=grid, **settings)
 
 
 def test_the_exact_endpoint_keeps_the_odes_invariant(linear):
@@ -48,12 +52,13 @@ def test_the_exact_endpoint_keeps_the_odes_invariant(linear):
     assert GAUSSIAN.sampler_error(linear, "heun", 1000) < 3e-5
 
 
+@pytest.mark.parametrize("grid", GRIDS, ids=[g.kind for g in GRIDS])
 @pytest.mark.parametrize("method", list(STEPS))
-def test_error_falls_with_network_calls_at_the_solvers_order(linear, method):
+def test_error_falls_with_network_calls_at_the_solvers_order(linear, method, grid):
     """The log-log slope of the endpoint error against NFE, fitted over the stated range, is the solver's
-    order: about 1 for DDIM (eta 0) and Euler, about 2 for Heun and DPM-Solver++(2M)."""
+    order on every grid: about 1 for DDIM (eta 0) and Euler, about 2 for Heun and DPM-Solver++(2M)."""
     nfe = [network_calls(method, steps) for steps in STEPS[method]]
-    errors = [endpoint_error(linear, method, steps) for steps in STEPS[method]]
+    errors = [endpoint_error(linear, method, steps, grid=grid) for steps in STEPS[method]]
     assert all(a > b for a, b in zip(errors, errors[1:], strict=False)), errors
     slope = -np.polyfit(np.log(nfe), np.log(errors), 1)[0]
     assert slope == pytest.approx(ORDER[method], abs=0.2), (nfe, errors)

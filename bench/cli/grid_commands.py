@@ -252,7 +252,8 @@ def study_design(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> N
     """Which target and loss weighting, with which sampler? Trains the small U-Net predicting eps, x0, v
     and EDM's F, each with uniform and min-SNR-5 loss weighting, at one budget; scores each with DDIM (eta
     0) and DPM-Solver++(2M) at 10 network calls and with the better of DDIM (eta 1) and DPM-Solver++(2M) at
-    50; writes OUT/report/ with design.md, and prints it. Finished runs and scores are kept."""
+    50, and with DPM-Solver++(2M) and Heun on the log-SNR grid at about 10 and 50 calls; writes OUT/report/
+    with design.md, and prints it. Finished runs and scores are kept."""
     from ..design_study import run_design_study
 
     written = run_design_study(study_base(**settings, seed=seeds[0]), out, seeds, progress=not quiet)

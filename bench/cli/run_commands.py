@@ -30,6 +30,8 @@ from .run_options import (
     extend_budget,
     quiet_option,
     run_options,
+    stepping_from_options,
+    with_stepping_options,
 )
 
 
@@ -131,6 +133,7 @@ def run_as_job(config, out: Path, run_id: str | None, resume: Path | None, execu
     help="Sampler steps (heun makes 2 network calls per step, the last one).",
 )
 @config_option("--eta", kind=SampleConfig, field="eta", default=DEFAULTS.sample.eta)
+@with_stepping_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-ema", is_flag=True, help="Sample the raw weights instead of their EMA.")
 @config_option(
@@ -171,6 +174,7 @@ def sample_cmd(
     guidance_interval: tuple[float, float] | None,
     device: str,
     quiet: bool,
+    **stepping: Any,
 ) -> None:
     """Sample a finished (or checkpointed) run; writes RUN_DIR/samples/<name>.png and .npz (with the
     classes asked for, for a conditional run)."""
@@ -187,6 +191,7 @@ def sample_cmd(
         device=device,
         progress=not quiet,
         conditioning=resample.Conditioning(guidance_scale, guidance_interval, class_label),
+        stepping=stepping_from_options(stepping),
     )
     for path in paths:
         click.echo(str(path))
@@ -214,6 +219,7 @@ def sample_cmd(
     "quality_vs_nfe.png).",
 )
 @config_option("--eta", kind=SampleConfig, field="eta", default=DEFAULTS.sample.eta)
+@with_stepping_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--guidance-scale",
@@ -264,6 +270,7 @@ def eval_cmd(
     download_inception: bool,
     device: str,
     quiet: bool,
+    **stepping: Any,
 ) -> None:
     """Score a run's samples (RUN_DIR), or any samples (--samples FILE --dataset NAME), with every metric
     beside the real-data floor and the mean-image ceiling."""
@@ -300,6 +307,7 @@ def eval_cmd(
         fid_weights=weights,
         guidance_scales=guidance_scales,
         guidance_interval=guidance_interval,
+        stepping=stepping_from_options(stepping),
     )
     for entry in entries:
         q, ref = entry.quality, entry.references

@@ -18,10 +18,12 @@ from ..config import (
     DistillConfig,
     RunConfig,
     SampleConfig,
+    Stepping,
     TrainConfig,
 )
 from ..denoiser import LOSS_WEIGHTS, PREDICTIONS
 from ..environment import DEVICES
+from ..grids import GRIDS
 from .options import (
     DATASET,
     DENOISER,
@@ -141,6 +143,58 @@ def design_options(grid: bool) -> list:
             "design follow from its measured FLOPs per image); replaces --steps.",
         ),
     ]
+
+
+def stepping_options(prefix: str = "") -> list:
+    """Where a sampler steps and EDM's churn (:class:`bench.config.Stepping`), shared by ``bench run``,
+    ``sweep``, ``sample`` and ``eval``; each option fills the field of its name (after ``prefix``)."""
+    defaults = Stepping()
+
+    def option(name: str, help: str, **kwargs: Any) -> Any:
+        flag = "--" + name.replace("_", "-")
+        default = getattr(defaults, name)
+        return config_option(
+            flag, prefix + name, kind=Stepping, field=name, default=default, help=help, **kwargs
+        )
+
+    return [
+        click.option(
+            "--grid",
+            prefix + "grid",
+            type=click.Choice(GRIDS),
+            default=defaults.grid,
+            show_default=True,
+            help="Where ddim, euler, heun and dpmpp-2m step: DDIM's uniform timesteps, EDM's karras (rho) "
+            "or evenly spaced in log SNR (log-snr).",
+        ),
+        option("rho", "rho of --grid karras (EDM's eq. 5)."),
+        option(
+            "sigma_max",
+            "Highest noise level of a karras or log-snr grid [default: the schedule's].",
+            show_default=False,
+        ),
+        option(
+            "sigma_min",
+            "Lowest noise level of a karras or log-snr grid [default: the schedule's].",
+            show_default=False,
+        ),
+        option("s_churn", "EDM's stochastic churn for euler and heun (Algorithm 2); 0 is the ODE sampler."),
+        option("s_tmin", "Churn only where sigma >= S_tmin."),
+        option("s_tmax", "Churn only where sigma <= S_tmax [default: no bound].", show_default=False),
+        option("s_noise", "Scale of the churn's fresh noise (EDM's S_noise)."),
+    ]
+
+
+def with_stepping_options(fn: Any) -> Any:
+    """Decorate a command with :func:`stepping_options` (its values arrive as keywords of their names)."""
+    for option in reversed(stepping_options()):
+        fn = option(fn)
+    return fn
+
+
+def stepping_from_options(values: dict[str, Any]) -> Stepping:
+    """The grid and churn that ``stepping_options()`` parsed."""
+    return from_options(Stepping, values)
 
 
 def run_options(fn=None, *, grid: bool = False):
@@ -323,6 +377,7 @@ def run_options(fn=None, *, grid: bool = False):
             default=sample.eta,
             help="DDIM noise: 0 deterministic, 1 DDPM-like.",
         ),
+        *stepping_options(prefix="sample_"),
         config_option(
             "--guidance-scale",
             "sample_guidance_scale",

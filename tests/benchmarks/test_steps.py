@@ -111,13 +111,30 @@ def test_sampler_step(benchmark, name, preset, shape, cpu_batch, gpu_batch):
     images_per_s(benchmark, batch)
 
 
-SOLVERS = [("ddim", {"eta": 0.0}), ("euler", {}), ("heun", {}), ("dpmpp-2m", {})]
+CHURN = {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0, "s_noise": 1.003}
+SOLVERS = [
+    ("ddim", {"eta": 0.0}),
+    ("euler", {}),
+    ("heun", {}),
+    ("dpmpp-2m", {}),
+    # the same solvers on real-valued grids, and with EDM's churn (fresh noise, no extra call)
+    ("ddim", {"eta": 0.0, "grid": "log-snr"}),
+    ("dpmpp-2m", {"grid": "log-snr"}),
+    ("heun", {"grid": "karras"}),
+    ("heun", {"grid": "karras", **CHURN}),
+    ("euler", {"grid": "karras", **CHURN}),
+]
+SOLVER_IDS = [
+    "-".join([m, *(str(o.get(k)) for k in ("grid",) if k in o), *(["churn"] if "s_churn" in o else [])])
+    for m, o in SOLVERS
+]
 
 
-@pytest.mark.parametrize(("method", "settings"), SOLVERS, ids=[m for m, _ in SOLVERS])
+@pytest.mark.parametrize(("method", "settings"), SOLVERS, ids=SOLVER_IDS)
 def test_solver_cost_per_network_call(benchmark, method, settings):
-    """Ten steps of each ODE solver on the small U-Net: the solvers' own arithmetic should cost nothing
-    measurable beside the network, so time per network call (extra_info) should match DDIM's."""
+    """Ten steps of each ODE solver on the small U-Net: the solvers' own arithmetic, the grid's real-valued
+    timesteps and EDM's churn should cost nothing measurable beside the network, so time per network call
+    (extra_info) should match DDIM's on the uniform grid."""
     benchmark.group = "solver:unet-small"
     shape, batch, steps = (1, 28, 28), (256 if CUDA else 64), 10
     torch.manual_seed(0)
@@ -135,6 +152,28 @@ def test_solver_cost_per_network_call(benchmark, method, settings):
     median = benchmark.stats.stats.median
     benchmark.extra_info.update({"nfe": calls, "ms_per_call": 1e3 * median / calls})
     images_per_s(benchmark, batch)
+
+
+@pytest.mark.parametrize(("method", "settings"), SOLVERS, ids=SOLVER_IDS)
+def test_solver_overhead_without_the_network(benchmark, method, settings):
+    """The same ten steps with a network that costs nothing (it returns zeros): what the solver, its grid and
+    its churn cost on their own, per network call, to set beside a network call's time above. On a busy
+    machine this is the figure that stays readable: it is milliseconds where a U-Net call is 100 times
+    more."""
+    benchmark.group = "solver-overhead:1x28x28"
+    shape, batch, steps = (1, 28, 28), (256 if CUDA else 64), 10
+    denoiser = Denoiser(lambda x, t: torch.zeros_like(x), Diffusion(schedules.get("linear")(1000)))
+    calls = network_calls(method, steps)
+
+    def run():
+        generator = torch.Generator().manual_seed(0)
+        sample(denoiser, (batch, *shape), method=method, steps=steps, device=DEVICE, generator=generator,
+               **settings)  # fmt: skip
+        sync()
+
+    run()
+    benchmark.pedantic(run, rounds=20, warmup_rounds=2)
+    benchmark.extra_info.update({"nfe": calls, "ms_per_call": 1e3 * benchmark.stats.stats.median / calls})
 
 
 # (id, guidance, network batches of B per call): the step's t = T-1 has sigma ~ 157, outside (0, 1]
