@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .io import UnreadableTensorFile, load_tensors, torch_save_atomic
 
@@ -25,9 +26,14 @@ def identity(
     image_shape: tuple[int, ...],
     num_timesteps: int,
     num_classes: int | None = None,
+    norm_groups: list[list[int]] | None = None,
 ) -> dict:
     """What must match between a checkpoint and the model it is loaded into; ``num_classes`` only for a
-    class-conditional model (so unconditional checkpoints keep the identity they always had)."""
+    class-conditional model (so unconditional checkpoints keep the identity they always had).
+
+    ``norm_groups``, the (channels, groups) of each GroupNorm, is part of it because the group count has no
+    parameter of its own: a network built with other groups loads the same tensors without complaint and
+    computes something else (see :func:`legacy_norm_groups`)."""
     ident = {
         "format": FORMAT_VERSION,
         "denoiser": denoiser,
@@ -37,7 +43,21 @@ def identity(
     }
     if num_classes is not None:
         ident["num_classes"] = num_classes
+    if norm_groups:
+        ident["norm_groups"] = [list(pair) for pair in norm_groups]
     return ident
+
+
+def norm_groups(model: nn.Module) -> list[list[int]]:
+    """(channels, groups) of every GroupNorm of ``model``, in module order."""
+    return [[m.num_channels, m.num_groups] for m in model.modules() if isinstance(m, nn.GroupNorm)]
+
+
+def legacy_norm_groups(groups: list[list[int]]) -> list[list[int]]:
+    """The groups a checkpoint written before its identity named them was trained with: DDPM's 32 where the
+    channels allow, else the largest divisor of the channels below 32, even when that left one channel per
+    group (which the U-Net no longer does)."""
+    return [[c, max(g for g in range(1, min(32, c) + 1) if c % g == 0)] for c, _ in groups]
 
 
 def as_json(value: dict) -> dict:
@@ -66,6 +86,17 @@ def load_checkpoint(
     if expected is not None:
         # compared as JSON: a config read back from config.json has lists where the run had tuples
         meta, wanted = as_json(ckpt["meta"]), as_json(expected)
+        if "norm_groups" in wanted and "norm_groups" not in meta:  # written before the groups were kept
+            meta["norm_groups"] = legacy_norm_groups(wanted["norm_groups"])
+            differ = sorted({(c, old, new) for (c, old), (_, new) in zip(meta["norm_groups"],
+                             wanted["norm_groups"], strict=True) if old != new})  # fmt: skip
+            if differ:
+                said = ", ".join(f"{c} channels: {old} groups, now {new}" for c, old, new in differ)
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r} was written by an earlier version whose GroupNorms had one "
+                    f"channel per group ({said}); its weights would load into this network but compute "
+                    "something else. Train the run again"
+                )
         diffs = [
             f"{key}: checkpoint has {meta.get(key)!r}, the run asks for {wanted.get(key)!r}"
             for key in sorted(set(meta) | set(wanted))

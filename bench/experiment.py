@@ -15,7 +15,7 @@ import schedules
 from denoisers.kernels.group_norm import use_fused_kernels
 
 from . import datasets
-from .checkpoint import identity, load_checkpoint
+from .checkpoint import identity, load_checkpoint, norm_groups
 from .config import AUTO_SAMPLER, RunConfig, SampleConfig
 from .denoiser import Denoiser
 from .diffusion import Diffusion
@@ -48,6 +48,7 @@ class Experiment:
             self.data.image_shape,
             self.diffusion.num_timesteps,
             self.num_classes,
+            norm_groups(self.model),
         )
 
 

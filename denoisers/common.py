@@ -136,6 +136,13 @@ def positive_float(value: Any) -> float:
     return float(value)
 
 
+def flag(value: Any) -> bool:
+    """A switch: True or False only (``-o scale_shift_norm=1`` is refused rather than read as True)."""
+    if not isinstance(value, bool):
+        raise ValueError("True or False")
+    return value
+
+
 def probability(value: Any) -> float:
     """A dropout rate: 1.0 would drop everything, so it is excluded."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
@@ -160,5 +167,9 @@ def positive_ints(*, allow_empty: bool) -> Check:
 
 
 def group_count(channels: int, max_groups: int = 32) -> int:
-    """GroupNorm groups: DDPM's 32 when the channels allow, else the largest divisor of ``channels`` < 32."""
-    return max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)
+    """GroupNorm groups: DDPM's 32 when the channels allow, else the largest divisor of ``channels`` below,
+    never leaving one channel per group (unless there is one channel): a one-channel group normalises each
+    channel on its own and so removes the per-channel offset a timestep or class embedding adds, which is
+    how the ``small`` U-Net's 32-channel level lost its conditioning (32 groups of one)."""
+    most = max(1, min(max_groups, channels // 2))
+    return max(g for g in range(1, most + 1) if channels % g == 0)

@@ -3,6 +3,8 @@
 Reads top to bottom like the paper's network:
   ResBlock   GroupNorm, SiLU, 3x3 conv, + projected timestep embedding, GroupNorm, SiLU, dropout, 3x3 conv,
              plus the (1x1-projected) input; the last conv starts at zero: each block starts as the identity;
+             with ``scale_shift_norm`` the embedding scales and shifts the second norm's output instead
+             (improved-diffusion); GroupNorm never has one channel per group (``group_count``);
   AttnBlock  single-head self-attention over the pixels, residual, output projection starting at zero;
   UNet       sinusoidal timestep embedding -> MLP; ``num_res_blocks`` blocks per resolution (with attention
              at ``attention_resolutions``), strided-conv down, nearest + conv up, every down-path activation
@@ -31,6 +33,7 @@ from .common import (
     add_class,
     class_embedding_or_none,
     design_recipe,
+    flag,
     group_count,
     positive_int,
     positive_ints,
@@ -49,6 +52,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_res_blocks": 1,
         "attention_resolutions": (),
         "dropout": 0.0,
+        "scale_shift_norm": False,
     },
     # Ho et al. 2020's CIFAR-10 model: 35,746,307 parameters at 3x32x32.
     "ddpm-cifar10": {
@@ -57,6 +61,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_res_blocks": 2,
         "attention_resolutions": (16,),
         "dropout": 0.1,
+        "scale_shift_norm": False,  # DDPM adds the embedding; improved-diffusion introduced scale-shift
     },
 }
 
@@ -66,18 +71,27 @@ CHECKS = {
     "num_res_blocks": positive_int,
     "attention_resolutions": positive_ints(allow_empty=True),
     "dropout": probability,
+    "scale_shift_norm": flag,
 }
 
 
 class ResBlock(nn.Module):
-    """The timestep enters every block, so each resolution can adapt its work to the noise level."""
+    """The timestep enters every block, so each resolution can adapt its work to the noise level.
 
-    def __init__(self, in_ch: int, out_ch: int, temb_dim: int, dropout: float) -> None:
+    DDPM adds the projected embedding to the activations before the second GroupNorm (``scale_shift_norm``
+    False); improved-diffusion's ``use_scale_shift_norm`` instead projects it to a per-channel scale and
+    shift applied after that norm, ``h = norm(h) * (1 + scale) + shift``, which no normalisation can undo."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, temb_dim: int, dropout: float, scale_shift_norm: bool = False
+    ) -> None:
         super().__init__()
+        self.scale_shift_norm = scale_shift_norm
         self.norm1 = GroupNorm(group_count(in_ch), in_ch, silu=True)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.temb_proj = nn.Linear(temb_dim, out_ch)
-        self.norm2 = GroupNorm(group_count(out_ch), out_ch, silu=True)
+        self.temb_proj = nn.Linear(temb_dim, 2 * out_ch if scale_shift_norm else out_ch)
+        # with scale-shift the SiLU follows the modulation, so it is not fused into the norm
+        self.norm2 = GroupNorm(group_count(out_ch), out_ch, silu=not scale_shift_norm)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
@@ -86,8 +100,13 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(self.norm1(x))  # (N, out, H, W)
-        h = h + self.temb_proj(F.silu(temb))[:, :, None, None]  # (N, out, H, W)
-        h = self.conv2(self.dropout(self.norm2(h)))  # (N, out, H, W)
+        emb = self.temb_proj(F.silu(temb))[:, :, None, None]  # (N, out or 2 out, 1, 1)
+        if self.scale_shift_norm:
+            scale, shift = emb.chunk(2, dim=1)  # (N, out, 1, 1) each
+            h = F.silu(self.norm2(h) * (1 + scale) + shift)  # (N, out, H, W)
+        else:
+            h = self.norm2(h + emb)  # (N, out, H, W)
+        h = self.conv2(self.dropout(h))  # (N, out, H, W)
         return self.skip(x) + h  # (N, out, H, W)
 
 
@@ -114,9 +133,11 @@ class AttnBlock(nn.Module):
 class ResAttnBlock(nn.Module):
     """A ResBlock followed, at the resolutions that have it, by self-attention."""
 
-    def __init__(self, in_ch: int, out_ch: int, temb_dim: int, dropout: float, attention: bool) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, temb_dim: int, dropout: float, attention: bool, scale_shift: bool
+    ) -> None:
         super().__init__()
-        self.res = ResBlock(in_ch, out_ch, temb_dim, dropout)
+        self.res = ResBlock(in_ch, out_ch, temb_dim, dropout, scale_shift)
         self.attn = AttnBlock(out_ch) if attention else nn.Identity()
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
@@ -162,6 +183,7 @@ class UNet(nn.Module):
         num_res_blocks: int,
         attention_resolutions: tuple[int, ...],
         dropout: float,
+        scale_shift_norm: bool = False,
         recipe: Recipe | None = None,
         num_classes: int | None = None,
     ) -> None:
@@ -181,27 +203,28 @@ class UNet(nn.Module):
         self.temb = nn.Sequential(nn.Linear(ch, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
         self.conv_in = nn.Conv2d(channels, ch, 3, padding=1)
 
+        block = {"temb_dim": temb_dim, "dropout": dropout, "scale_shift": scale_shift_norm}
         self.down = nn.ModuleList()
         skip_channels, cur = [ch], ch
         for level, mult in enumerate(channel_mult):
             attention = resolutions[level] in attention_resolutions
             for _ in range(num_res_blocks):
-                self.down.append(ResAttnBlock(cur, ch * mult, temb_dim, dropout, attention))
+                self.down.append(ResAttnBlock(cur, ch * mult, attention=attention, **block))
                 cur = ch * mult
                 skip_channels.append(cur)
             if level != len(channel_mult) - 1:
                 self.down.append(Downsample(cur))
                 skip_channels.append(cur)
 
-        self.mid1 = ResAttnBlock(cur, cur, temb_dim, dropout, attention=True)
-        self.mid2 = ResBlock(cur, cur, temb_dim, dropout)
+        self.mid1 = ResAttnBlock(cur, cur, attention=True, **block)
+        self.mid2 = ResBlock(cur, cur, temb_dim, dropout, scale_shift_norm)
 
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
             attention = resolutions[level] in attention_resolutions
             for _ in range(num_res_blocks + 1):
                 in_ch = cur + skip_channels.pop()
-                self.up.append(ResAttnBlock(in_ch, ch * mult, temb_dim, dropout, attention))
+                self.up.append(ResAttnBlock(in_ch, ch * mult, attention=attention, **block))
                 cur = ch * mult
             if level != 0:
                 self.up.append(Upsample(cur))

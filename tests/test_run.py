@@ -242,3 +242,28 @@ def test_a_cifar10_run_from_its_on_disk_format_with_hflip_and_eval_every(tmp_pat
     assert folder.read_config().train.hflip and folder.read_metrics().image_shape == [3, 32, 32]
     assert [row["step"] for row in folder.read_eval_curve()] == [5, 10]
     assert folder.read_metrics().quality["fd"] > 0
+
+
+def test_a_checkpoint_from_before_the_groups_were_kept_loads_only_into_the_same_groups(tmp_path):
+    """GroupNorm's group count has no parameter: a checkpoint of the U-Net whose 8-channel norms had one
+    channel per group would load into today's (4 groups) without an error, so it is refused by name; one
+    whose groups are the same today (64 channels: 32 groups then and now) still resumes."""
+    from tests.helpers import TINY_UNET
+
+    def legacy_run(run_id: str, *options: str):
+        result = invoke("run", *TINY_UNET, *options, "--out", str(tmp_path), "--run-id", run_id, "--quiet")
+        assert result.exit_code == 0, result.output
+        path = tmp_path / run_id / "checkpoint.pt"
+        ckpt = torch.load(path, weights_only=True)
+        assert ckpt["meta"]["norm_groups"]
+        del ckpt["meta"]["norm_groups"]  # as written before the identity named the groups
+        torch.save(ckpt, path)
+        return tmp_path / run_id
+
+    one_per_group = legacy_run("eight")
+    result = invoke("run", "--resume", str(one_per_group), "--steps", "8", "--quiet")
+    assert result.exit_code == 2, result.output
+    assert "8 channels: 8 groups, now 4" in result.output and "Traceback" not in result.output
+    same = legacy_run("sixtyfour", "-o", "base_channels=64")
+    result = invoke("run", "--resume", str(same), "--steps", "8", "--quiet")
+    assert result.exit_code == 0, result.output
