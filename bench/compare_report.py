@@ -158,18 +158,37 @@ def quality_vs_nfe(runs: pd.DataFrame, metric: str, path: Path) -> Path | None:
             lines.append((label + guidance_label(values.get("guidance"), values.get("interval")), mean))
     if not lines:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, mean in lines:
-        ax.plot(mean.index, mean.values, "o-", label=label)
+    many = len(lines) > 8  # a study's dozens of lines: the legend beside the axes, not over the lines
+    fig, ax = plt.subplots(figsize=(11, 5) if many else (7, 4.5))
+    colours = plt.get_cmap("tab20").colors
+    for i, (label, mean) in enumerate(lines):
+        style = ("-", "--", ":")[i // len(colours) % 3]
+        ax.plot(mean.index, mean.values, marker="o", linestyle=style, color=colours[i % len(colours)],
+                label=label)  # fmt: skip
     ax.set_xscale("log")
-    calls = sorted({nfe for _, mean in lines for nfe in mean.index})
-    ax.set_xticks(calls, [f"{nfe:g}" for nfe in calls])
+    if data[metric].min() > 0 and data[metric].max() > 10 * data[metric].min():
+        ax.set_yscale("log")  # a tenfold spread: the good designs would be a flat line at the bottom
+    ax.set_xticks(*spaced_ticks(sorted({nfe for _, mean in lines for nfe in mean.index})))
     ax.minorticks_off()
     ax.set_xlabel("network function evaluations per image (NFE)")
     ax.set_ylabel(f"{metric} (lower is better)")
     ax.set_title("Sample quality against network calls")
-    ax.legend(fontsize=7)
+    if many:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.legend(fontsize=7)
     return save_figure(fig, path)
+
+
+def spaced_ticks(calls: list[float]) -> tuple[list[float], list[str]]:
+    """Tick positions at every NFE, labelled only where the label does not run into the previous one on
+    a log axis (9 and 10 calls side by side, 49 beside 50)."""
+    labels, last = [], None
+    for nfe in calls:
+        keep = last is None or math.log10(nfe) - math.log10(last) > 0.08
+        labels.append(f"{nfe:g}" if keep else "")
+        last = nfe if keep else last
+    return calls, labels
 
 
 GUIDANCE_PANELS = [
