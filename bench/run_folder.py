@@ -62,8 +62,27 @@ class TrainMetrics:
     fraction_of_peak: float | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class SamplingSettings:
+    """What a run's own sampling and a later ``bench eval`` entry both record beside their sampler."""
+
+    # a class-conditional run's sampling (None for an unconditional one)
+    guidance_scale: float | None = None
+    guidance_interval: list[float] | None = None
+    class_label: int | None = None
+    # where the sampler stepped and EDM's churn (None in runs from before grids, and for samplers without)
+    grid: str | None = None
+    rho: float | None = None
+    sigma_max: float | None = None
+    sigma_min: float | None = None
+    s_churn: float | None = None
+    s_tmin: float | None = None
+    s_tmax: float | None = None
+    s_noise: float | None = None
+
+
 @dataclass(frozen=True)
-class SampleMetrics:
+class SampleMetrics(SamplingSettings):
     method: str
     steps: int | None
     eta: float
@@ -74,23 +93,10 @@ class SampleMetrics:
     achieved_flops_per_s: float | None = None
     fraction_of_peak: float | None = None
     ema: bool | None = None
-    # a class-conditional run's sampling (None for an unconditional one)
-    guidance_scale: float | None = None
-    guidance_interval: list[float] | None = None
-    class_label: int | None = None
-    # where the sampler stepped and EDM's churn (None in runs from before grids, and for samplers without)
-    grid: str | None = None
-    rho: float | None = None
-    sigma_max: float | None = None
-    sigma_min: float | None = None
-    s_churn: float | None = None
-    s_tmin: float | None = None
-    s_tmax: float | None = None
-    s_noise: float | None = None
 
 
 @dataclass(frozen=True)
-class EvalSample:
+class EvalSample(SamplingSettings):
     """How the samples of a later ``bench eval`` entry were drawn."""
 
     method: str
@@ -100,19 +106,6 @@ class EvalSample:
     seed: int
     images_per_s: float | None
     nfe: int | None = None  # network calls per image; None in entries from before it was recorded
-    # a class-conditional run's sampling (None for an unconditional one)
-    guidance_scale: float | None = None
-    guidance_interval: list[float] | None = None
-    class_label: int | None = None
-    # where the sampler stepped and EDM's churn (None in runs from before grids, and for samplers without)
-    grid: str | None = None
-    rho: float | None = None
-    sigma_max: float | None = None
-    sigma_min: float | None = None
-    s_churn: float | None = None
-    s_tmin: float | None = None
-    s_tmax: float | None = None
-    s_noise: float | None = None
 
 
 @dataclass(frozen=True)

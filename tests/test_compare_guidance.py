@@ -68,7 +68,9 @@ def write_run(root, name, seed, *, conditional=True, own=(1.0, None), evals=(), 
     entries = [
         EvaluationEntry(
             quality=quality(s, seed, iv),
-            sample=EvalSample("ddim", STEPS, 1.0, 100, seed, 40.0, nfe(s, iv), s, iv, None),
+            sample=EvalSample(
+                "ddim", STEPS, 1.0, 100, seed, 40.0, nfe(s, iv), guidance_scale=s, guidance_interval=iv
+            ),
         )
         for s, iv in evals
     ]
