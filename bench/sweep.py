@@ -233,14 +233,15 @@ def prepare_sweep(
 def check_points(configs: list[RunConfig], names: list[str], out: Path, *, download: bool) -> None:
     """Check every point still to train as its run will (plugin names, options, sampler, teacher, data),
     before anything is written: an option the last design refuses must not cost the first one's training.
-    The error names the point."""
+    The device is the one thing checked where the run starts, since jobs run elsewhere. The error names the
+    point."""
     from .run import prepare
 
     for name, config in zip(names, configs, strict=True):
         if RunFolder(out / name).state() == "complete":
             continue
-        try:
-            prepare(config, download=download)
+        try:  # on the CPU: a sweep submitted from a login node checks what its jobs will run on GPUs
+            prepare(replace(config, device="cpu"), download=download)
         except (ValueError, FileNotFoundError) as exc:
             exc.args = (f"grid point {name}: {exc}",)
             raise

@@ -203,3 +203,12 @@ def test_every_grid_point_is_checked_before_the_first_trains(tmp_path):
     assert result.exit_code == 2, result.output
     assert "transformer" in result.output and "base_channels" in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_points_of_jobs_that_run_on_gpus_are_checked_here_on_the_cpu(tmp_path):
+    """A sweep submitted from a login node without GPUs checks its points without asking for CUDA there."""
+    from bench.sweep import check_points
+
+    config = RunConfig(denoiser="tiny-test", dataset="digits", device="cuda")
+    check_points([config], ["tiny-test-linear-s0"], tmp_path, download=False)  # no "no CUDA GPU" error
+    assert not list(tmp_path.iterdir())  # and nothing written
