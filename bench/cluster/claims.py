@@ -116,27 +116,26 @@ def slurm_job_state(job_id: str) -> str | None:
 
 
 def _ask_slurm(job_id: str) -> str | None:
-    queue = ["squeue", "-h", "-j", job_id, "-o", "%T"]
-    try:
-        result = subprocess.run(queue, capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        raise SlurmUnreachable("squeue timed out") from None
-    if result.returncode == 0 and result.stdout.split():
-        return result.stdout.split()[0].rstrip("+")
-    if result.returncode != 0 and "invalid job id" not in result.stderr.lower():
-        raise SlurmUnreachable(f"squeue: {result.stderr.strip() or f'exit code {result.returncode}'}")
+    queue = _slurm_command(["squeue", "-h", "-j", job_id, "-o", "%T"], gone="invalid job id")
+    if queue.stdout.split():
+        return queue.stdout.split()[0].rstrip("+")
     # the queue no longer has it (a finished job is purged after MinJobAge): ask the accounting
     if shutil.which("sacct") is None:
         return None
-    accounting = ["sacct", "-n", "-X", "-j", job_id, "-o", "State"]
-    try:
-        result = subprocess.run(accounting, capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        raise SlurmUnreachable("sacct timed out") from None
-    if result.returncode != 0:
-        raise SlurmUnreachable(f"sacct: {result.stderr.strip() or f'exit code {result.returncode}'}")
-    states = result.stdout.split()
+    states = _slurm_command(["sacct", "-n", "-X", "-j", job_id, "-o", "State"]).stdout.split()
     return states[0].rstrip("+") if states else None
+
+
+def _slurm_command(command: list[str], gone: str | None = None) -> subprocess.CompletedProcess:
+    """Run a SLURM query; a timeout or a failure (other than one whose message has ``gone``: the job is not
+    known, which is an answer) raises SlurmUnreachable."""
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise SlurmUnreachable(f"{command[0]} timed out") from None
+    if result.returncode != 0 and not (gone and gone in result.stderr.lower()):
+        raise SlurmUnreachable(f"{command[0]}: {result.stderr.strip() or f'exit code {result.returncode}'}")
+    return result
 
 
 def job_state_or_unknown(job_id: str) -> str | None:
