@@ -196,6 +196,24 @@ def recorded_nfe(steps: int | None, num_timesteps: int) -> int:
     return steps if steps is not None else num_timesteps
 
 
+def design_line(config: dict) -> str | None:
+    """The run's training design where it is not DDPM's (its target, loss weight, noise levels, a schedule
+    that reaches pure noise), for the end-of-run table: ``target flow, schedule rectified-flow, noise levels
+    logit-normal(0, 1)``; None for a DDPM design, whose table stays as it always was."""
+    options, train, diffusion = config.get("denoiser_options", {}), config["train"], config["diffusion"]
+    parts = []
+    if "target" in options:
+        parts.append(f"target {target_label(options)}")
+    if (weight := loss_weight_label(train)) != "uniform":
+        parts.append(f"loss weight {weight}")
+    if (levels := noise_levels_label(train)) != "uniform":
+        parts.append(f"noise levels {levels}")
+    if parts or diffusion.get("zero_terminal_snr") or diffusion["schedule"] == "rectified-flow":
+        schedule = diffusion["schedule"] + ("+ztsnr" if diffusion.get("zero_terminal_snr") else "")
+        parts.append(f"schedule {schedule}")
+    return ", ".join(parts) or None
+
+
 def target_label(options: dict) -> str:
     """The prediction target, with EDM's sigma_data when it was set (``edm (sd 1)``)."""
     target = options.get("target", "default")
@@ -213,6 +231,9 @@ def noise_levels_label(train: dict) -> str:
     levels = train.get("noise_levels", TRAINING.noise_levels)
     if levels == "lognormal":
         return f"lognormal({train.get('p_mean', TRAINING.p_mean):g}, {train.get('p_std', TRAINING.p_std):g})"
+    if levels == "logit-normal":
+        mean, std = train.get("logit_mean", TRAINING.logit_mean), train.get("logit_std", TRAINING.logit_std)
+        return f"logit-normal({mean:g}, {std:g})"
     return levels
 
 

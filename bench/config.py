@@ -21,8 +21,10 @@ from .grids import GRID_SETTINGS, RHO, Grid
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 AUTO_SAMPLER = "auto"
-NOISE_LEVELS = ("uniform", "lognormal")
-"""Which noise levels training draws: DDPM's uniform timesteps, or EDM's log-normal sigma."""
+NOISE_LEVELS = ("uniform", "lognormal", "logit-normal")
+"""Which noise levels training draws: DDPM's uniform timesteps, EDM's log-normal sigma, or SD3's logit-normal
+flow time (Esser et al. 2024): t = sigmoid(n), n ~ N(m, s^2). As sigma = t / (1 - t), logit(t) = ln sigma, so
+SD3's logit-normal t is a log-normal sigma with mean m and std s, drawn the same way."""
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,9 @@ class TrainConfig:
     itself counts steps.
 
     ``loss_weight`` weights each example's loss by its noise level (:data:`bench.denoiser.LOSS_WEIGHTS`;
-    ``min_snr_gamma`` is min-SNR's gamma), and ``noise_levels`` chooses them: uniform timesteps (DDPM) or
-    EDM's ln sigma ~ N(p_mean, p_std^2), mapped to real-valued timesteps. ``label_dropout`` is the fraction
+    ``min_snr_gamma`` is min-SNR's gamma), and ``noise_levels`` chooses them: uniform timesteps (DDPM),
+    EDM's ln sigma ~ N(p_mean, p_std^2), or SD3's logit(t) ~ N(logit_mean, logit_std^2), each mapped to
+    real-valued timesteps. ``label_dropout`` is the fraction
     of a class-conditional run's examples trained with the null label (the unconditional model that
     classifier-free guidance needs); unconditional runs ignore it."""
 
@@ -131,6 +134,8 @@ class TrainConfig:
     noise_levels: str = "uniform"
     p_mean: float = ruled(-1.2, Rule(float))
     p_std: float = ruled(1.2, POSITIVE)
+    logit_mean: float = ruled(0.0, Rule(float))
+    logit_std: float = ruled(1.0, POSITIVE)
     label_dropout: float = ruled(0.1, Rule(float, low=0, high=1, high_open=True))
     checkpoint_every: int = ruled(500, POSITIVE_INT)
     log_every: int = ruled(25, POSITIVE_INT)

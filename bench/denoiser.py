@@ -4,9 +4,10 @@ any output into the pair ``(x0_hat, eps_hat)``. The training loss, its weighting
 samplers and the likelihood bound take this wrapper, so the prediction type is resolved here and nowhere
 else.
 
-The conversions are those of Ho et al. 2020 (eps), Salimans & Ho 2022 (v) and Karras et al. 2022 (EDM,
-Table 1), written in :class:`bench.diffusion.Diffusion`'s alpha_bar so that they stay finite at both ends of
-the schedule (sigma -> 0 and, with zero terminal SNR, sigma = inf).
+The conversions are those of Ho et al. 2020 (eps), Salimans & Ho 2022 (v), Karras et al. 2022 (EDM,
+Table 1) and flow matching's velocity (Lipman et al. 2023; Liu et al. 2023), written in
+:class:`bench.diffusion.Diffusion`'s alpha_bar so that they stay finite at both ends of the schedule
+(sigma -> 0 and, with zero terminal SNR, sigma = inf).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import torch.nn.functional as F
 
 from .diffusion import Diffusion
 
-PREDICTIONS = ("eps", "x0", "v", "edm")
-"""What a network may predict: the noise, the clean image, v = sqrt(ab) eps - sqrt(1 - ab) x0, or EDM's F
-(x0_hat = c_skip y + c_out F from the input c_in y)."""
+PREDICTIONS = ("eps", "x0", "v", "edm", "flow")
+"""What a network may predict: the noise, the clean image, v = sqrt(ab) eps - sqrt(1 - ab) x0, EDM's F
+(x0_hat = c_skip y + c_out F from the input c_in y), or flow matching's velocity u = eps - x0 of the
+rectified-flow path x = (1 - t) x0 + t eps (from the input r x_t, see :meth:`Denoiser.flow_variables`)."""
 SIGMA_DATA = 0.5
 """EDM's sigma_data: the standard deviation of the data, 0.5 for images in [-1, 1]."""
 LOSS_WEIGHTS = ("uniform", "min-snr", "edm")
@@ -43,6 +45,12 @@ class Parameterization(Protocol):
 
     prediction: str
     sigma_data: float
+
+
+class ImpossibleDesign(ValueError):
+    """A combination of choices that cannot work together, whatever their values (an eps prediction on a
+    schedule that reaches pure noise, a weighting infinite there): a run refuses it like any bad input, and a
+    sweep over a grid of choices skips that point, with the reason, and runs the others."""
 
 
 def check_prediction(prediction: str) -> str:
@@ -162,12 +170,25 @@ class Denoiser:
         d = b * b + a * a * sd2
         return d.rsqrt(), sd2 * a / d, self.sigma_data * b * d.rsqrt()
 
+    # ------------------------------------------------------------ flow matching's variables
+    def flow_variables(self, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(r, t_flow) per item: the rectified-flow path x = (1 - t_flow) x0 + t_flow eps is the
+        variance-preserving one scaled, x = r x_t with r = 1 / (sqrt(ab) + sqrt(1 - ab)) and t_flow =
+        sqrt(1 - ab) r (so 1 - t_flow = sqrt(ab) r, and EDM's sigma = t_flow / (1 - t_flow)). Both stay finite
+        at both ends: r = 1 and t_flow = 0 at sigma = 0, t_flow = 1 at zero terminal SNR."""
+        a, b = self.diffusion.coefficients(t, x)
+        r = 1.0 / (a + b)
+        return r, b * r
+
     def net_input(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """What the network sees: x_t itself, or EDM's c_in(sigma) y."""
-        if self.prediction != "edm":
-            return x_t
-        c_in, _, _ = self._edm(t, x_t)
-        return c_in * x_t
+        """What the network sees: x_t itself, EDM's c_in(sigma) y, or the flow path's r x_t."""
+        if self.prediction == "edm":
+            c_in, _, _ = self._edm(t, x_t)
+            return c_in * x_t
+        if self.prediction == "flow":
+            r, _ = self.flow_variables(t, x_t)
+            return r * x_t
+        return x_t
 
     def target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """What the network should output for (x0, eps, t): the regression target of the training loss.
@@ -179,6 +200,8 @@ class Denoiser:
             return x0
         if self.prediction == "v":
             return self.diffusion.v_from(x0, eps, t)
+        if self.prediction == "flow":
+            return eps - x0
         a, b = self.diffusion.coefficients(t, x0)
         sd = self.sigma_data
         return (b * x0 - sd * sd * a * eps) / (sd * (b * b + a * a * sd * sd).sqrt())
@@ -194,6 +217,10 @@ class Denoiser:
             x0, eps = output, None
         elif self.prediction == "v":
             x0, eps = d.x0_from_v(x_t, t, output), d.eps_from_v(x_t, t, output)
+        elif self.prediction == "flow":  # x0 = x - t u and eps = x + (1 - t) u on the path x = r x_t
+            r, t_flow = self.flow_variables(t, x_t)
+            x = r * x_t
+            x0, eps = x - t_flow * output, x + (1.0 - t_flow) * output
         else:
             _, c_skip_y, c_out = self._edm(t, x_t)
             x0, eps = c_skip_y * x_t + c_out * output, None
@@ -243,7 +270,10 @@ class Denoiser:
     # ----------------------------------------------------------------------------- loss weighting
     def error_scale(self, snr: torch.Tensor) -> torch.Tensor:
         """k such that, with x_t fixed, ``||output - target||^2 = k ||x0_hat - x0||^2``: SNR for eps, 1 for
-        x0, SNR + 1 for v and SNR + 1 / sd^2 for EDM's F (= 1 / c_out^2)."""
+        x0, SNR + 1 for v, SNR + 1 / sd^2 for EDM's F (= 1 / c_out^2) and (1 + sqrt(SNR))^2 for the flow's
+        velocity (x0_hat - x0 = -t_flow (u_hat - u), and 1 / t_flow = 1 + sqrt(SNR))."""
+        if self.prediction == "flow":
+            return (1.0 + snr.sqrt()).pow(2)
         return {
             "eps": snr,
             "x0": torch.ones_like(snr),

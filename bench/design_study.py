@@ -3,15 +3,19 @@ training budget on one backbone:
 
   prediction target   eps (DDPM), x0, v (Salimans & Ho 2022) and EDM's preconditioned F;
   loss weighting      uniform (each target's own L_simple) and min-SNR-5 (Hang et al. 2023);
+  noise path          DDPM's (the linear schedule) against flow matching's: the velocity target on the
+                      linear schedule (the parametrisation alone), rectified flow (the rectified-flow
+                      schedule, velocity, uniform t) and SD3's recipe (the same with logit-normal t);
   sampler             DDIM (eta 0, the first-order ODE step) and DPM-Solver++(2M) at 10 network calls, and
                       at 50 calls the better of the run's own DDIM (eta 1) and DPM-Solver++(2M);
   grid                DPM-Solver++(2M) and Heun also on the grid the oracle finds best for both (log-SNR,
                       ``python scripts/solver_error.py``), at 10 and 50 calls (Heun's calls are odd: 9, 49).
 
 Every design is the ``small`` U-Net trained for the same steps on the same data and seed(s); the runs land
-in ``OUT/<denoiser>-<target>[-<weight>]-<schedule>-s<seed>`` and the same command again skips what is
-complete, resumes what is half done and scores only what is missing. The report adds ``design.md`` and
-``design.csv``: one row per design, with the real-image floor and the mean-image ceiling.
+in ``OUT/<denoiser>-<target>[-<weight>]-<schedule>[-<noise levels>]-s<seed>`` and the same command again
+skips what is complete, resumes what is half done and scores only what is missing. The report adds
+``design.md`` and ``design.csv``: one row per design, with the best sampler at about 10 and at 50 calls, the
+real-image floor and the mean-image ceiling.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from .io import write_text_atomic
 
 STUDY_TARGETS = ("eps", "x0", "v", "edm")
 STUDY_WEIGHTS = ("uniform", "min-snr")
+FLOW_DESIGNS = (("linear", "uniform"), ("rectified-flow", "uniform"), ("rectified-flow", "logit-normal"))
+"""(schedule, noise levels) of the flow-matching designs, each with the velocity target and uniform weight:
+the parametrisation alone on DDPM's schedule, rectified flow, and SD3's recipe (Esser et al. 2024)."""
 
 
 @dataclass(frozen=True)
@@ -60,11 +67,11 @@ SHOWN = {"fd": "FD", "kid_mean": "KID", "precision": "precision", "recall": "rec
 
 
 def design_configs(base: RunConfig, seeds: list[int]) -> list[RunConfig]:
-    """Every target x loss weight x seed, all else from ``base`` (by default the ``small`` U-Net, the
-    default run's budget and data)."""
+    """Every target x loss weight x seed, then the flow-matching designs x seed, all else from ``base`` (by
+    default the ``small`` U-Net, the default run's budget and data)."""
     from .sweep import grid
 
-    return grid(
+    ddpm = grid(
         base,
         denoisers=[base.denoiser],
         schedules=[base.diffusion.schedule],
@@ -72,6 +79,13 @@ def design_configs(base: RunConfig, seeds: list[int]) -> list[RunConfig]:
         targets=STUDY_TARGETS,
         loss_weights=STUDY_WEIGHTS,
     )
+    flow = [
+        replace(config, train=replace(config.train, noise_levels=levels))
+        for schedule, levels in FLOW_DESIGNS
+        for config in grid(base, denoisers=[base.denoiser], schedules=[schedule], seeds=seeds,
+                           targets=("flow",), loss_weights=("uniform",))  # fmt: skip
+    ]
+    return ddpm + flow
 
 
 def score_missing(run_dir: Path, base: RunConfig, *, progress: bool) -> None:
@@ -118,8 +132,9 @@ def run_design_study(base: RunConfig, out: Path, seeds: list[int], *, progress: 
 
 
 def design_table(out: Path) -> pd.DataFrame:
-    """One row per design (target, loss weight): FD with DDIM and with DPM-Solver++(2M) at 10 calls, which
-    sampler is better at 50 and its scores, the NLL bound; means over seeds ± their 95% interval; then the
+    """One row per design (schedule, target, loss weight, noise levels): FD with DDIM and with
+    DPM-Solver++(2M) at 10 calls and of the second-order solvers on the better grid, which sampler is best at
+    about 10 calls and at 50 and its scores, the NLL bound; means over seeds ± their 95% interval; then the
     real-image floor and the mean-image ceiling."""
     from . import compare
     from .sampling import network_calls
@@ -130,12 +145,18 @@ def design_table(out: Path) -> pd.DataFrame:
     table = compare.summarize(collection.runs)
     shown = compare.format_table(table)
     rows = []
-    for (target, weight), group in table.groupby(["target", "loss_weight"], sort=False):
-        row = {"target": target, "loss weight": weight}
+    design = ["schedule", "target", "loss_weight", "noise_levels"]
+    for (schedule, target, weight, levels), group in table.groupby(design, sort=False):
+        row = {"target": target, "loss weight": weight, "schedule": schedule, "noise levels": levels}
         for scoring in (*FEW_CALLS, *ON_THE_GRID):
             nfe = network_calls(scoring.method, scoring.steps)
             at = find(group, scoring)
             row[f"FD at {nfe} NFE, {scoring_label(scoring)}"] = shown.loc[at, "fd"] if at is not None else ""
+        found = [find(group, s) for s in (*FEW_CALLS, *ON_THE_GRID) if network_calls(s.method, s.steps) <= 10]
+        candidates = table.loc[[i for i in found if i is not None and pd.notna(table.loc[i, "fd"])], "fd"]
+        best = candidates.idxmin() if len(candidates) else None
+        row["best sampler at about 10 NFE"] = sampler_label(table.loc[best]) if best is not None else ""
+        row["FD at about 10"] = shown.loc[best, "fd"] if best is not None else ""
         many = network_calls(MANY_CALLS.method, MANY_CALLS.steps)
         candidates = group[(group["nfe"] == many) & group["fd"].notna()]
         best = candidates["fd"].idxmin() if len(candidates) else None

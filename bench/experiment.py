@@ -21,7 +21,7 @@ from .denoiser import Denoiser
 from .diffusion import Diffusion
 from .environment import configure_allocator, configure_tf32, resolve_device
 from .run_folder import RunFolder
-from .sampling import check_steps, sample
+from .sampling import check_start, check_steps, sample
 
 
 @dataclass
@@ -116,9 +116,10 @@ def sample_labels(exp: Experiment, sample_cfg: SampleConfig, n: int, first: int 
     return torch.arange(first, first + n) % exp.num_classes
 
 
-def resolve_sampler(sample_cfg: SampleConfig, recipe: denoisers.Recipe) -> SampleConfig:
+def resolve_sampler(sample_cfg: SampleConfig, recipe: denoisers.Recipe, diffusion: Diffusion) -> SampleConfig:
     """Turn ``method="auto"`` into a concrete sampler: one shot for a denoiser trained only at t = T-1, DDIM
-    with ``steps`` steps otherwise; refuse iterative sampling of a model that never saw t < T-1."""
+    with ``steps`` steps otherwise; refuse iterative sampling of a model that never saw t < T-1, and a
+    sampling that cannot start on this schedule (:func:`bench.sampling.check_start`)."""
     method = sample_cfg.method
     if method == AUTO_SAMPLER:
         method = recipe.sampler if recipe.timesteps == "terminal" else "ddim"
@@ -134,6 +135,7 @@ def resolve_sampler(sample_cfg: SampleConfig, recipe: denoisers.Recipe) -> Sampl
         steps = None
     if steps is not None:
         check_steps(method, steps)
+    check_start(diffusion, recipe.prediction, method, sample_cfg.grid_choice())
     return replace(sample_cfg, method=method, steps=steps)
 
 

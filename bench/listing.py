@@ -9,8 +9,44 @@ import schedules
 from denoisers.common import count_parameters
 
 from . import datasets
+from .config import NOISE_LEVELS
+from .denoiser import LOSS_WEIGHTS, PREDICTIONS
+from .grids import GRIDS
 from .registry import Registry
 from .sampling import SAMPLERS
+
+DESIGN_CHOICES = {
+    "targets (--target, -o target=)": {
+        "eps": "the noise (DDPM, Ho et al. 2020)",
+        "x0": "the clean image",
+        "v": "v = sqrt(ab) eps - sqrt(1 - ab) x0 (Salimans & Ho 2022)",
+        "edm": "EDM's preconditioned F (Karras et al. 2022, Table 1)",
+        "flow": "the velocity eps - x0 of the path (1 - t) x0 + t eps (flow matching, rectified flow)",
+    },
+    "loss weights (--loss-weight)": {
+        "uniform": "each target's own L_simple",
+        "min-snr": "min(SNR, gamma) in x0 space (Hang et al. 2023)",
+        "edm": "SNR + 1 / sigma_data^2 in x0 space (Karras et al. 2022)",
+    },
+    "noise levels (--noise-levels)": {
+        "uniform": "uniform integer timesteps (DDPM)",
+        "lognormal": "ln sigma ~ N(p_mean, p_std^2) (EDM)",
+        "logit-normal": "logit(t) ~ N(logit_mean, logit_std^2), t = sigma / (1 + sigma) (SD3)",
+    },
+    "sampling grids (--grid)": {
+        "uniform": "DDIM's evenly spaced timesteps from T-1 to 0",
+        "karras": "EDM's rho = 7 noise levels (Karras et al. 2022, eq. 5)",
+        "log-snr": "evenly spaced in log SNR (DPM-Solver's logSNR)",
+    },
+}
+"""The design choices that are not plugins, each named as the CLI takes it (checked against the code's own
+lists by the tests, so a new choice cannot be left out)."""
+CHOICE_NAMES = {
+    "targets (--target, -o target=)": PREDICTIONS,
+    "loss weights (--loss-weight)": LOSS_WEIGHTS,
+    "noise levels (--noise-levels)": NOISE_LEVELS,
+    "sampling grids (--grid)": GRIDS,
+}
 
 
 def _section(title: str, rows: list[tuple[str, ...]]) -> list[str]:
@@ -57,4 +93,6 @@ def plugin_table(image_shape: tuple[int, int, int] = (1, 28, 28)) -> str:
     ]
     lines += [""] + _section("samplers", _simple(SAMPLERS))
     lines += [""] + _section("datasets", _simple(datasets.DATASETS))
+    for title, choices in DESIGN_CHOICES.items():
+        lines += [""] + _section(title, list(choices.items()))
     return "\n".join(lines)

@@ -18,7 +18,7 @@ import torch
 
 from .denoiser import NULL_LABEL, SIGMA_DATA, Denoiser
 from .diffusion import Diffusion
-from .grids import Grid
+from .grids import Grid, sigma_of
 from .sampling import SAMPLERS
 
 
@@ -35,7 +35,8 @@ class GaussianData:
         """The exact minimiser of each target's L_simple: E[target | x_t], for integer or real-valued
         timesteps (through the schedule's log-sigma interpolation, as the samplers' grids call it). For
         ``edm`` it is EDM's F in EDM's own variables (Table 1): the input is c_in y, so
-        y = input sqrt(sigma^2 + sd^2), and F = (D(y; sigma) - c_skip y) / c_out."""
+        y = input sqrt(sigma^2 + sd^2), and F = (D(y; sigma) - c_skip y) / c_out; for ``flow`` the velocity
+        E[eps - x0 | x_t] from the flow path's input r x_t, so x_t = input (sqrt(ab) + sqrt(1 - ab))."""
         m, s = self.mean, self.std
 
         def net(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -47,20 +48,28 @@ class GaussianData:
                 c_skip, c_out = sd**2 / (sigma**2 + sd**2), sigma * sd / (sigma**2 + sd**2).sqrt()
                 return (denoised - c_skip * y) / c_out
             a, b = diffusion.coefficients(t, x_t)
+            if prediction == "flow":
+                x_t = x_t * (a + b)
             resid = (x_t - a * m) / (a**2 * s**2 + b**2)
             eps, x0 = b * resid, m + a * s**2 * resid
-            return {"eps": eps, "x0": x0, "v": a * eps - b * x0}[prediction]
+            return {"eps": eps, "x0": x0, "v": a * eps - b * x0, "flow": eps - x0}[prediction]
 
         return net
 
-    def ode_endpoint(self, diffusion: Diffusion, x_T: torch.Tensor) -> torch.Tensor:
-        """Where a deterministic sampler should land from x_T at t = T-1: the exact ODE solution at sigma_0
-        (the grid's last timestep), then the exact denoiser there, which is the last step every sampler takes
-        (its x0 estimate at t = 0)."""
+    def ode_endpoint(
+        self, diffusion: Diffusion, x_T: torch.Tensor, sigma_start: float | None = None
+    ) -> torch.Tensor:
+        """Where a deterministic sampler should land from x_T at ``sigma_start`` (by default sigma_{T-1}, the
+        start of a grid over the schedule's whole range): the exact ODE solution at sigma_0 (the grid's last
+        timestep), then the exact denoiser there, which is the last step every sampler takes (its x0 estimate
+        at t = 0). The invariant (y - m) / sqrt(s^2 + sigma^2) is written in x_t = sqrt(ab) y, as (x_t -
+        sqrt(ab) m) / sqrt(ab s^2 + 1 - ab), so that it holds at sigma = inf (pure noise) too."""
         m, s = self.mean, self.std
-        sigma_max, sigma_min = diffusion.sigmas[-1].item(), diffusion.sigmas[0].item()
-        y_T = x_T * math.sqrt(1 + sigma_max**2)
-        y_min = m + (y_T - m) * math.sqrt(s**2 + sigma_min**2) / math.sqrt(s**2 + sigma_max**2)
+        sigma_max = diffusion.sigmas[-1].item() if sigma_start is None else sigma_start
+        sigma_min = diffusion.sigmas[0].item()
+        a = 0.0 if math.isinf(sigma_max) else (1 + sigma_max**2) ** -0.5
+        invariant = (x_T - a * m) / math.sqrt(a**2 * s**2 + 1 - a**2)
+        y_min = m + invariant * math.sqrt(s**2 + sigma_min**2)
         return m + s**2 / (s**2 + sigma_min**2) * (y_min - m)
 
     def sampler_error(
@@ -83,7 +92,8 @@ class GaussianData:
         denoiser = Denoiser(self.network(diffusion, prediction), diffusion, prediction)
         timesteps = (grid or Grid()).timesteps(diffusion, steps)
         x = SAMPLERS.get(method)(denoiser, x_T.clone(), timesteps, **settings)
-        return (x - self.ode_endpoint(diffusion, x_T)).abs().max().item()
+        start = sigma_of(diffusion, timesteps[0])
+        return (x - self.ode_endpoint(diffusion, x_T, start)).abs().max().item()
 
 
 @dataclass(frozen=True)
@@ -142,18 +152,19 @@ class GaussianMixture:
 
         Why the unconditional output is exact: by the tower rule E[target | x_t] = sum_k p(k | x_t)
         E[target | x_t, k] (:meth:`responsibilities`), and with x_t fixed every target (eps, x0, v and EDM's
-        F = (x0 - c_skip y) / c_out) is affine in (x0, eps), so mixing the classes' outputs with weights
-        that sum to 1 is mixing their posterior means. For ``edm`` the network sees c_in y, so x_t is
-        recovered as c_in y sqrt(1 - ab + ab sd^2) before the responsibilities are computed."""
+        F = (x0 - c_skip y) / c_out, the velocity eps - x0) is affine in (x0, eps), so mixing the classes'
+        outputs with weights that sum to 1 is mixing their posterior means. For ``edm`` the network sees
+        c_in y, so x_t is recovered as c_in y sqrt(1 - ab + ab sd^2) before the responsibilities are
+        computed; for ``flow`` it sees r x_t, so x_t is its input times sqrt(ab) + sqrt(1 - ab)."""
         per_class = [data.network(diffusion, prediction, sigma_data) for data in self.classes]
         num_classes = len(per_class)
 
         def net(net_input: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
             outputs = torch.stack([f(net_input, t) for f in per_class])  # (K, B, ...)
             x_t = net_input
-            if prediction == "edm":
+            if prediction in ("edm", "flow"):
                 a, b = diffusion.coefficients(t, net_input)
-                x_t = net_input * (b**2 + a**2 * sigma_data**2).sqrt()
+                x_t = net_input * ((b**2 + a**2 * sigma_data**2).sqrt() if prediction == "edm" else a + b)
             r = self.responsibilities(diffusion, x_t, t).to(outputs.dtype)  # (B, K)
             uncond = (r.T.reshape(*r.T.shape, *[1] * (outputs.ndim - 2)) * outputs).sum(0)
             if y is None:

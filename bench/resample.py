@@ -59,7 +59,7 @@ def sampler_config(
     replace(exp.config, sample=cfg)  # the run's config checks the conditioning and the sigma range
     if exp.num_classes is not None:
         check_class(cfg, exp.num_classes)  # and a class against the dataset's
-    return resolve_sampler(replace(cfg, batch_size=min(cfg.batch_size, n)), exp.recipe)
+    return resolve_sampler(replace(cfg, batch_size=min(cfg.batch_size, n)), exp.recipe, exp.diffusion)
 
 
 def reusable(metrics: RunMetrics, n: int, step: int) -> RunMetrics | None:

@@ -90,8 +90,8 @@ class Setup:
 
 def prepare(config: RunConfig, *, download: bool) -> Setup:
     exp = build_experiment(config, download=download)
-    sample_cfg = resolve_sampler(config.sample, exp.recipe)
     check_training_design(exp.recipe, exp.diffusion, config.train)
+    sample_cfg = resolve_sampler(config.sample, exp.recipe, exp.diffusion)
     teacher = load_teacher(config.distill, exp) if exp.recipe.pairs == "teacher" else None
     return Setup(exp, sample_cfg, teacher, standard_inception(config, exp, download=download))
 

@@ -34,11 +34,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .denoiser import Denoiser, Guidance
+from .denoiser import Denoiser, Guidance, ImpossibleDesign
 from .diffusion import Diffusion
 from .grids import (
     CHURN_SETTINGS,
     GRID_SETTINGS,
+    Grid,
     alpha_bar_of,
     check_churn,
     gammas,
@@ -199,12 +200,27 @@ def to_d(y: torch.Tensor, sigma: float, denoised: torch.Tensor) -> torch.Tensor:
     return (y - denoised) / sigma
 
 
-def check_finite_start(denoiser: Denoiser, method: str) -> None:
-    if denoiser.diffusion.zero_terminal_snr:
-        raise ValueError(
-            f"sampler {method!r} integrates in y = x_t / sqrt(alpha_bar), which is infinite at a "
-            "zero-terminal-SNR start; use dpmpp-2m or ddim"
+def check_finite_start(method: str, first_sigma: float) -> None:
+    """Euler and Heun integrate in y = x_t / sqrt(alpha_bar), infinite where a grid starts at pure noise."""
+    if math.isinf(first_sigma):
+        raise ImpossibleDesign(
+            f"sampler {method!r} integrates in y = x_t / sqrt(alpha_bar), which is infinite where its grid "
+            "starts at pure noise (t = T-1 of a zero-terminal-SNR schedule such as rectified-flow); use ddim "
+            "or dpmpp-2m, or a karras or log-snr grid, which starts at the largest finite noise level"
         )
+
+
+def check_start(diffusion: Diffusion, prediction: str, method: str, grid: Grid) -> None:
+    """Refuse a sampling that cannot take its first step: an eps prediction at pure noise (x0 = (x_t -
+    sqrt(1 - ab) eps) / sqrt(ab) with ab = 0), or a sampler that integrates in y from a grid that starts
+    there. Checked before a run trains, and again by :func:`sample`."""
+    if diffusion.zero_terminal_snr and prediction == "eps":
+        raise ImpossibleDesign(
+            "a zero-terminal-SNR schedule (rectified-flow, or --zero-terminal-snr) has alpha_bar[T-1] = 0, "
+            "where x0 cannot be recovered from an eps prediction; use target v, x0, edm or flow"
+        )
+    if SAMPLERS.metadata(method).get("finite_start") and grid.kind == "uniform":
+        check_finite_start(method, float(diffusion.sigmas[-1]))
 
 
 def churn(
@@ -229,7 +245,7 @@ def churn(
     return y_hat, sigma_hat, t_hat
 
 
-@SAMPLERS.register("euler", settings=CHURN_SETTINGS, grid=True)
+@SAMPLERS.register("euler", settings=CHURN_SETTINGS, grid=True, finite_start=True)
 def euler(
     denoiser: Denoiser,
     x: torch.Tensor,
@@ -244,9 +260,9 @@ def euler(
 ) -> torch.Tensor:
     """Euler steps of the probability-flow ODE in EDM's sigma (first order; equal to DDIM with eta = 0);
     with ``s_churn`` > 0, EDM's Algorithm 2 with Euler steps (k-diffusion's ``sample_euler``)."""
-    check_finite_start(denoiser, "euler")
     check_churn(s_churn, s_tmin, s_tmax, s_noise)
     sigmas = sigma_grid(denoiser, timesteps)
+    check_finite_start("euler", sigmas[0])
     y = x * (1.0 + sigmas[0] ** 2) ** 0.5
     steps = zip(timesteps, gammas(sigmas, s_churn, s_tmin, s_tmax), strict=True)
     bar = tqdm(steps, desc="euler", total=len(timesteps), disable=not progress, leave=False)
@@ -261,6 +277,7 @@ def euler(
     "heun",
     settings=CHURN_SETTINGS,
     grid=True,
+    finite_start=True,
     nfe=lambda steps: 2 * steps - 1,
     calls=lambda grid: grid + grid[1:],
     min_steps=2,
@@ -282,9 +299,9 @@ def heun(
     Each step may first raise the noise level by gamma and add the matching fresh noise (:func:`churn`, no
     network call), then takes an Euler step to the next sigma and corrects it with the slope there (two
     network calls); the last step, to sigma = 0, stays Euler: 2N - 1 calls for N steps."""
-    check_finite_start(denoiser, "heun")
     check_churn(s_churn, s_tmin, s_tmax, s_noise)
     sigmas = sigma_grid(denoiser, timesteps)
+    check_finite_start("heun", sigmas[0])
     y = x * (1.0 + sigmas[0] ** 2) ** 0.5
     steps = zip(timesteps, gammas(sigmas, s_churn, s_tmin, s_tmax), strict=True)
     bar = tqdm(steps, desc="heun", total=len(timesteps), disable=not progress, leave=False)
@@ -368,15 +385,12 @@ def sample(
     if clip_x0 is not None:
         denoiser = replace(denoiser, clip_x0=clip_x0)
     diffusion = denoiser.diffusion
-    if diffusion.zero_terminal_snr and denoiser.prediction == "eps":
-        raise ValueError(
-            "a zero-terminal-SNR schedule has alpha_bar[T-1] = 0, where x0 cannot be recovered from an eps "
-            "prediction; use prediction 'v', 'x0' or 'edm'"
-        )
     T = diffusion.num_timesteps
     if steps is None:
         steps = SAMPLERS.metadata(method).get("default_steps", T)
-    timesteps = pop_grid(settings).timesteps(diffusion, steps)
+    grid = pop_grid(settings)
+    check_start(diffusion, denoiser.prediction, method, grid)
+    timesteps = grid.timesteps(diffusion, steps)
     check_steps(method, steps)
     shape = tuple(int(s) for s in shape)
     if len(shape) < 1 or min(shape) < 1:

@@ -19,6 +19,7 @@ import itertools
 import math
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -62,6 +63,7 @@ def run_id(config: RunConfig) -> str:
     target = config.denoiser_options.get("target")
     weight = config.train.loss_weight
     schedule = config.diffusion.schedule + ("-ztsnr" if config.diffusion.zero_terminal_snr else "")
+    levels = config.train.noise_levels
     return "-".join(
         [
             config.denoiser,
@@ -69,6 +71,7 @@ def run_id(config: RunConfig) -> str:
             *([str(target)] if target else []),
             *([weight] if weight != "uniform" else []),
             schedule,
+            *([levels] if levels != "uniform" else []),
             f"s{config.seed}",
         ]
     )
@@ -202,15 +205,23 @@ def prepare_sweep(
     download: bool = False,
 ) -> list[tuple[str, RunConfig]]:
     """Every config with the budget applied, named by its grid point, each checked as its run will check
-    it; then records the grid in ``out/sweep.json`` (with the command that made it), so an interrupted sweep
-    says what it was asked to do, and a sweep with another budget in the same folder is refused."""
+    it; then records the grid in ``out/sweep.json`` (with the command that made it, and the points skipped as
+    impossible designs with the reason), so an interrupted sweep says what it was asked to do, and a sweep
+    with another budget in the same folder is refused."""
     budgeted = [apply_budget(c, budget) for c in configs]
     names = [run_id(c) for c in budgeted]
-    check_points(budgeted, names, out, download=download)
+    impossible = check_points(budgeted, names, out, download=download)
+    kept = [(name, c) for name, c in zip(names, budgeted, strict=True) if name not in impossible]
+    if not kept:
+        raise ValueError(f"no grid point can run: {'; '.join(f'{n}: {r}' for n, r in impossible.items())}")
+    for name, reason in impossible.items():
+        warnings.warn(f"grid point {name} skipped: {reason}", stacklevel=2)
+    names, budgeted = [name for name, _ in kept], [c for _, c in kept]
     out.mkdir(parents=True, exist_ok=True)
     manifest = {
         "budget": {"kind": budget.kind, "value": budget.value, "description": budget.describe()},
         "runs": {name: {"train_steps": c.train.steps} for name, c in zip(names, budgeted, strict=True)},
+        "skipped": impossible or None,
     }
     path = out / SWEEP_NAME
     old = read_json(path) if path.is_file() else None
@@ -230,21 +241,30 @@ def prepare_sweep(
     return list(zip(names, budgeted, strict=True))
 
 
-def check_points(configs: list[RunConfig], names: list[str], out: Path, *, download: bool) -> None:
+def check_points(
+    configs: list[RunConfig], names: list[str], out: Path, *, download: bool
+) -> dict[str, str]:
     """Check every point still to train as its run will (plugin names, options, sampler, teacher, data),
     before anything is written: an option the last design refuses must not cost the first one's training.
     The device is the one thing checked where the run starts, since jobs run elsewhere. The error names the
-    point."""
+    point. Returns the points whose combination of choices cannot work at all (an eps target on a schedule
+    that reaches pure noise: :class:`bench.denoiser.ImpossibleDesign`), by name, with the reason: a grid
+    crosses every choice with every other, and such a point is skipped rather than stopping the others."""
+    from .denoiser import ImpossibleDesign
     from .run import prepare
 
+    impossible = {}
     for name, config in zip(names, configs, strict=True):
         if RunFolder(out / name).state() == "complete":
             continue
         try:  # on the CPU: a sweep submitted from a login node checks what its jobs will run on GPUs
             prepare(replace(config, device="cpu"), download=download)
+        except ImpossibleDesign as exc:
+            impossible[name] = str(exc)
         except (ValueError, FileNotFoundError) as exc:
             exc.args = (f"grid point {name}: {exc}",)
             raise
+    return impossible
 
 
 def run_sweep(

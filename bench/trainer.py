@@ -23,7 +23,7 @@ from denoisers import Recipe
 
 from .checkpoint import CheckpointError
 from .config import TrainConfig
-from .denoiser import NULL_LABEL, Denoiser, training_loss
+from .denoiser import NULL_LABEL, Denoiser, ImpossibleDesign, training_loss
 from .diffusion import Diffusion
 from .distributed import DistInfo, all_objects, any_rank
 from .ema import EMA
@@ -118,7 +118,7 @@ def check_training_design(recipe: Recipe, diffusion: Diffusion, config: TrainCon
             "--noise-levels uniform"
         )
     if diffusion.zero_terminal_snr and recipe.prediction == "eps" and config.loss_weight == "edm":
-        raise ValueError(
+        raise ImpossibleDesign(
             "loss weight 'edm' on an eps target is 1 + 1 / (sigma_data^2 SNR), infinite where SNR = 0 (zero "
             "terminal SNR); use target v, x0 or edm"
         )
@@ -279,15 +279,18 @@ class Trainer:
 
     def timesteps(self, batch: int) -> torch.Tensor:
         """This step's training timesteps: the recipe's uniform (or terminal) integers, or EDM's log-normal
-        noise levels as real-valued timesteps."""
-        if self.config.noise_levels == "lognormal":
+        noise levels (SD3's logit-normal flow time is one, of mean logit_mean and std logit_std) as
+        real-valued timesteps."""
+        levels = self.config.noise_levels
+        if levels in ("lognormal", "logit-normal"):
+            logit = levels == "logit-normal"
             return lognormal_timesteps(
                 self.diffusion,
                 batch,
                 self.generator,
                 self.device,
-                p_mean=self.config.p_mean,
-                p_std=self.config.p_std,
+                p_mean=self.config.logit_mean if logit else self.config.p_mean,
+                p_std=self.config.logit_std if logit else self.config.p_std,
             )
         return sample_timesteps(self.recipe, self.diffusion.num_timesteps, batch, self.generator, self.device)
 

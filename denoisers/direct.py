@@ -33,10 +33,13 @@ from .unet import PRESETS as UNET_PRESETS
 from .unet import build_unet
 
 BACKBONES = {"unet": build_unet, "transformer": build_transformer}
-TARGETS = ("x0", "edm")
-"""What a one-call image predictor may output: the image, or EDM's F with x0_hat = c_skip y + c_out F (at
-t = T-1, c_skip is about sigma_data^2 / sigma^2 and c_out about sigma_data: a rescaled image). Predicting the
-noise or v from pure noise would divide by sqrt(alpha_bar_{T-1}) to reach the image."""
+TARGETS = ("x0", "edm", "flow")
+"""What a one-call image predictor may output: the image, EDM's F with x0_hat = c_skip y + c_out F (at
+t = T-1, c_skip is about sigma_data^2 / sigma^2 and c_out about sigma_data: a rescaled image), or the flow's
+velocity u with x0_hat = r x_T - t u (t = 1 on a zero-terminal-SNR schedule, 0.994 on the linear one: the
+network outputs about x_T - x0, the image subtracted from its own input, and its loss is the x0 loss times
+1 / t^2, about 1). Predicting the noise or v from pure noise would divide by sqrt(alpha_bar_{T-1}) to reach
+the image."""
 PURE_NOISE = {"timesteps": "terminal", "sampler": "one_shot"}
 """Predict the image, from pure noise only, in one call."""
 

@@ -9,6 +9,7 @@ import torch
 
 from . import cosine as _cosine  # noqa: F401  (registers "cosine")
 from . import linear as _linear  # noqa: F401  (registers "linear", "scaled-linear")
+from . import rectified_flow as _rectified_flow  # noqa: F401  (registers "rectified-flow")
 from . import sigmoid as _sigmoid  # noqa: F401  (registers "sigmoid")
 from ._base import REGISTRY, Schedule, check_num_timesteps, register
 from .zero_snr import rescale_zero_terminal_snr

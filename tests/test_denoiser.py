@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import schedules
-from bench.denoiser import Denoiser, training_loss
+from bench.denoiser import PREDICTIONS, Denoiser, training_loss
 from bench.diffusion import Diffusion
 
 SD = 0.5
@@ -128,10 +128,12 @@ def closed_form_weight(kind: str, prediction: str, snr: torch.Tensor) -> torch.T
         ("edm", "x0"): lam,
         ("edm", "v"): lam / (snr + 1),
         ("edm", "edm"): torch.ones_like(snr),
+        ("min-snr", "flow"): torch.minimum(snr, torch.full_like(snr, GAMMA)) / (1 + snr.sqrt()) ** 2,
+        ("edm", "flow"): lam / (1 + snr.sqrt()) ** 2,
     }[kind, prediction]
 
 
-@pytest.mark.parametrize("prediction", ["eps", "x0", "v", "edm"])
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v", "edm", "flow"])
 @pytest.mark.parametrize("kind", ["min-snr", "edm"])
 def test_each_weight_is_its_closed_form(diffusion, kind, prediction):
     snr = torch.exp(torch.empty(1000, dtype=torch.float64).uniform_(-12, 12, generator=torch.Generator()))
@@ -155,13 +157,15 @@ def network_output(prediction, x0_hat, x_t, a, b, sigma, y):
         "x0": x0_hat,
         "v": a * eps_hat - b * x0_hat,
         "edm": (x0_hat - c_skip * y) / c_out,
+        "flow": eps_hat - x0_hat,
     }[prediction]
 
 
 @pytest.mark.parametrize("kind", ["uniform", "min-snr", "edm"])
 def test_every_target_weighs_the_same_x0_error_as_the_papers_say(diffusion, kind):
     """With x_t fixed, ||eps_hat - eps||^2 = SNR ||x0_hat - x0||^2 and ||v_hat - v||^2 = (SNR + 1) ||.||^2,
-    so in x0 space L_simple weighs eps by SNR, v by SNR + 1, x0 by 1 and EDM's F by SNR + 1 / sd^2;
+    so in x0 space L_simple weighs eps by SNR, v by SNR + 1, x0 by 1, EDM's F by SNR + 1 / sd^2 and the
+    velocity by (1 + sqrt(SNR))^2;
     min-SNR and EDM's weighting make every target's loss min(SNR, gamma) and SNR + 1 / sd^2 times
     ||x0_hat - x0||^2."""
     t = torch.tensor([0, 5, 100, 300, 600, 900, 990])  # the loss is in float32: SNR down to 1e-4 here
@@ -170,9 +174,10 @@ def test_every_target_weighs_the_same_x0_error_as_the_papers_say(diffusion, kind
     snr = (a / b).pow(2).flatten()
     x0_error = (x0_hat - x0).pow(2).flatten(1).mean(1)
     in_x0_space = {
-        "uniform": {"eps": snr, "x0": torch.ones_like(snr), "v": snr + 1, "edm": snr + 1 / SD**2},
-        "min-snr": dict.fromkeys(("eps", "x0", "v", "edm"), torch.minimum(snr, torch.full_like(snr, GAMMA))),
-        "edm": dict.fromkeys(("eps", "x0", "v", "edm"), snr + 1 / SD**2),
+        "uniform": {"eps": snr, "x0": torch.ones_like(snr), "v": snr + 1, "edm": snr + 1 / SD**2,
+                    "flow": (1 + snr.sqrt()) ** 2},
+        "min-snr": dict.fromkeys(PREDICTIONS, torch.minimum(snr, torch.full_like(snr, GAMMA))),
+        "edm": dict.fromkeys(PREDICTIONS, snr + 1 / SD**2),
     }[kind]
     for prediction, scale in in_x0_space.items():
         out = network_output(prediction, x0_hat, x_t, a, b, sigma, y)

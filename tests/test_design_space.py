@@ -75,7 +75,7 @@ def test_eval_over_step_counts_records_nfe_and_compare_draws_it(tmp_path, monkey
     ("args", "message"),
     [
         (["--loss-weight", "snr"], "'snr' is not one of 'uniform', 'min-snr', 'edm'"),
-        (["--noise-levels", "normal"], "'normal' is not one of 'uniform', 'lognormal'"),
+        (["--noise-levels", "normal"], "'normal' is not one of 'uniform', 'lognormal', 'logit-normal'"),
         (["--noise-levels", "lognormal", "--p-std", "0"], "p_std must be a positive number, got 0.0"),
         (["--loss-weight", "min-snr", "--min-snr-gamma", "0"], "min_snr_gamma must be a positive number"),
         (["--target", "edm", "--sigma-data", "-1"], "sigma_data must be a positive number, got -1.0"),
@@ -124,13 +124,21 @@ def test_bench_sample_names_files_with_the_samplers_own_settings(tmp_path):
     ]
 
 
-def test_the_design_study_covers_every_target_and_weight_at_one_budget():
+def test_the_design_study_covers_every_target_and_weight_and_the_flows_at_one_budget():
     configs = design_configs(RunConfig(), seeds=[0, 1])
-    assert len(configs) == len(STUDY_TARGETS) * len(STUDY_WEIGHTS) * 2
-    assert {(c.denoiser_options.get("target"), c.train.loss_weight) for c in configs} == {
-        (t, w) for t in STUDY_TARGETS for w in STUDY_WEIGHTS
+    assert len(configs) == (len(STUDY_TARGETS) * len(STUDY_WEIGHTS) + 3) * 2
+    designs = {
+        (c.diffusion.schedule, c.denoiser_options.get("target"), c.train.loss_weight, c.train.noise_levels)
+        for c in configs
     }
-    assert len({(c.train.steps, c.train.batch_size, c.dataset, c.diffusion, c.sample) for c in configs}) == 1
+    assert designs == {("linear", t, w, "uniform") for t in STUDY_TARGETS for w in STUDY_WEIGHTS} | {
+        ("linear", "flow", "uniform", "uniform"),
+        ("rectified-flow", "flow", "uniform", "uniform"),
+        ("rectified-flow", "flow", "uniform", "logit-normal"),
+    }
+    budget = {(c.train.steps, c.train.batch_size, c.dataset, c.diffusion.timesteps, c.sample)
+              for c in configs}  # fmt: skip
+    assert len(budget) == 1
 
 
 def test_the_design_study_runs_scores_and_tabulates_then_skips_what_it_has(tmp_path):
@@ -148,7 +156,11 @@ def test_the_design_study_runs_scores_and_tabulates_then_skips_what_it_has(tmp_p
     table = design_table(tmp_path)
     designs = table[~table["target"].str.startswith("reference")]
     best_at_50 = {"ddim, eta 1", "dpmpp-2m", "dpmpp-2m, log-snr grid"}
-    assert len(designs) == 8 and set(designs["best sampler at 50 NFE"]) <= best_at_50
+    assert len(designs) == 11 and set(designs["best sampler at 50 NFE"]) <= best_at_50
+    best_at_10 = {"ddim, eta 0", "dpmpp-2m", "dpmpp-2m, log-snr grid", "heun, log-snr grid"}
+    assert set(designs["best sampler at about 10 NFE"]) <= best_at_10
+    sd3 = designs[designs["noise levels"] == "logit-normal(0, 1)"].iloc[0]
+    assert (sd3["schedule"], sd3["target"]) == ("rectified-flow", "flow") and sd3["FD at 50"] != ""
     assert list(table["target"].iloc[-2:]) == ["reference: real", "reference: mean-image"]
     assert all(designs["FD at 10 NFE, ddim, eta 0"] != "") and all(designs["FD at 10 NFE, dpmpp-2m"] != "")
     on_the_grid = ["10 NFE, dpmpp-2m", "9 NFE, heun", "50 NFE, dpmpp-2m", "49 NFE, heun"]
@@ -164,6 +176,11 @@ def test_the_design_study_runs_scores_and_tabulates_then_skips_what_it_has(tmp_p
         fd[(sample["method"], sample["steps"], sample["grid"], *eta)] = entry["quality"]["fd"]
     row = designs[(designs["target"] == "eps") & (designs["loss weight"] == "uniform")].iloc[0]
     assert row["FD at 10 NFE, ddim, eta 0"] == format_value(fd["ddim", 10, "uniform", 0.0])
+    at_10 = {"ddim, eta 0": fd["ddim", 10, "uniform", 0.0], "dpmpp-2m": fd["dpmpp-2m", 10, "uniform"],
+             "dpmpp-2m, log-snr grid": fd["dpmpp-2m", 10, "log-snr"],
+             "heun, log-snr grid": fd["heun", 5, "log-snr"]}  # fmt: skip
+    assert row["best sampler at about 10 NFE"] == min(at_10, key=at_10.get)
+    assert row["FD at about 10"] == format_value(min(at_10.values()))
     assert row["FD at 49 NFE, heun, log-snr grid"] == format_value(fd["heun", 25, "log-snr"])
     at_50 = {
         "ddim, eta 1": eps["quality"]["fd"],

@@ -9,6 +9,7 @@ import stat
 import pytest
 import torch
 
+from bench.listing import CHOICE_NAMES, DESIGN_CHOICES
 from tests.helpers import FAST, invoke, run_ok
 
 
@@ -197,6 +198,13 @@ def test_bench_list_shows_every_kind_with_descriptions():
         assert f"  {name} " in result.output
     assert "1.06M params  predicts eps" in result.output and "predicts x0, one_shot" in result.output
     assert "unet presets: small, ddpm-cifar10" in result.output
+    assert "  rectified-flow  Rectified flow's path" in result.output
+    # the design choices that are not plugins: every one the code knows, described
+    assert {title: tuple(choices) for title, choices in DESIGN_CHOICES.items()} == CHOICE_NAMES
+    for title, names in CHOICE_NAMES.items():
+        section = result.output.split(f"{title}:\n", 1)[1]
+        for name in names:
+            assert f"  {name} " in section
     assert invoke("list", "--shape", "x").exit_code == 2
 
 

@@ -64,6 +64,7 @@ def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **value
     (on --nodes N with --gpus-per-node G: N x G processes), requeued from its checkpoint when preempted.
     """
     from .. import run as runner
+    from ..compare import design_line
     from ..run_folder import RunFolder
     from ..run_summary import summary
 
@@ -90,6 +91,8 @@ def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **value
         return
     folder = RunFolder(run_dir)
     click.echo(summary(folder.read_metrics()))
+    if design := design_line(folder.read_config_dict()):
+        click.echo(f"design:    {design}")
     click.echo(f"\nrun folder: {run_dir}")
     click.echo(f"samples:    {folder.samples_png}")
 

@@ -277,8 +277,8 @@ def run_options(fn=None, *, grid: bool = False):
             type=click.Choice(NOISE_LEVELS),
             default=DEFAULTS.train.noise_levels,
             show_default=True,
-            help="Noise levels trained on: uniform timesteps (DDPM) or EDM's log-normal sigma, mapped to "
-            "real-valued timesteps.",
+            help="Noise levels trained on: uniform timesteps (DDPM), EDM's log-normal sigma or SD3's "
+            "logit-normal flow time, mapped to real-valued timesteps.",
         ),
         config_option(
             "--p-mean",
@@ -293,6 +293,20 @@ def run_options(fn=None, *, grid: bool = False):
             field="p_std",
             default=DEFAULTS.train.p_std,
             help="Standard deviation of ln sigma for --noise-levels lognormal.",
+        ),
+        config_option(
+            "--logit-mean",
+            kind=TrainConfig,
+            field="logit_mean",
+            default=DEFAULTS.train.logit_mean,
+            help="Mean m of --noise-levels logit-normal: t = sigmoid(n), n ~ N(m, s^2) (SD3: 0).",
+        ),
+        config_option(
+            "--logit-std",
+            kind=TrainConfig,
+            field="logit_std",
+            default=DEFAULTS.train.logit_std,
+            help="Standard deviation s of --noise-levels logit-normal (SD3: 1).",
         ),
         config_option(
             "--steps",
