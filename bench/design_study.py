@@ -32,9 +32,10 @@ from .io import write_text_atomic
 
 STUDY_TARGETS = ("eps", "x0", "v", "edm")
 STUDY_WEIGHTS = ("uniform", "min-snr")
-FLOW_DESIGNS = (("linear", "uniform"), ("rectified-flow", "uniform"), ("rectified-flow", "logit-normal"))
+FLOW_DESIGNS = ((None, "uniform"), ("rectified-flow", "uniform"), ("rectified-flow", "logit-normal"))
 """(schedule, noise levels) of the flow-matching designs, each with the velocity target and uniform weight:
-the parametrisation alone on DDPM's schedule, rectified flow, and SD3's recipe (Esser et al. 2024)."""
+the parametrisation alone on the study's schedule (None; DDPM's linear one by default), rectified flow, and
+SD3's recipe (Esser et al. 2024)."""
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,12 @@ def design_configs(base: RunConfig, seeds: list[int]) -> list[RunConfig]:
         targets=STUDY_TARGETS,
         loss_weights=STUDY_WEIGHTS,
     )
-    flow = [
-        replace(config, train=replace(config.train, noise_levels=levels))
-        for schedule, levels in FLOW_DESIGNS
-        for config in grid(base, denoisers=[base.denoiser], schedules=[schedule], seeds=seeds,
-                           targets=("flow",), loss_weights=("uniform",))  # fmt: skip
-    ]
+    flow = []
+    for schedule, levels in FLOW_DESIGNS:
+        schedules = [schedule or base.diffusion.schedule]
+        configs = grid(base, denoisers=[base.denoiser], schedules=schedules, seeds=seeds, targets=("flow",),
+                       loss_weights=("uniform",))  # fmt: skip
+        flow += [replace(config, train=replace(config.train, noise_levels=levels)) for config in configs]
     return ddpm + flow
 
 

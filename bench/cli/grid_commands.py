@@ -249,11 +249,12 @@ def study_direct(out: Path, quiet: bool, **settings: Any) -> None:
 @study_options("results/study-design", seeds=True)
 @usage_errors(interrupted="interrupted; run the same command again to resume")
 def study_design(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> None:
-    """Which target and loss weighting, with which sampler? Trains the small U-Net predicting eps, x0, v
-    and EDM's F, each with uniform and min-SNR-5 loss weighting, at one budget; scores each with DDIM (eta
-    0) and DPM-Solver++(2M) at 10 network calls and with the better of DDIM (eta 1) and DPM-Solver++(2M) at
-    50, and with DPM-Solver++(2M) and Heun on the log-SNR grid at about 10 and 50 calls; writes OUT/report/
-    with design.md, and prints it. Finished runs and scores are kept."""
+    """Which target, loss weighting and noise path, with which sampler? Trains the small U-Net predicting
+    eps, x0, v and EDM's F, each with uniform and min-SNR-5 loss weighting, and flow matching's velocity on
+    the study's schedule, on rectified flow and with SD3's logit-normal noise levels, at one budget; scores
+    each with DDIM (eta 0) and DPM-Solver++(2M) at 10 network calls and with the better of DDIM (eta 1) and
+    DPM-Solver++(2M) at 50, and with DPM-Solver++(2M) and Heun on the log-SNR grid at about 10 and 50 calls;
+    writes OUT/report/ with design.md, and prints it. Finished runs and scores are kept."""
     from ..design_study import run_design_study
 
     written = run_design_study(study_base(**settings, seed=seeds[0]), out, seeds, progress=not quiet)
