@@ -18,14 +18,13 @@ from .options import DATASET, SCHEDULE, command_line_given, config_option, usage
 from .run_options import (
     DEFAULTS,
     SEEDS,
-    channels_last_option,
     check_sigma_data_applies,
     config_from_options,
     device_option,
-    fused_norm_option,
     image_size_option,
     run_options,
 )
+from .training_options import channels_last_option, fused_norm_option
 
 
 @main.group(invoke_without_command=True)

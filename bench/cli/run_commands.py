@@ -30,9 +30,8 @@ from .run_options import (
     extend_budget,
     quiet_option,
     run_options,
-    stepping_from_options,
-    with_stepping_options,
 )
+from .sampling_options import stepping_from_options, with_stepping_options
 
 
 @main.command()
