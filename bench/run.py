@@ -26,9 +26,10 @@ from .images import save_grid, save_samples_npz
 from .io import create_run_dir
 from .measure import evaluate, run_metrics, score_during_training, standard_inception
 from .metrics.fidelity import StandardInception
+from .noise_levels import check_training_design
 from .run_folder import RunFolder
 from .stopping import looking_at
-from .trainer import NonFiniteLossError, Trainer, TrainLog, check_training_design
+from .trainer import NonFiniteLossError, Trainer, TrainLog
 
 
 def new_run_id(config: RunConfig) -> str:

@@ -23,10 +23,11 @@ from denoisers import Recipe
 
 from .checkpoint import CheckpointError
 from .config import TrainConfig
-from .denoiser import NULL_LABEL, Denoiser, ImpossibleDesign, training_loss
+from .denoiser import NULL_LABEL, Denoiser, training_loss
 from .diffusion import Diffusion
 from .distributed import DistInfo, all_objects, any_rank
 from .ema import EMA
+from .noise_levels import check_training_design, training_timesteps
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -82,46 +83,6 @@ class _Interval:
     loss_sum: torch.Tensor
     steps: int = 0
     start: float = field(default_factory=time.perf_counter)
-
-
-def sample_timesteps(
-    recipe: Recipe, num_timesteps: int, batch: int, generator: torch.Generator, device: torch.device
-) -> torch.Tensor:
-    """Draw the training timesteps the denoiser declares: uniform over 0..T-1, or only T-1 (pure noise)."""
-    if recipe.timesteps == "terminal":
-        return torch.full((batch,), num_timesteps - 1, dtype=torch.long, device=device)
-    return torch.randint(0, num_timesteps, (batch,), generator=generator, device=device)
-
-
-def lognormal_timesteps(
-    diffusion: Diffusion,
-    batch: int,
-    generator: torch.Generator,
-    device: torch.device,
-    *,
-    p_mean: float,
-    p_std: float,
-) -> torch.Tensor:
-    """EDM's training noise levels (Karras et al. 2022, Table 1): ln sigma ~ N(P_mean, P_std^2), as
-    real-valued timesteps through the log-sigma interpolation of the schedule (sigma outside the schedule's
-    range is clamped to its ends, which the backbones were never asked to embed beyond)."""
-    log_sigma = p_mean + p_std * torch.randn(batch, generator=generator, device=device, dtype=torch.float64)
-    return diffusion.log_sigma_to_t(log_sigma)
-
-
-def check_training_design(recipe: Recipe, diffusion: Diffusion, config: TrainConfig) -> None:
-    """Refuse a loss weighting or noise-level distribution that means nothing for this design."""
-    if recipe.timesteps == "terminal" and (config.loss_weight, config.noise_levels) != ("uniform", "uniform"):
-        raise ValueError(
-            "this denoiser trains at t = T-1 only (pure noise): a loss weighting over noise levels or "
-            "another noise-level distribution does not apply there; use --loss-weight uniform "
-            "--noise-levels uniform"
-        )
-    if diffusion.zero_terminal_snr and recipe.prediction == "eps" and config.loss_weight == "edm":
-        raise ImpossibleDesign(
-            "loss weight 'edm' on an eps target is 1 + 1 / (sigma_data^2 SNR), infinite where SNR = 0 (zero "
-            "terminal SNR); use target v, x0 or edm"
-        )
 
 
 def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -278,21 +239,10 @@ class Trainer:
         return torch.where(drop, torch.full_like(y, NULL_LABEL), y)
 
     def timesteps(self, batch: int) -> torch.Tensor:
-        """This step's training timesteps: the recipe's uniform (or terminal) integers, or EDM's log-normal
-        noise levels (SD3's logit-normal flow time is one, of mean logit_mean and std logit_std) as
-        real-valued timesteps."""
-        levels = self.config.noise_levels
-        if levels in ("lognormal", "logit-normal"):
-            logit = levels == "logit-normal"
-            return lognormal_timesteps(
-                self.diffusion,
-                batch,
-                self.generator,
-                self.device,
-                p_mean=self.config.logit_mean if logit else self.config.p_mean,
-                p_std=self.config.logit_std if logit else self.config.p_std,
-            )
-        return sample_timesteps(self.recipe, self.diffusion.num_timesteps, batch, self.generator, self.device)
+        """This step's training timesteps (:func:`bench.noise_levels.training_timesteps`)."""
+        return training_timesteps(
+            self.recipe, self.diffusion, self.config, batch, self.generator, self.device
+        )
 
     @contextlib.contextmanager
     def graceful_interrupt(self) -> Iterator[None]:

@@ -7,7 +7,8 @@ import schedules
 from bench.config import TrainConfig
 from bench.diffusion import Diffusion
 from bench.ema import EMA
-from bench.trainer import NonFiniteLossError, Trainer, lognormal_timesteps, sample_timesteps
+from bench.noise_levels import lognormal_timesteps, sample_timesteps
+from bench.trainer import NonFiniteLossError, Trainer
 from denoisers import Recipe
 from tests.helpers import TinyDenoiser, make_trainer, toy_images
 
