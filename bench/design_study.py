@@ -119,7 +119,8 @@ def run_design_study(base: RunConfig, out: Path, seeds: list[int], *, progress: 
     """Train (or resume, or skip) every design into ``out``, score the missing samplers, then write
     ``out/report/`` (the comparison of every run and sampler, quality against NFE) and the design table."""
     from . import compare_report
-    from .sweep import run_id, run_or_resume
+    from .resume import run_or_resume
+    from .sweep import run_id
 
     for config in design_configs(base, seeds):
         run_dir, _ = run_or_resume(config, out, run_id(config), progress=progress)

@@ -91,8 +91,6 @@ class Grid:
     def timesteps(self, diffusion: Diffusion, steps: int) -> list[int] | list[float]:
         """The descending timesteps of the grid: DDIM's integers for ``uniform``, real-valued ones (the
         log-sigma interpolation's inverse) for the others."""
-        from .sampling import ddim_timesteps
-
         if self.kind == "uniform":
             return ddim_timesteps(diffusion.num_timesteps, steps)
         check_steps(diffusion, steps)
@@ -115,6 +113,18 @@ class Grid:
             high = f"{self.sigma_max:g}" if self.sigma_max is not None else "max"
             text += f", sigma {low}-{high}"
         return text
+
+
+def ddim_timesteps(num_timesteps: int, steps: int) -> list[int]:
+    """``steps`` timesteps, evenly spaced over 0..T-1 and descending, always starting at T-1 (so sampling
+    starts from the noise level the model was trained on) and, for steps >= 2, ending at 0. The grid every
+    sampler is given (with steps = T it is every timestep)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= num_timesteps:
+        raise ValueError(f"steps must be an integer in 1..T={num_timesteps}, got {steps!r}")
+    if steps == 1:
+        return [num_timesteps - 1]
+    grid = torch.linspace(0, num_timesteps - 1, steps, dtype=torch.float64).round().long()
+    return grid.flip(0).tolist()
 
 
 def pop_grid(settings: dict) -> Grid:

@@ -111,7 +111,7 @@ def run_guidance_study(base: RunConfig, out: Path, *, progress: bool = True) -> 
     """Train (or resume, or skip) the three designs into ``out``, score the missing scales, then write
     ``out/report/`` (the comparison, quality against the guidance scale) and the guidance table."""
     from . import compare_report
-    from .sweep import run_or_resume
+    from .resume import run_or_resume
 
     for name, config in guidance_configs(base):
         run_dir, _ = run_or_resume(config, out, name, progress=progress)

@@ -101,18 +101,6 @@ def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
     return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
 
-def ddim_timesteps(num_timesteps: int, steps: int) -> list[int]:
-    """``steps`` timesteps, evenly spaced over 0..T-1 and descending, always starting at T-1 (so sampling
-    starts from the noise level the model was trained on) and, for steps >= 2, ending at 0. The grid every
-    sampler is given (with steps = T it is every timestep)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= num_timesteps:
-        raise ValueError(f"steps must be an integer in 1..T={num_timesteps}, got {steps!r}")
-    if steps == 1:
-        return [num_timesteps - 1]
-    grid = torch.linspace(0, num_timesteps - 1, steps, dtype=torch.float64).round().long()
-    return grid.flip(0).tolist()
-
-
 @SAMPLERS.register("ancestral", settings=("variance",))
 def ancestral(
     denoiser: Denoiser,

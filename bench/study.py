@@ -184,7 +184,7 @@ def run_direct_study(base: RunConfig, out: Path, *, progress: bool = True) -> li
     steps, then write the comparison, the distillation figure and the recoverability curves into
     ``out/report``."""
     from . import compare_report, datasets
-    from .sweep import run_or_resume
+    from .resume import run_or_resume
 
     for name, config in study_configs(base, out).items():
         run_or_resume(config, out, name, progress=progress)

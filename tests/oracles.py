@@ -9,8 +9,8 @@ import math
 import torch
 
 from bench.diffusion import Diffusion
+from bench.grids import ddim_timesteps
 from bench.oracles import GaussianData
-from bench.sampling import ddim_timesteps
 
 M, S = 0.4, 0.3  # data x0 ~ N(M, S^2) per dimension
 GAUSSIAN = GaussianData(M, S)

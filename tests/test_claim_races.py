@@ -129,7 +129,7 @@ def test_a_run_that_completes_while_a_sweep_waits_is_not_finished_again(tmp_path
         return "training" if len(looks) == 1 else real_state(self)
 
     monkeypatch.setattr(RunFolder, "state", seen_before_it_completed)
-    run_dir, action = bench.sweep.run_or_resume(config, out, name, progress=False)
+    run_dir, action = bench.resume.run_or_resume(config, out, name, progress=False)
     assert action == "skipped"
     assert (out / name / "metrics.json").read_bytes() == metrics
     assert not (out / name / CLAIM_NAME).exists()

@@ -16,8 +16,8 @@ from bench import compare
 from bench.config import DiffusionConfig, RunConfig, TrainConfig
 from bench.denoiser import Denoiser, training_loss
 from bench.diffusion import Diffusion
-from bench.grids import Grid
-from bench.sampling import SAMPLERS, check_start, ddim_timesteps, network_calls, sample
+from bench.grids import Grid, ddim_timesteps
+from bench.sampling import SAMPLERS, check_start, network_calls, sample
 from tests.helpers import FAST, TINY_UNET, invoke, make_trainer, run_ok
 from tests.oracles import GAUSSIAN, M, S, gaussian_oracle
 

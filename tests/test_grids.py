@@ -17,8 +17,8 @@ import torch
 import schedules
 from bench.denoiser import Denoiser
 from bench.diffusion import Diffusion
-from bench.grids import Grid, get_sigmas_exponential, get_sigmas_karras
-from bench.sampling import ddim_timesteps, network_calls, sample, sigma_of
+from bench.grids import Grid, ddim_timesteps, get_sigmas_exponential, get_sigmas_karras
+from bench.sampling import network_calls, sample, sigma_of
 from tests.helpers import FAST, invoke, run_ok
 from tests.oracles import M, S, gaussian_oracle
 

@@ -34,9 +34,10 @@ import schedules
 from bench.config import SampleConfig
 from bench.denoiser import NULL_LABEL, PREDICTIONS, Denoiser, Guidance
 from bench.diffusion import Diffusion
+from bench.grids import ddim_timesteps
 from bench.measure import sampler_calls
 from bench.oracles import GaussianMixture
-from bench.sampling import ddim_timesteps, guided_network_calls, sample
+from bench.sampling import guided_network_calls, sample
 
 MEANS, STDS, WEIGHTS = (-0.5, 0.5), (0.2, 0.2), (0.3, 0.7)
 MIXTURE = GaussianMixture(MEANS, STDS, WEIGHTS)

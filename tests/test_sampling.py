@@ -9,7 +9,8 @@ import torch
 import schedules
 from bench.denoiser import Denoiser
 from bench.diffusion import Diffusion
-from bench.sampling import SAMPLERS, ddim_timesteps, sample
+from bench.grids import ddim_timesteps
+from bench.sampling import SAMPLERS, sample
 from tests.oracles import M, S, ddim_moments_exact, gaussian_oracle, mixture_oracle
 
 
@@ -174,7 +175,7 @@ def test_ddim_timesteps():
 
 def test_zero_terminal_snr_needs_x0_or_v(diffusion):
     ztsnr = Diffusion(schedules.make("linear", 1000, zero_terminal_snr=True))
-    with pytest.raises(ValueError, match="zero-terminal-SNR.*'v', 'x0' or 'edm'"):
+    with pytest.raises(ValueError, match="zero-terminal-SNR.*use target v, x0, edm or flow"):
         sample(Denoiser(lambda x, t: x, ztsnr), (2, 2), method="ddim", steps=5)
     out = sample(
         Denoiser(gaussian_oracle(ztsnr, "v"), ztsnr, "v"),

@@ -12,8 +12,8 @@ import torch
 import schedules
 from bench.denoiser import Denoiser
 from bench.diffusion import Diffusion
-from bench.grids import Grid
-from bench.sampling import SAMPLERS, ddim_timesteps, network_calls, sample
+from bench.grids import Grid, ddim_timesteps
+from bench.sampling import SAMPLERS, network_calls, sample
 from tests.oracles import GAUSSIAN, M, S, gaussian_oracle
 
 # The steps each solver is run with, chosen so that its network calls span about 50 to 400 per image,

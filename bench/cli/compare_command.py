@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from . import main
+from .group import main
 from .options import usage_errors
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import click
 
 from ..config import RunConfig, TrainConfig
-from . import main
 from .cluster_options import executor_from_options, executor_options
+from .group import main
 from .options import DATASET, SCHEDULE, command_line_given, config_option, usage_errors
 from .run_options import (
     DEFAULTS,

@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from ..config import Rule, SampleConfig
-from . import main
 from .cluster_options import executor_from_options, executor_options
+from .group import main
 from .options import (
     DATASET,
     SAMPLER,

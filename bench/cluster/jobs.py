@@ -1,7 +1,7 @@
 """A run as a job: the callable that submitit pickles and runs for one grid point of a sweep, or for one run
 on several nodes.
 
-It calls the path ``bench sweep`` takes on one machine (:func:`bench.sweep.run_or_resume`, into the shared
+It calls the path ``bench sweep`` takes on one machine (:func:`bench.resume.run_or_resume`, into the shared
 results folder) and adds only what a job needs, as the launchers of MAE and ConvNeXt do: its share of the
 CPU threads, the process group of a multi-task job (rank, world size and rendezvous from
 ``submitit.JobEnvironment``), links to its logs beside the run, and preemption. On SLURM's USR2 (sent
@@ -51,7 +51,7 @@ class RunJob(Checkpointable):
         import submitit
         import torch
 
-        from ..sweep import run_or_resume
+        from ..resume import run_or_resume
         from .claims import ClaimedElsewhere
 
         env = submitit.JobEnvironment()
