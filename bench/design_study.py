@@ -3,19 +3,23 @@ training budget on one backbone:
 
   prediction target   eps (DDPM), x0, v (Salimans & Ho 2022) and EDM's preconditioned F;
   loss weighting      uniform (each target's own L_simple) and min-SNR-5 (Hang et al. 2023);
-  noise path          DDPM's (the linear schedule) against flow matching's: the velocity target on the
-                      linear schedule (the parametrisation alone), rectified flow (the rectified-flow
-                      schedule, velocity, uniform t) and SD3's recipe (the same with logit-normal t);
   sampler             DDIM (eta 0, the first-order ODE step) and DPM-Solver++(2M) at 10 network calls, and
                       at 50 calls the better of the run's own DDIM (eta 1) and DPM-Solver++(2M);
   grid                DPM-Solver++(2M) and Heun also on the grid the oracle finds best for both (log-SNR,
                       ``python scripts/solver_error.py``), at 10 and 50 calls (Heun's calls are odd: 9, 49).
 
+``bench study flow`` runs the same machinery on the noise path: DDPM (the study's schedule, eps) against flow
+matching's velocity on that schedule (the parametrisation alone), rectified flow (the rectified-flow
+schedule, velocity, uniform t) and SD3's recipe (the same with logit-normal t), each also with its best
+sampler at about 10 calls. It is a study of its own rather than three more rows here because it asks another
+question (which noise path) and costs four trainings, not twelve.
+
 Every design is the ``small`` U-Net trained for the same steps on the same data and seed(s); the runs land
 in ``OUT/<denoiser>-<target>[-<weight>]-<schedule>[-<noise levels>]-s<seed>`` and the same command again
 skips what is complete, resumes what is half done and scores only what is missing. The report adds
-``design.md`` and ``design.csv``: one row per design, with the best sampler at about 10 and at 50 calls, the
-real-image floor and the mean-image ceiling.
+``design.md`` and ``design.csv`` (``flow.md`` and ``flow.csv``): one row per design, with the best sampler at
+50 calls (and at about 10 for the flow study), the real-image floor and the mean-image ceiling; a design
+column (schedule, loss weight, noise levels) is shown where the designs differ in it.
 """
 
 from __future__ import annotations
@@ -32,10 +36,15 @@ from .io import write_text_atomic
 
 STUDY_TARGETS = ("eps", "x0", "v", "edm")
 STUDY_WEIGHTS = ("uniform", "min-snr")
-FLOW_DESIGNS = ((None, "uniform"), ("rectified-flow", "uniform"), ("rectified-flow", "logit-normal"))
-"""(schedule, noise levels) of the flow-matching designs, each with the velocity target and uniform weight:
-the parametrisation alone on the study's schedule (None; DDPM's linear one by default), rectified flow, and
-SD3's recipe (Esser et al. 2024)."""
+FLOW_DESIGNS = (
+    ("eps", None, "uniform"),
+    ("flow", None, "uniform"),
+    ("flow", "rectified-flow", "uniform"),
+    ("flow", "rectified-flow", "logit-normal"),
+)
+"""(target, schedule, noise levels) of the flow study, each with uniform weight: DDPM, the velocity
+parametrisation alone on the study's schedule (None: DDPM's linear one by default), rectified flow, and SD3's
+recipe (Esser et al. 2024)."""
 
 
 @dataclass(frozen=True)
@@ -63,16 +72,18 @@ ON_THE_GRID = (
     Scoring("heun", 25, grid=BEST_GRID),
 )
 """The second-order solvers on the better grid, at about 10 and 50 calls (Heun: 9 and 49)."""
+ABOUT_10_CALLS = (*FEW_CALLS, *ON_THE_GRID[:2])
+"""Every scoring at about 10 calls (Heun's 9), among which the flow study names each design's best."""
 SHOWN = {"fd": "FD", "kid_mean": "KID", "precision": "precision", "recall": "recall"}
 """The scores of the best sampler at 50 calls, and their column names."""
 
 
 def design_configs(base: RunConfig, seeds: list[int]) -> list[RunConfig]:
-    """Every target x loss weight x seed, then the flow-matching designs x seed, all else from ``base`` (by
-    default the ``small`` U-Net, the default run's budget and data)."""
+    """Every target x loss weight x seed, all else from ``base`` (by default the ``small`` U-Net, the
+    default run's budget and data)."""
     from .sweep import grid
 
-    ddpm = grid(
+    return grid(
         base,
         denoisers=[base.denoiser],
         schedules=[base.diffusion.schedule],
@@ -80,13 +91,19 @@ def design_configs(base: RunConfig, seeds: list[int]) -> list[RunConfig]:
         targets=STUDY_TARGETS,
         loss_weights=STUDY_WEIGHTS,
     )
-    flow = []
-    for schedule, levels in FLOW_DESIGNS:
+
+
+def flow_configs(base: RunConfig, seeds: list[int]) -> list[RunConfig]:
+    """The flow study's designs (:data:`FLOW_DESIGNS`) x seed, all else from ``base``."""
+    from .sweep import grid
+
+    configs = []
+    for target, schedule, levels in FLOW_DESIGNS:
         schedules = [schedule or base.diffusion.schedule]
-        configs = grid(base, denoisers=[base.denoiser], schedules=schedules, seeds=seeds, targets=("flow",),
-                       loss_weights=("uniform",))  # fmt: skip
-        flow += [replace(config, train=replace(config.train, noise_levels=levels)) for config in configs]
-    return ddpm + flow
+        points = grid(base, denoisers=[base.denoiser], schedules=schedules, seeds=seeds, targets=(target,),
+                      loss_weights=("uniform",))  # fmt: skip
+        configs += [replace(config, train=replace(config.train, noise_levels=levels)) for config in points]
+    return configs
 
 
 def score_missing(run_dir: Path, base: RunConfig, *, progress: bool) -> None:
@@ -115,29 +132,34 @@ def key(scoring: Scoring) -> tuple:
     return (scoring.method, scoring.steps, scoring.eta if scoring.method == "ddim" else None, scoring.grid)
 
 
-def run_design_study(base: RunConfig, out: Path, seeds: list[int], *, progress: bool = True) -> list[Path]:
-    """Train (or resume, or skip) every design into ``out``, score the missing samplers, then write
-    ``out/report/`` (the comparison of every run and sampler, quality against NFE) and the design table."""
+def run_design_study(
+    base: RunConfig, out: Path, seeds: list[int], *, progress: bool = True, flow: bool = False
+) -> list[Path]:
+    """Train (or resume, or skip) every design (the flow study's with ``flow``) into ``out``, score the
+    missing samplers, then write ``out/report/`` (the comparison of every run and sampler, quality against
+    NFE) and the design table (``design.md``, or ``flow.md`` with its best sampler at about 10 calls)."""
     from . import compare_report
     from .resume import run_or_resume
     from .sweep import run_id
 
-    for config in design_configs(base, seeds):
+    for config in (flow_configs if flow else design_configs)(base, seeds):
         run_dir, _ = run_or_resume(config, out, run_id(config), progress=progress)
         score_missing(run_dir, replace(base, seed=config.seed), progress=progress)
     report = out / "report"
     written = compare_report.write_folder_report(out, report, "fd")
-    table = design_table(out)  # after the report: both read the same finished runs
-    written.append(write_text_atomic(report / "design.csv", table.to_csv(index=False)))
-    written.append(write_text_atomic(report / "design.md", compare_report.markdown_table(table)))
+    table = design_table(out, best_at_few=flow)  # after the report: both read the same finished runs
+    name = "flow" if flow else "design"
+    written.append(write_text_atomic(report / f"{name}.csv", table.to_csv(index=False)))
+    written.append(write_text_atomic(report / f"{name}.md", compare_report.markdown_table(table)))
     return written
 
 
-def design_table(out: Path) -> pd.DataFrame:
+def design_table(out: Path, *, best_at_few: bool = False) -> pd.DataFrame:
     """One row per design (schedule, target, loss weight, noise levels): FD with DDIM and with
     DPM-Solver++(2M) at 10 calls and of the second-order solvers on the better grid, which sampler is best at
-    about 10 calls and at 50 and its scores, the NLL bound; means over seeds ± their 95% interval; then the
-    real-image floor and the mean-image ceiling."""
+    about 10 calls (with ``best_at_few``) and at 50 and its scores, the NLL bound; means over seeds ± their
+    95% interval; then the real-image floor and the mean-image ceiling. A design column the designs share
+    is left out."""
     from . import compare
     from .sampling import network_calls
 
@@ -149,16 +171,17 @@ def design_table(out: Path) -> pd.DataFrame:
     rows = []
     design = ["schedule", "target", "loss_weight", "noise_levels"]
     for (schedule, target, weight, levels), group in table.groupby(design, sort=False):
-        row = {"target": target, "loss weight": weight, "schedule": schedule, "noise levels": levels}
+        row = {"target": target, "schedule": schedule, "loss weight": weight, "noise levels": levels}
         for scoring in (*FEW_CALLS, *ON_THE_GRID):
             nfe = network_calls(scoring.method, scoring.steps)
             at = find(group, scoring)
             row[f"FD at {nfe} NFE, {scoring_label(scoring)}"] = shown.loc[at, "fd"] if at is not None else ""
-        found = [find(group, s) for s in (*FEW_CALLS, *ON_THE_GRID) if network_calls(s.method, s.steps) <= 10]
-        candidates = table.loc[[i for i in found if i is not None and pd.notna(table.loc[i, "fd"])], "fd"]
-        best = candidates.idxmin() if len(candidates) else None
-        row["best sampler at about 10 NFE"] = sampler_label(table.loc[best]) if best is not None else ""
-        row["FD at about 10"] = shown.loc[best, "fd"] if best is not None else ""
+        if best_at_few:
+            few = [find(group, scoring) for scoring in ABOUT_10_CALLS]
+            candidates = table.loc[[i for i in few if i is not None and pd.notna(table.loc[i, "fd"])], "fd"]
+            best = candidates.idxmin() if len(candidates) else None
+            row["best sampler at about 10 NFE"] = sampler_label(table.loc[best]) if best is not None else ""
+            row["FD at about 10"] = shown.loc[best, "fd"] if best is not None else ""
         many = network_calls(MANY_CALLS.method, MANY_CALLS.steps)
         candidates = group[(group["nfe"] == many) & group["fd"].notna()]
         best = candidates["fd"].idxmin() if len(candidates) else None
@@ -176,7 +199,10 @@ def design_table(out: Path) -> pd.DataFrame:
         for metric, label in SHOWN.items():
             reference[f"{label} at {many}"] = compare.format_value(values.get(metric, math.nan))
         rows.append(reference)
-    return pd.DataFrame(rows, dtype=object).fillna("")
+    frame = pd.DataFrame(rows, dtype=object).fillna("")
+    designs = frame.iloc[: len(frame) - len(floor_first)]
+    shared = [c for c in ("schedule", "loss weight", "noise levels") if designs[c].nunique() == 1]
+    return frame.drop(columns=shared)
 
 
 def find(group: pd.DataFrame, scoring: Scoring) -> int | None:

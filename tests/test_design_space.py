@@ -10,7 +10,14 @@ import pytest
 
 from bench.compare import format_value
 from bench.config import RunConfig, SampleConfig, TrainConfig
-from bench.design_study import STUDY_TARGETS, STUDY_WEIGHTS, design_configs, design_table, run_design_study
+from bench.design_study import (
+    STUDY_TARGETS,
+    STUDY_WEIGHTS,
+    design_configs,
+    design_table,
+    flow_configs,
+    run_design_study,
+)
 from tests.helpers import FAST, invoke, run_ok
 
 WITH_EVAL = [a for a in FAST if a != "--no-eval"]
@@ -124,18 +131,27 @@ def test_bench_sample_names_files_with_the_samplers_own_settings(tmp_path):
     ]
 
 
-def test_the_design_study_covers_every_target_and_weight_and_the_flows_at_one_budget():
+def test_the_design_study_covers_every_target_and_weight_at_one_budget():
     configs = design_configs(RunConfig(), seeds=[0, 1])
-    assert len(configs) == (len(STUDY_TARGETS) * len(STUDY_WEIGHTS) + 3) * 2
-    designs = {
-        (c.diffusion.schedule, c.denoiser_options.get("target"), c.train.loss_weight, c.train.noise_levels)
+    assert len(configs) == len(STUDY_TARGETS) * len(STUDY_WEIGHTS) * 2
+    assert {(c.denoiser_options.get("target"), c.train.loss_weight) for c in configs} == {
+        (t, w) for t in STUDY_TARGETS for w in STUDY_WEIGHTS
+    }
+    assert len({(c.train.steps, c.train.batch_size, c.dataset, c.diffusion, c.sample) for c in configs}) == 1
+
+
+def test_the_flow_study_puts_ddpm_beside_three_flows_at_one_budget():
+    configs = flow_configs(RunConfig(), seeds=[0])
+    designs = [
+        (c.denoiser_options.get("target"), c.diffusion.schedule, c.train.loss_weight, c.train.noise_levels)
         for c in configs
-    }
-    assert designs == {("linear", t, w, "uniform") for t in STUDY_TARGETS for w in STUDY_WEIGHTS} | {
-        ("linear", "flow", "uniform", "uniform"),
-        ("rectified-flow", "flow", "uniform", "uniform"),
-        ("rectified-flow", "flow", "uniform", "logit-normal"),
-    }
+    ]
+    assert designs == [
+        ("eps", "linear", "uniform", "uniform"),
+        ("flow", "linear", "uniform", "uniform"),
+        ("flow", "rectified-flow", "uniform", "uniform"),
+        ("flow", "rectified-flow", "uniform", "logit-normal"),
+    ]
     budget = {(c.train.steps, c.train.batch_size, c.dataset, c.diffusion.timesteps, c.sample)
               for c in configs}  # fmt: skip
     assert len(budget) == 1
@@ -156,11 +172,9 @@ def test_the_design_study_runs_scores_and_tabulates_then_skips_what_it_has(tmp_p
     table = design_table(tmp_path)
     designs = table[~table["target"].str.startswith("reference")]
     best_at_50 = {"ddim, eta 1", "dpmpp-2m", "dpmpp-2m, log-snr grid"}
-    assert len(designs) == 11 and set(designs["best sampler at 50 NFE"]) <= best_at_50
-    best_at_10 = {"ddim, eta 0", "dpmpp-2m", "dpmpp-2m, log-snr grid", "heun, log-snr grid"}
-    assert set(designs["best sampler at about 10 NFE"]) <= best_at_10
-    sd3 = designs[designs["noise levels"] == "logit-normal(0, 1)"].iloc[0]
-    assert (sd3["schedule"], sd3["target"]) == ("rectified-flow", "flow") and sd3["FD at 50"] != ""
+    assert len(designs) == 8 and set(designs["best sampler at 50 NFE"]) <= best_at_50
+    assert "schedule" not in table and "noise levels" not in table  # shared by every design: left out
+    assert "best sampler at about 10 NFE" not in table
     assert list(table["target"].iloc[-2:]) == ["reference: real", "reference: mean-image"]
     assert all(designs["FD at 10 NFE, ddim, eta 0"] != "") and all(designs["FD at 10 NFE, dpmpp-2m"] != "")
     on_the_grid = ["10 NFE, dpmpp-2m", "9 NFE, heun", "50 NFE, dpmpp-2m", "49 NFE, heun"]
@@ -176,11 +190,6 @@ def test_the_design_study_runs_scores_and_tabulates_then_skips_what_it_has(tmp_p
         fd[(sample["method"], sample["steps"], sample["grid"], *eta)] = entry["quality"]["fd"]
     row = designs[(designs["target"] == "eps") & (designs["loss weight"] == "uniform")].iloc[0]
     assert row["FD at 10 NFE, ddim, eta 0"] == format_value(fd["ddim", 10, "uniform", 0.0])
-    at_10 = {"ddim, eta 0": fd["ddim", 10, "uniform", 0.0], "dpmpp-2m": fd["dpmpp-2m", 10, "uniform"],
-             "dpmpp-2m, log-snr grid": fd["dpmpp-2m", 10, "log-snr"],
-             "heun, log-snr grid": fd["heun", 5, "log-snr"]}  # fmt: skip
-    assert row["best sampler at about 10 NFE"] == min(at_10, key=at_10.get)
-    assert row["FD at about 10"] == format_value(min(at_10.values()))
     assert row["FD at 49 NFE, heun, log-snr grid"] == format_value(fd["heun", 25, "log-snr"])
     at_50 = {
         "ddim, eta 1": eps["quality"]["fd"],
@@ -193,3 +202,40 @@ def test_the_design_study_runs_scores_and_tabulates_then_skips_what_it_has(tmp_p
     metrics = {p: p.read_bytes() for p in tmp_path.glob("*/metrics.json")}
     run_design_study(base, tmp_path, [0], progress=False)  # complete: nothing trained or scored again
     assert metrics == {p: p.read_bytes() for p in tmp_path.glob("*/metrics.json")}
+
+
+def test_the_flow_study_names_each_designs_best_sampler_at_about_10_calls(tmp_path):
+    base = replace(
+        RunConfig(),
+        denoiser="tiny-test",
+        dataset="digits",
+        image_size=None,
+        train=TrainConfig(steps=4, batch_size=16, checkpoint_every=4),
+        sample=SampleConfig(n=24, batch_size=24),
+        diffusion=replace(RunConfig().diffusion, timesteps=50),
+        device="cpu",
+    )
+    run_design_study(base, tmp_path, [0], progress=False, flow=True)
+    table = design_table(tmp_path, best_at_few=True)
+    assert (tmp_path / "report" / "flow.md").read_text().count("\n") == len(table) + 2
+    designs = table[~table["target"].str.startswith("reference")]
+    assert sorted(zip(designs["target"], designs["schedule"], designs["noise levels"], strict=True)) == [
+        ("eps", "linear", "uniform"),
+        ("flow", "linear", "uniform"),
+        ("flow", "rectified-flow", "logit-normal(0, 1)"),
+        ("flow", "rectified-flow", "uniform"),
+    ]
+    assert "loss weight" not in table  # uniform for every design
+    sd3_run = tmp_path / "tiny-test-flow-rectified-flow-logit-normal-s0"
+    sd3 = json.loads((sd3_run / "metrics.json").read_text())
+    fd = {}
+    for entry in sd3["evaluations"]:
+        sample = entry["sample"]
+        eta = (sample["eta"],) if sample["method"] == "ddim" else ()
+        fd[(sample["method"], sample["steps"], sample["grid"], *eta)] = entry["quality"]["fd"]
+    at_10 = {"ddim, eta 0": fd["ddim", 10, "uniform", 0.0], "dpmpp-2m": fd["dpmpp-2m", 10, "uniform"],
+             "dpmpp-2m, log-snr grid": fd["dpmpp-2m", 10, "log-snr"],
+             "heun, log-snr grid": fd["heun", 5, "log-snr"]}  # fmt: skip
+    row = designs[designs["noise levels"] == "logit-normal(0, 1)"].iloc[0]
+    assert row["best sampler at about 10 NFE"] == min(at_10, key=at_10.get)
+    assert row["FD at about 10"] == format_value(min(at_10.values()))

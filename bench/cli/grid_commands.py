@@ -248,12 +248,11 @@ def study_direct(out: Path, quiet: bool, **settings: Any) -> None:
 @study_options("results/study-design", seeds=True)
 @usage_errors(interrupted="interrupted; run the same command again to resume")
 def study_design(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> None:
-    """Which target, loss weighting and noise path, with which sampler? Trains the small U-Net predicting
-    eps, x0, v and EDM's F, each with uniform and min-SNR-5 loss weighting, and flow matching's velocity on
-    the study's schedule, on rectified flow and with SD3's logit-normal noise levels, at one budget; scores
-    each with DDIM (eta 0) and DPM-Solver++(2M) at 10 network calls and with the better of DDIM (eta 1) and
-    DPM-Solver++(2M) at 50, and with DPM-Solver++(2M) and Heun on the log-SNR grid at about 10 and 50 calls;
-    writes OUT/report/ with design.md, and prints it. Finished runs and scores are kept."""
+    """Which target and loss weighting, with which sampler? Trains the small U-Net predicting eps, x0, v
+    and EDM's F, each with uniform and min-SNR-5 loss weighting, at one budget; scores each with DDIM (eta
+    0) and DPM-Solver++(2M) at 10 network calls and with the better of DDIM (eta 1) and DPM-Solver++(2M) at
+    50, and with DPM-Solver++(2M) and Heun on the log-SNR grid at about 10 and 50 calls; writes OUT/report/
+    with design.md, and prints it. Finished runs and scores are kept."""
     from ..design_study import run_design_study
 
     written = run_design_study(study_base(**settings, seed=seeds[0]), out, seeds, progress=not quiet)
@@ -261,6 +260,25 @@ def study_design(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> N
         click.echo(f"wrote {path}")
     click.echo("")
     click.echo((out / "report" / "design.md").read_text())
+
+
+@study.command("flow")
+@study_options("results/study-flow", seeds=True)
+@usage_errors(interrupted="interrupted; run the same command again to resume")
+def study_flow(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> None:
+    """DDPM or flow matching, at one budget? Trains the small U-Net as DDPM (eps on the study's schedule),
+    with flow matching's velocity on that schedule (the parametrisation alone), as rectified flow (the
+    rectified-flow schedule, velocity, uniform t) and with SD3's recipe (the same with logit-normal t); scores
+    each as bench study design does, names each design's best sampler at about 10 and at 50 calls; writes
+    OUT/report/ with flow.md, and prints it. Finished runs and scores are kept."""
+    from ..design_study import run_design_study
+
+    base = study_base(**settings, seed=seeds[0])
+    written = run_design_study(base, out, seeds, progress=not quiet, flow=True)
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo("")
+    click.echo((out / "report" / "flow.md").read_text())
 
 
 @study.command("guidance")
