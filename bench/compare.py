@@ -22,13 +22,14 @@ from .run_folder import EvalSample, Evaluation, RunFolder, RunMetrics, SampleMet
 
 DESIGN = [
     *("dataset", "image", "denoiser", "target", "loss_weight", "noise_levels", "schedule", "conditional"),
-    *("sampler", "nfe", "eta", "grid", "churn", "guidance", "interval", "budget"),
+    *("sampler", "nfe", "eta", "grid", "churn", "guidance", "interval", "class_label", "budget"),
 ]
 """What makes a design: runs that share all of these are seeds of one design. The sampler's cost is its
 network calls per image (NFE), which its step count and kind fix (a guided call counts twice); where it
 steps is its ``grid`` ("" for a sampler that walks none) and EDM's ``churn`` its noise ("" for none). A
-class-conditional model's samples differ by their guidance scale (NaN for an unconditional model) and the
-noise levels it applies in (``interval``, "" where it applies everywhere)."""
+class-conditional model's samples differ by their guidance scale (NaN for an unconditional model), the
+noise levels it applies in (``interval``, "" where it applies everywhere) and the class asked for
+(``class_label``, "" for samples of every class in turn)."""
 DESCRIPTIVE = ("run", "path", "seed", "sample_steps")
 """Columns that describe a row without being measurements to average."""
 CLASS_CEILING = "class-mean-image"
@@ -97,7 +98,9 @@ def run_rows(folder: RunFolder) -> list[dict]:
                 "nfe": entry.sample.nfe or recorded_nfe(entry.sample.steps, num_timesteps),
                 "eta": ddim_eta(entry.sample.method, entry.sample.eta),
                 **stepping_columns(entry.sample),
-                **guidance_columns(entry.sample.guidance_scale, entry.sample.guidance_interval),
+                **guidance_columns(
+                    entry.sample.guidance_scale, entry.sample.guidance_interval, entry.sample.class_label
+                ),
                 "sample_images_per_s": entry.sample.images_per_s,
                 **numbers(entry.quality),
                 **standard_columns(entry),
@@ -141,7 +144,7 @@ def run_row(folder: RunFolder, metrics: RunMetrics, config: dict) -> dict:
         "nfe": nfe,
         "eta": ddim_eta(sample.method, sample.eta),
         **stepping_columns(sample),
-        **guidance_columns(sample.guidance_scale, sample.guidance_interval),
+        **guidance_columns(sample.guidance_scale, sample.guidance_interval, sample.class_label),
         "budget": budget_label(config["train"]),
         "seed": config["seed"],
         "parameters": metrics.parameters,
@@ -159,12 +162,15 @@ def run_row(folder: RunFolder, metrics: RunMetrics, config: dict) -> dict:
     return row
 
 
-def guidance_columns(scale: float | None, interval: list[float] | None) -> dict[str, float | str]:
-    """The guidance of one sampling (NaN and "" for an unconditional model's), so that each scale is its
-    own design and an evaluation row never shows its run's."""
+def guidance_columns(
+    scale: float | None, interval: list[float] | None, class_label: int | None = None
+) -> dict[str, float | str]:
+    """The guidance and class of one sampling (NaN and "" for an unconditional model's), so that each scale
+    and each class asked for is its own design and an evaluation row never shows its run's."""
     return {
         "guidance": float(scale) if scale is not None else math.nan,
         "interval": "{:g}-{:g}".format(*interval) if interval is not None else "",
+        "class_label": str(class_label) if class_label is not None else "",
     }
 
 

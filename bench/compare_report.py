@@ -44,6 +44,7 @@ def design_label(row: pd.Series, *, data: bool = False) -> str:
         label += f" {row['nfe']:g} NFE" + ddim_label(row.get("eta", math.nan))
     label += stepping_label(row.get("grid", ""), row.get("churn", ""))
     label += guidance_label(row.get("guidance", math.nan), row.get("interval", ""))
+    label += class_label(row.get("class_label", ""))
     if data:
         label = " ".join(filter(None, (row.get("dataset"), row.get("image"), label)))
     return label
@@ -74,6 +75,11 @@ def guidance_label(scale: object, interval: object = "") -> str:
     if not isinstance(scale, int | float) or math.isnan(scale):
         return ""
     return f", guidance {scale:g}" + interval_label(interval)
+
+
+def class_label(label: object) -> str:
+    """``, class 3`` for samples all of one class; empty for samples of every class in turn."""
+    return f", class {label}" if isinstance(label, str) and label else ""
 
 
 def interval_label(interval: object) -> str:
@@ -147,6 +153,7 @@ def quality_vs_nfe(runs: pd.DataFrame, metric: str, path: Path) -> Path | None:
         return None
     data = data.assign(model=data.apply(model_label, axis=1), eta=data.get("eta", math.nan))
     shared = ("dataset", "image", "model", "sampler", "eta", "grid", "churn", "guidance", "interval")
+    shared += ("class_label",)
     keys = [k for k in shared if k in data.columns]
     lines = []
     for key, group in data.groupby(keys, dropna=False, sort=False):
@@ -155,7 +162,8 @@ def quality_vs_nfe(runs: pd.DataFrame, metric: str, path: Path) -> Path | None:
             values = dict(zip(keys, key, strict=True))
             label = f"{values['model']} / {values['sampler']}" + ddim_label(values["eta"])
             label += stepping_label(values.get("grid", ""), values.get("churn", ""))
-            lines.append((label + guidance_label(values.get("guidance"), values.get("interval")), mean))
+            label += guidance_label(values.get("guidance"), values.get("interval"))
+            lines.append((label + class_label(values.get("class_label")), mean))
     if not lines:
         return None
     many = len(lines) > 8  # a study's dozens of lines: the legend beside the axes, not over the lines

@@ -144,6 +144,24 @@ def test_an_eval_row_takes_its_own_guidance_never_its_runs(tmp_path):
     assert unguided["conditional"] is True and unguided["fd"] == pytest.approx(10.0)
 
 
+def test_samples_of_one_class_are_a_design_of_their_own(tmp_path):
+    """``bench eval --class 3`` scores samples all of class 3: a row of its own, never grouped with the
+    balanced samples of the same scale, and labelled with the class in reports and figures."""
+    run = write_run(tmp_path, "cond", 0)
+    metrics = RunFolder(run).read_metrics()
+    one_class = EvaluationEntry(
+        quality=quality(1.0, 0),
+        sample=EvalSample("ddim", STEPS, 1.0, 100, 0, 40.0, STEPS, guidance_scale=1.0, class_label=3),
+    )
+    RunFolder(run).write_metrics(dataclasses.replace(metrics, evaluations=[one_class]))
+    own, of_class_3 = compare.run_rows(RunFolder(run))
+    assert (own["class_label"], of_class_3["class_label"]) == ("", "3")
+    assert "class_label" in compare.DESIGN
+    table = compare.summarize(compare.collect([tmp_path]).runs)
+    assert sorted(table["class_label"]) == ["", "3"]
+    assert compare_report.design_label(pd.Series(of_class_3)).endswith(", guidance 1, class 3")
+
+
 def test_class_mean_image_is_among_the_references_beside_an_unconditional_floor(results):
     runs = compare.collect([results]).runs
     refs = compare.references(runs)
