@@ -339,6 +339,9 @@ class RunConfig:
     tune_malloc: bool = True
     # TF32 matmuls and convolutions on Ampere and newer GPUs; no effect on CPU.
     tf32: bool = True
+    # TensorBoard event files in the run folder's tensorboard/ (bench.tensorboard_log): the loss.csv and
+    # eval.csv curves, sample grids, and the design beside its final scores for the HParams table.
+    tensorboard: bool = True
 
     def __post_init__(self) -> None:
         check_rules(self)

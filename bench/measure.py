@@ -81,10 +81,10 @@ def standard_inception(config: RunConfig, exp: Experiment, *, download: bool) ->
 
 def score_during_training(
     exp: Experiment, trainer: Trainer, sample_cfg: SampleConfig, inception: StandardInception | None = None
-) -> dict:
+) -> tuple[dict, torch.Tensor]:
     """The EMA model's cheap classifier-space scores on a small sample at the current step (one row of
-    ``eval.csv``, with standard FID when the run has ``--fid``), leaving every random stream of the training
-    as it was."""
+    ``eval.csv``, with standard FID when the run has ``--fid``), and the samples scored (for TensorBoard's
+    grid), leaving every random stream of the training as it was."""
 
     start = time.perf_counter()
     n = DURING_TRAINING_SAMPLES
@@ -96,7 +96,7 @@ def score_during_training(
         scores = {key: quality[key] for key in DURING_TRAINING_KEYS if key in quality}
         if inception is not None:
             scores["fid"] = standard_scores(samples, exp.data, inception)["fid"]
-    return {"step": trainer.step, **scores, "seconds": time.perf_counter() - start}
+    return {"step": trainer.step, **scores, "seconds": time.perf_counter() - start}, samples
 
 
 def run_metrics(

@@ -29,6 +29,7 @@ from .metrics.fidelity import StandardInception
 from .noise_levels import check_training_design
 from .run_folder import RunFolder
 from .stopping import looking_at
+from .tensorboard_log import TensorBoardLog, open_log, require
 from .trainer import NonFiniteLossError, Trainer, TrainLog
 
 
@@ -90,6 +91,8 @@ class Setup:
 
 
 def prepare(config: RunConfig, *, download: bool) -> Setup:
+    if config.tensorboard:
+        require()
     exp = build_experiment(config, download=download)
     check_training_design(exp.recipe, exp.diffusion, config.train)
     sample_cfg = resolve_sampler(config.sample, exp.recipe, exp.diffusion)
@@ -178,59 +181,71 @@ def train_and_finish(
         folder.write_config(config)
         folder.write_environment(environment(exp.device, dist.world_size))
         folder.write_status("training", step=trainer.step)
+    enabled = config.tensorboard and dist.is_main  # one writer: the main process's
+    tb = open_log(folder, enabled=enabled, step=trainer.step, history=history, scores=scores)
+    try:  # the writer is closed however the run ends
 
-    def checkpoint(tr: Trainer) -> None:
-        state = tr.state_dict()  # on every process: it gathers each one's random state
-        state["wall_train_s"] = earlier_train_s + time.perf_counter() - t0
-        if dist.is_main:
-            save_checkpoint(folder.checkpoint, exp.identity, state)
-            folder.write_loss_curve(history + tr.log.intervals)
-            folder.write_status("training", step=tr.step)
-        barrier(dist)
+        def checkpoint(tr: Trainer) -> None:
+            state = tr.state_dict()  # on every process: it gathers each one's random state
+            state["wall_train_s"] = earlier_train_s + time.perf_counter() - t0
+            if dist.is_main:
+                save_checkpoint(folder.checkpoint, exp.identity, state)
+                folder.write_loss_curve(history + tr.log.intervals)
+                tb.losses(tr.log.intervals)
+                folder.write_status("training", step=tr.step)
+            barrier(dist)
 
-    def score(tr: Trainer) -> None:
-        if dist.is_main:
-            scores.append(score_during_training(exp, tr, sample_cfg, inception))
-            folder.write_eval_curve(scores)
-        barrier(dist)
+        def score(tr: Trainer) -> None:
+            if dist.is_main:
+                row, samples = score_during_training(exp, tr, sample_cfg, inception)
+                scores.append(row)
+                folder.write_eval_curve(scores)
+                tb.losses(tr.log.intervals)  # the curves up to this step, beside its score
+                tb.score(row, samples)
+            barrier(dist)
 
-    t0 = time.perf_counter()
-    try:
-        with looking_at(stop):  # training stops at its next step; elsewhere a stop request acts at once
-            log = trainer.run(
-                progress=progress, on_checkpoint=checkpoint, on_eval=score, eval_every=config.eval_every
-            )
-    except NonFiniteLossError as exc:
-        if dist.is_main:
-            folder.write_loss_curve(history + trainer.log.intervals)
-            folder.write_status("failed", step=trainer.step, reason=str(exc))
-        raise
-    phases["train_s"] = earlier_train_s + time.perf_counter() - t0
-    checkpoint(trainer)
-    # a request that came as the last step ended: the checkpoint is written, so stop before sampling
-    if log.stop_reason == "interrupted" or (stop is not None and stop.is_set()):
-        if dist.is_main:
-            folder.write_status("interrupted", step=trainer.step)
-        raise KeyboardInterrupt(
-            f"stopped at step {trainer.step}; continue with `bench run --resume {folder.path}`"
-        )
-
-    if dist.is_main:
+        t0 = time.perf_counter()
         try:
-            report = None
-            if teacher is not None and pairs is not None:
-                student = Denoiser.of(trainer.ema.module, exp.diffusion, exp.recipe, clip_x0=True)
-                mean_image = exp.data.train_images.mean(0, keepdim=True)
-                report = distillation_metrics(teacher, pairs, student, mean_image, seed=config.seed)
-            finish(exp, trainer, log, sample_cfg, folder, phases, inception, report, progress=progress)
-        except KeyboardInterrupt:  # every file is written whole or not at all: sampling starts again
-            folder.write_status("interrupted", step=trainer.step)
+            with looking_at(stop):  # training stops at its next step; elsewhere a stop request acts at once
+                log = trainer.run(
+                    progress=progress, on_checkpoint=checkpoint, on_eval=score, eval_every=config.eval_every
+                )
+        except NonFiniteLossError as exc:
+            if dist.is_main:
+                folder.write_loss_curve(history + trainer.log.intervals)
+                tb.losses(trainer.log.intervals)
+                folder.write_status("failed", step=trainer.step, reason=str(exc))
+            raise
+        phases["train_s"] = earlier_train_s + time.perf_counter() - t0
+        checkpoint(trainer)
+        # a request that came as the last step ended: the checkpoint is written, so stop before sampling
+        if log.stop_reason == "interrupted" or (stop is not None and stop.is_set()):
+            if dist.is_main:
+                folder.write_status("interrupted", step=trainer.step)
             raise KeyboardInterrupt(
-                f"stopped after training, while sampling or evaluating; continue with "
-                f"`bench run --resume {folder.path}`"
-            ) from None
-    barrier(dist)
-    return folder.path
+                f"stopped at step {trainer.step}; continue with `bench run --resume {folder.path}`"
+            )
+
+        if dist.is_main:
+            try:
+                report = None
+                if teacher is not None and pairs is not None:
+                    student = Denoiser.of(trainer.ema.module, exp.diffusion, exp.recipe, clip_x0=True)
+                    mean_image = exp.data.train_images.mean(0, keepdim=True)
+                    report = distillation_metrics(teacher, pairs, student, mean_image, seed=config.seed)
+                finish(
+                    exp, trainer, log, sample_cfg, folder, phases, inception, report, progress=progress, tb=tb
+                )
+            except KeyboardInterrupt:  # every file is written whole or not at all: sampling starts again
+                folder.write_status("interrupted", step=trainer.step)
+                raise KeyboardInterrupt(
+                    f"stopped after training, while sampling or evaluating; continue with "
+                    f"`bench run --resume {folder.path}`"
+                ) from None
+        barrier(dist)
+        return folder.path
+    finally:
+        tb.close()
 
 
 def teacher_pairs(
@@ -267,8 +282,10 @@ def finish(
     distillation: dict | None = None,
     *,
     progress: bool,
+    tb: TensorBoardLog | None = None,
 ) -> None:
-    """Sample from the trained model, write the grid and the metrics, and mark the run complete."""
+    """Sample from the trained model, write the grid and the metrics (to TensorBoard too, with ``tb``), and
+    mark the run complete."""
     folder.write_status("sampling", step=trainer.step)
     model = trainer.ema.module if sample_cfg.use_ema else trainer.model
     # --compile covers sampling too: the fixed-shape sampling loop is where compilation pays most (1.3x
@@ -289,5 +306,8 @@ def finish(
         scores = evaluate(exp, model, samples, progress=progress, inception=inception, labels=labels)
         metrics = replace(metrics, **scores.evaluation_fields())
         phases["eval_s"] = time.perf_counter() - start
-    folder.write_metrics(replace(metrics, phases=phases))
+    metrics = replace(metrics, phases=phases)
+    folder.write_metrics(metrics)
+    if tb is not None:
+        tb.finish(folder, metrics, exp.config.to_dict(), samples)
     folder.write_status("complete", step=trainer.step)

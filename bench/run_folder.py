@@ -34,6 +34,7 @@ SAMPLES_NPZ_NAME = "samples.npz"
 PAIRS_NAME = "pairs.pt"  # a distilled design's teacher pairs (bench.distill)
 CLAIM_NAME = "claim.json"  # who trains the run now (bench.cluster.claims)
 EXTRA_SAMPLES_DIR = "samples"  # what `bench sample` adds later, beside the run's own files
+TENSORBOARD_DIR = "tensorboard"  # the run's TensorBoard event files (bench.tensorboard_log)
 RUN_FILES = (
     *(CONFIG_NAME, STATUS_NAME, METRICS_NAME, ENVIRONMENT_NAME),
     *(LOSS_NAME, EVAL_NAME, CHECKPOINT_NAME, PAIRS_NAME, CLAIM_NAME),
@@ -246,6 +247,10 @@ class RunFolder:
     def loss_curve(self) -> Path:
         return self.path / LOSS_NAME
 
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD_DIR
+
     # config.json ------------------------------------------------------------------------------------
     def is_run(self) -> bool:
         return (self.path / CONFIG_NAME).is_file()
@@ -311,10 +316,12 @@ class RunFolder:
         return self._read_curve(EVAL_NAME)
 
     def _write_curve(self, name: str, rows: list[dict]) -> None:
+        """Every column any row has (a run resumed from a curve written before a column existed, such as
+        ``grad_norm``, leaves the older rows' cells empty)."""
         if not rows:
             return
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
         writer.writeheader()
         writer.writerows(rows)
         write_text_atomic(self.path / name, buf.getvalue())
@@ -325,7 +332,8 @@ class RunFolder:
             return []
         with open(path, newline="") as f:
             return [
-                {k: float(v) if k != "step" else int(v) for k, v in row.items()} for row in csv.DictReader(f)
+                {k: float(v) if k != "step" else int(v) for k, v in row.items() if v != ""}
+                for row in csv.DictReader(f)
             ]
 
 

@@ -80,7 +80,7 @@ class TrainLog:
 class _Interval:
     """The steps since the loss was last read back: summed on the device, read once."""
 
-    loss_sum: torch.Tensor
+    sums: torch.Tensor  # [loss, gradient norm before clipping (0 without clipping)]
     steps: int = 0
     start: float = field(default_factory=time.perf_counter)
 
@@ -154,6 +154,7 @@ class Trainer:
         self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
         self._stop_requested = False
         self.stop = stop
+        self.grad_norm = torch.zeros((), device=device)  # the last step's, on the device (with clipping)
         self.log = TrainLog()
 
     def _wrap(self, model: nn.Module) -> nn.Module:
@@ -222,7 +223,7 @@ class Trainer:
         self.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
+            self.grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
         self.scaler.step(self.optimizer)
@@ -288,7 +289,7 @@ class Trainer:
         budget_s = cfg.minutes * 60 if cfg.minutes is not None else math.inf
         self.model.train()
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not progress)
-        interval = _Interval(torch.zeros((), device=self.device))
+        interval = _Interval(torch.zeros(2, device=self.device))
         with self.graceful_interrupt():
             while True:
                 log.stop_reason = self._stop_reason(budget_s, interval)
@@ -300,7 +301,7 @@ class Trainer:
                 x_t = self.inputs[indices] if self.inputs is not None else None
                 y = self.labels[indices] if self.labels is not None else None
                 log.data_seconds += time.perf_counter() - t0
-                interval.loss_sum += self.train_step(x0, x_t, y)
+                interval.sums += torch.stack([self.train_step(x0, x_t, y).float(), self.grad_norm.float()])
                 interval.steps += 1
                 checkpoint_due = self.step % cfg.checkpoint_every == 0
                 eval_due = on_eval is not None and bool(eval_every) and self.step % eval_every == 0
@@ -310,7 +311,7 @@ class Trainer:
                         on_checkpoint(self)
                     if eval_due:  # between intervals: its time is not training time
                         on_eval(self)
-                    interval = _Interval(interval.loss_sum.zero_())
+                    interval = _Interval(interval.sums.zero_())
             if interval.steps:  # stopped between two log boundaries
                 self._close_interval(interval, log, bar)
         bar.close()
@@ -333,9 +334,9 @@ class Trainer:
         return "minutes" if over_budget else "interrupted" if requested else ""
 
     def _close_interval(self, interval: _Interval, log: TrainLog, bar: tqdm) -> None:
-        """Read the interval's mean loss (the one host sync), check it, count its seconds and images, add a
-        row to the loss curve and show it."""
-        mean_loss = (interval.loss_sum / interval.steps).item()
+        """Read the interval's mean loss and gradient norm (the one host sync), check the loss, count its
+        seconds and images, add a row to the loss curve and show it."""
+        mean_loss, grad_norm = (interval.sums / interval.steps).tolist()
         elapsed = time.perf_counter() - interval.start
         self.train_seconds += elapsed
         if not math.isfinite(mean_loss):
@@ -351,6 +352,7 @@ class Trainer:
             "step": self.step,
             "loss": mean_loss,
             "lr": self.lr_at(self.step - 1),
+            **({"grad_norm": grad_norm} if self.config.grad_clip > 0 else {}),
             "images_per_s": images / elapsed,
             "train_seconds": self.train_seconds,
         }

@@ -38,6 +38,7 @@ def test_two_process_run_writes_one_run_folder(tmp_path):
     assert len(runs) == 1
     config = json.loads((runs[0] / "environment.json").read_text())
     assert config["world_size"] == 2
+    assert len(list((runs[0] / "tensorboard").glob("events.out.tfevents.*"))) == 1  # the main process's
     metrics = json.loads((runs[0] / "metrics.json").read_text())
     assert metrics["train"]["images_seen"] == 6 * 8 * 2  # per-process batch x processes
     assert json.loads((runs[0] / "status.json").read_text())["state"] == "complete"

@@ -204,6 +204,13 @@ def run_options(fn=None, *, grid: bool = False):
             show_default=True,
             help="Measure the samples' quality (--no-eval skips the metrics).",
         ),
+        click.option(
+            "--tensorboard/--no-tensorboard",
+            default=DEFAULTS.tensorboard,
+            show_default=True,
+            help="Write TensorBoard event files into the run folder's tensorboard/ (loss, eval scores, "
+            "sample grids, the design and its final scores); watch with `tensorboard --logdir results/`.",
+        ),
         device_option,
     ]
     for option in reversed(options):
