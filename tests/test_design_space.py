@@ -10,7 +10,7 @@ import pytest
 
 from bench.compare import format_value
 from bench.config import RunConfig, SampleConfig, TrainConfig
-from bench.design_study import (
+from bench.studies.design import (
     STUDY_TARGETS,
     STUDY_WEIGHTS,
     design_configs,

@@ -13,7 +13,7 @@ from bench.compare import format_value
 from bench.config import RunConfig, SampleConfig, TrainConfig
 from bench.diffusion import Diffusion
 from bench.grids import ddim_timesteps
-from bench.guidance_study import INTERVAL, SCALES, guidance_configs, run_guidance_study
+from bench.studies.guidance import INTERVAL, SCALES, guidance_configs, run_guidance_study
 
 
 def tiny_base() -> RunConfig:

@@ -7,7 +7,7 @@ import schedules
 from bench.config import RunConfig
 from bench.datasets import load
 from bench.diffusion import Diffusion
-from bench.study import recoverability, study_configs
+from bench.studies.direct import recoverability, study_configs
 
 
 def test_recoverability_goes_from_everything_to_nothing():
@@ -51,11 +51,15 @@ def test_study_shares_everything_but_the_design():
 def test_study_command_sizes_and_lays_out_like_bench_run(monkeypatch, tmp_path):
     from click.testing import CliRunner
 
-    import bench.study
+    import bench.studies.direct
     from bench.cli import main
 
     bases = []
-    monkeypatch.setattr(bench.study, "run_direct_study", lambda base, out, progress: bases.append(base) or [])
+    def record(base, out, progress):
+        bases.append(base)
+        return []
+
+    monkeypatch.setattr(bench.studies.direct, "run_direct_study", record)
     for extra in ([], ["--image-size", "28", "--no-channels-last"]):
         result = CliRunner().invoke(main, ["study", "direct", "--out", str(tmp_path), *extra])
         assert result.exit_code == 0, result.output

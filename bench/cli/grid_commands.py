@@ -238,7 +238,7 @@ def study_direct(out: Path, quiet: bool, **settings: Any) -> None:
     direct-distilled (the same network on the unet (eps) run's noise-to-image pairs) with one backbone and
     budget, scores that teacher with 1-50 deterministic DDIM steps (skipping finished runs, resuming
     half-done ones), then writes OUT/report/."""
-    from ..study import run_direct_study
+    from ..studies.direct import run_direct_study
 
     for path in run_direct_study(study_base(**settings), out, progress=not quiet):
         click.echo(f"wrote {path}")
@@ -253,7 +253,7 @@ def study_design(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> N
     0) and DPM-Solver++(2M) at 10 network calls and with the better of DDIM (eta 1) and DPM-Solver++(2M) at
     50, and with DPM-Solver++(2M) and Heun on the log-SNR grid at about 10 and 50 calls; writes OUT/report/
     with design.md, and prints it. Finished runs and scores are kept."""
-    from ..design_study import run_design_study
+    from ..studies.design import run_design_study
 
     written = run_design_study(study_base(**settings, seed=seeds[0]), out, seeds, progress=not quiet)
     for path in written:
@@ -271,7 +271,7 @@ def study_flow(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> Non
     rectified-flow schedule, velocity, uniform t) and with SD3's recipe (the same with logit-normal t); scores
     each as bench study design does, names each design's best sampler at about 10 and at 50 calls; writes
     OUT/report/ with flow.md, and prints it. Finished runs and scores are kept."""
-    from ..design_study import run_design_study
+    from ..studies.design import run_design_study
 
     base = study_base(**settings, seed=seeds[0])
     written = run_design_study(base, out, seeds, progress=not quiet, flow=True)
@@ -290,7 +290,7 @@ def study_guidance(out: Path, quiet: bool, **settings: Any) -> None:
     design at one budget; scores the conditional ones at guidance scales 1-4 (the unet also with guidance
     only for sigma in (0.3, 5]); writes OUT/report/ with guidance.md and quality_vs_guidance.png, and
     prints the table. Finished runs and scores are kept."""
-    from ..guidance_study import run_guidance_study
+    from ..studies.guidance import run_guidance_study
 
     written = run_guidance_study(study_base(**settings), out, progress=not quiet)
     for path in written:

@@ -34,13 +34,14 @@ import torch  # noqa: E402
 
 import schedules  # noqa: E402
 
-from .compare_report import save_figure  # noqa: E402
-from .config import RunConfig  # noqa: E402
-from .denoiser import Denoiser  # noqa: E402
-from .diffusion import Diffusion  # noqa: E402
-from .images import grid_image  # noqa: E402
-from .io import write_text_atomic  # noqa: E402
-from .sampling import sample  # noqa: E402
+from ..compare_report import save_figure  # noqa: E402
+from ..config import RunConfig  # noqa: E402
+from ..denoiser import Denoiser  # noqa: E402
+from ..diffusion import Diffusion  # noqa: E402
+from ..images import grid_image  # noqa: E402
+from ..io import write_text_atomic  # noqa: E402
+from ..sampling import sample  # noqa: E402
+from .runner import Study, run_study  # noqa: E402
 
 DESIGNS = {
     "unet-eps": ("unet", {}),
@@ -128,8 +129,8 @@ def study_configs(base: RunConfig, out: Path = Path("results/study-direct")) -> 
 
 def evaluate_teacher(teacher_dir: Path, base: RunConfig, *, progress: bool) -> None:
     """Score the teacher with each of TEACHER_STEPS deterministic DDIM steps, skipping those it has."""
-    from .resample import evaluate_run
-    from .run_folder import RunFolder
+    from ..resample import evaluate_run
+    from ..run_folder import RunFolder
 
     n, seed = base.sample.n, base.seed
     done = {
@@ -154,8 +155,8 @@ def evaluate_teacher(teacher_dir: Path, base: RunConfig, *, progress: bool) -> N
 def distillation_figure(out: Path, base: RunConfig, path: Path) -> Path:
     """For a few fixed noises: the teacher's deterministic DDIM image, the distilled student's one call, and
     direct's one call (random pairs), one row each."""
-    from .distill import noise
-    from .experiment import load_run
+    from ..distill import noise
+    from ..experiment import load_run
 
     rows = {}
     for label, name, method, steps in (
@@ -183,16 +184,22 @@ def run_direct_study(base: RunConfig, out: Path, *, progress: bool = True) -> li
     """Train (or resume, or skip when complete) the designs into ``out/<design>``, score the teacher at few
     steps, then write the comparison, the distillation figure and the recoverability curves into
     ``out/report``."""
-    from . import compare_report, datasets
-    from .resume import run_or_resume
+    study = Study(
+        designs=list(study_configs(base, out).items()),
+        finish=lambda out, progress: evaluate_teacher(out / TEACHER, base, progress=progress),
+        figures=lambda report: [
+            distillation_figure(out, base, report / "distillation.png"),
+            *recoverability_report(base, report),
+        ],
+    )
+    return run_study(study, out, progress=progress)
 
-    for name, config in study_configs(base, out).items():
-        run_or_resume(config, out, name, progress=progress)
-    evaluate_teacher(out / TEACHER, base, progress=progress)
 
-    report_dir = out / "report"
-    written = compare_report.write_folder_report(out, report_dir, "fd")
-    written.append(distillation_figure(out, base, report_dir / "distillation.png"))
+def recoverability_report(base: RunConfig, report_dir: Path) -> list[Path]:
+    """The recoverability curves on the linear and the cosine schedule, as a CSV and a figure."""
+    from .. import datasets
+
+    written = []
     data = datasets.load(base.dataset, root=base.data_root, image_size=base.image_size)
     curves = {}
     for schedule in ("linear", "cosine"):

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import RunConfig
-from .io import write_text_atomic
-from .run_folder import RunFolder
+from ..config import RunConfig
+from ..run_folder import RunFolder
+from .runner import Study, run_study
 
 SCALES = (1.0, 1.5, 2.0, 3.0, 4.0)
 """The guidance scales scored (DiT's convention: 1 is plain conditional sampling)."""
@@ -52,7 +52,7 @@ REFERENCES = {
 def guidance_configs(base: RunConfig) -> list[tuple[str, RunConfig]]:
     """The three designs, named as their run folders; everything else is ``base`` (the default run's
     data, budget and sampler)."""
-    from .sweep import run_id
+    from ..sweep import run_id
 
     conditional = replace(base, conditional=True)
     configs = [
@@ -78,7 +78,7 @@ def wanted(config: RunConfig) -> list[tuple[float, tuple[float, float] | None]]:
 def score_missing(run_dir: Path, config: RunConfig, *, progress: bool) -> None:
     """Score the scales the run's metrics.json does not hold yet (``bench eval --guidance-scale``), with
     the run's own sampler and sample count (its reference rows are reused)."""
-    from .resample import evaluate_run
+    from ..resample import evaluate_run
 
     metrics = RunFolder(run_dir).read_metrics()
     sample = metrics.sample
@@ -110,24 +110,19 @@ def score_missing(run_dir: Path, config: RunConfig, *, progress: bool) -> None:
 def run_guidance_study(base: RunConfig, out: Path, *, progress: bool = True) -> list[Path]:
     """Train (or resume, or skip) the three designs into ``out``, score the missing scales, then write
     ``out/report/`` (the comparison, quality against the guidance scale) and the guidance table."""
-    from . import compare_report
-    from .resume import run_or_resume
-
-    for name, config in guidance_configs(base):
-        run_dir, _ = run_or_resume(config, out, name, progress=progress)
-        score_missing(run_dir, config, progress=progress)
-    report = out / "report"
-    written = compare_report.write_folder_report(out, report, "fd")
-    table = guidance_table(out, [name for name, _ in guidance_configs(base)])
-    written.append(write_text_atomic(report / "guidance.csv", table.to_csv(index=False)))
-    written.append(write_text_atomic(report / "guidance.md", compare_report.markdown_table(table)))
-    return written
+    designs = guidance_configs(base)
+    study = Study(
+        designs=designs,
+        score=lambda run_dir, config, progress: score_missing(run_dir, config, progress=progress),
+        tables=lambda out: {"guidance": guidance_table(out, [name for name, _ in designs])},
+    )
+    return run_study(study, out, progress=progress)
 
 
 def guidance_table(out: Path, names: list[str]) -> pd.DataFrame:
     """One row per design and (scale, interval), read from each run's metrics.json (its own sampling and
     its ``bench eval`` entries), then the reference rows of the conditional runs' evaluation."""
-    from .compare import format_value
+    from ..compare import format_value
 
     rows, references = [], {}
     for name in names:
