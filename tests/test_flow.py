@@ -288,6 +288,8 @@ def test_a_sweep_over_targets_and_schedules_skips_the_impossible_point(tmp_path)
     for name in ran:
         assert json.loads((out / name / "status.json").read_text())["state"] == "complete"
     assert not (out / "tiny-test-eps-rectified-flow-s0").exists()
+    status = invoke("sweep", "status", str(out))
+    assert "tiny-test-eps-rectified-flow-s0 skipped: a zero-terminal-SNR schedule" in status.output
     only_impossible = invoke("sweep", *args, "--denoiser", "tiny-test", "--schedule", "rectified-flow",
                              "--out", str(tmp_path / "none"), "--quiet")  # fmt: skip
     assert only_impossible.exit_code == 2 and "no grid point can run" in only_impossible.output

@@ -79,7 +79,7 @@ def sweep(ctx: click.Context, out: Path, quiet: bool, **values: Any) -> None:
 
     command = typed_command()
     where = "in this process" if execution.in_process else describe(execution)
-    click.echo(f"sweep of {len(configs)} runs into {out} ({where}); budget: {budget.describe()}")
+    click.echo(f"sweep of {len(configs)} grid points into {out} ({where}); budget: {budget.describe()}")
     if execution.in_process:
         run_sweep(configs, budget, out, progress=not quiet, download=values["download"], on_run=on_run,
                   command=command)  # fmt: skip
@@ -115,8 +115,10 @@ def sweep_status(out: Path) -> None:
     from ..cluster.status import format_status, sweep_status
     from ..io import read_json
 
-    command = read_json(out / "sweep.json").get("command") if (out / "sweep.json").is_file() else None
-    click.echo(format_status(sweep_status(out), command))
+    manifest = read_json(out / "sweep.json") if (out / "sweep.json").is_file() else {}
+    click.echo(format_status(sweep_status(out), manifest.get("command")))
+    for name, reason in manifest.get("skipped", {}).items():
+        click.echo(f"{name} skipped: {reason}")
 
 
 def typed_command() -> str | None:
