@@ -195,7 +195,7 @@ def test_zero_terminal_snr_needs_x0_or_v(diffusion):
             r"unknown sampler 'eulr'; known samplers: ancestral, ddim, dpmpp-2m, euler, "
             r"heun, one_shot\. Did you mean 'euler'\?",
         ),
-        ({"prediction": "score"}, "prediction must be one of eps, x0, v, edm"),
+        ({"prediction": "score"}, "prediction must be one of eps, x0, v, edm, flow"),
         ({"method": "ancestral", "steps": 50}, "ancestral sampler runs all T=1000 steps"),
         ({"method": "ddim", "steps": 0}, r"steps must be an integer in 1..T=1000, got 0"),
         ({"method": "ddim", "steps": 1001}, "got 1001"),
