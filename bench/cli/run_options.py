@@ -64,7 +64,8 @@ def design_options(grid: bool) -> list:
                 "--target",
                 type=click.Choice(PREDICTIONS),
                 default=None,
-                help="Override what the denoiser predicts (edm: EDM's preconditioned F).",
+                help="Override what the denoiser predicts (edm: EDM's preconditioned F; flow: flow "
+                "matching's velocity eps - x0).",
             ),
             click.option(
                 "--loss-weight",
