@@ -157,17 +157,21 @@ def test_the_flow_study_puts_ddpm_beside_three_flows_at_one_budget():
     assert len(budget) == 1
 
 
+TINY_STUDY = replace(
+    RunConfig(),
+    denoiser="tiny-test",
+    dataset="digits",
+    image_size=None,
+    train=TrainConfig(steps=4, batch_size=16, checkpoint_every=4),
+    sample=SampleConfig(n=24, batch_size=24),
+    diffusion=replace(RunConfig().diffusion, timesteps=50),
+    device="cpu",
+)
+"""A study's base config on a tiny budget: the tiny test denoiser on digits, 50 timesteps, 24 samples."""
+
+
 def test_the_design_study_runs_scores_and_tabulates_then_skips_what_it_has(tmp_path):
-    base = replace(
-        RunConfig(),
-        denoiser="tiny-test",
-        dataset="digits",
-        image_size=None,
-        train=TrainConfig(steps=4, batch_size=16, checkpoint_every=4),
-        sample=SampleConfig(n=24, batch_size=24),
-        diffusion=replace(RunConfig().diffusion, timesteps=50),
-        device="cpu",
-    )
+    base = TINY_STUDY
     run_design_study(base, tmp_path, [0], progress=False)
     table = design_table(tmp_path)
     designs = table[~table["target"].str.startswith("reference")]
@@ -205,16 +209,7 @@ def test_the_design_study_runs_scores_and_tabulates_then_skips_what_it_has(tmp_p
 
 
 def test_the_flow_study_names_each_designs_best_sampler_at_about_10_calls(tmp_path):
-    base = replace(
-        RunConfig(),
-        denoiser="tiny-test",
-        dataset="digits",
-        image_size=None,
-        train=TrainConfig(steps=4, batch_size=16, checkpoint_every=4),
-        sample=SampleConfig(n=24, batch_size=24),
-        diffusion=replace(RunConfig().diffusion, timesteps=50),
-        device="cpu",
-    )
+    base = TINY_STUDY
     run_design_study(base, tmp_path, [0], progress=False, flow=True)
     table = design_table(tmp_path, best_at_few=True)
     assert (tmp_path / "report" / "flow.md").read_text().count("\n") == len(table) + 2
