@@ -17,8 +17,9 @@ import pandas as pd
 from scipy import stats
 
 from .config import TrainConfig
+from .cost import own_training_flops
 from .grids import RHO, Grid
-from .run_folder import EvalSample, Evaluation, RunFolder, RunMetrics, SampleMetrics, find_runs
+from .run_folder import EvalSample, Evaluation, RunFolder, RunMetrics, SampleMetrics, TrainMetrics, find_runs
 
 DESIGN = [
     *("dataset", "image", "denoiser", "target", "loss_weight", "noise_levels", "schedule", "conditional"),
@@ -154,12 +155,25 @@ def run_row(folder: RunFolder, metrics: RunMetrics, config: dict) -> dict:
         "sample_images_per_s": sample.images_per_s,
         "train_fraction_of_peak": train.fraction_of_peak,
         "train_images": train.images_seen,
+        **cost_columns(metrics, train),
         **numbers(metrics.quality),
         **standard_columns(metrics),
         **{f"distill_{k}": v for k, v in numbers(metrics.distillation).items()},
     }
     row["nll_bpd"] = (metrics.nll or {}).get("bits_per_dim", math.nan)
     return row
+
+
+def cost_columns(metrics: RunMetrics, train: TrainMetrics) -> dict[str, float]:
+    """The run's own training compute and its total with a teacher's counted (:mod:`bench.cost`), in
+    PFLOPs; a run from before costs were recorded had no teacher, so both are its training FLOPs."""
+    cost = metrics.cost or {}
+    own = cost.get("train_flops", own_training_flops(train))
+    total = cost.get("total_flops", own)
+    return {
+        "train_pflops": own / 1e15 if own is not None else math.nan,
+        "total_pflops": total / 1e15 if total is not None else math.nan,
+    }
 
 
 def guidance_columns(

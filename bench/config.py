@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .denoiser import LOSS_WEIGHTS, Guidance, check_guidance
 from .grids import GRID_SETTINGS, RHO, Grid
+from .rules import POSITIVE, POSITIVE_INT, Rule, check_choice, check_rules, rule_of, ruled  # noqa: F401
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 AUTO_SAMPLER = "auto"
@@ -25,72 +25,6 @@ NOISE_LEVELS = ("uniform", "lognormal", "logit-normal")
 """Which noise levels training draws: DDPM's uniform timesteps, EDM's log-normal sigma, or SD3's logit-normal
 flow time (Esser et al. 2024): t = sigmoid(n), n ~ N(m, s^2). As sigma = t / (1 - t), logit(t) = ln sigma, so
 SD3's logit-normal t is a log-normal sigma with mean m and std s, drawn the same way."""
-
-
-@dataclass(frozen=True)
-class Rule:
-    """What values a number may take: an integer or a real number, bounded below and/or above (open or
-    closed), None allowed when ``optional``."""
-
-    kind: type = float
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    optional: bool = False
-
-    def describe(self) -> str:
-        noun = "integer" if self.kind is int else "number"
-        positive = (self.low == 0 and self.low_open) or (self.kind is int and self.low == 1)
-        if self.high is None:
-            if positive:
-                return f"a positive {noun}"
-            return f"{'>' if self.low_open else '>='} {self.low:g}" if self.low is not None else f"a {noun}"
-        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        return f"in {left}{self.low:g}, {self.high:g}{right}"
-
-    def allows(self, value: Any) -> bool:
-        if value is None:
-            return self.optional
-        if isinstance(value, bool) or not isinstance(value, int if self.kind is int else int | float):
-            return False
-        if not math.isfinite(value):
-            return False
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        return self.high is None or (value < self.high if self.high_open else value <= self.high)
-
-    def check(self, name: str, value: Any) -> Any:
-        if not self.allows(value):
-            raise ValueError(f"{name} must be {self.describe()}, got {value!r}")
-        return value
-
-
-POSITIVE_INT = Rule(int, low=1)
-POSITIVE = Rule(float, low=0, low_open=True)
-
-
-def ruled(default: Any, rule: Rule, **kwargs: Any) -> Any:
-    """A dataclass field with a :class:`Rule`."""
-    return field(default=default, metadata={"rule": rule}, **kwargs)
-
-
-def rule_of(kind: type, name: str) -> Rule | None:
-    """The rule the config dataclass ``kind`` declares for its field ``name``, if any."""
-    return {f.name: f.metadata.get("rule") for f in dataclasses.fields(kind)}.get(name)
-
-
-def check_rules(config: Any, prefix: str = "") -> None:
-    """Check every field of ``config`` that declares a rule; the error names the field."""
-    for f in dataclasses.fields(config):
-        rule = f.metadata.get("rule")
-        if rule is not None:
-            rule.check(prefix + f.name, getattr(config, f.name))
-
-
-def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -306,6 +240,42 @@ class DistillConfig:
         check_rules(self)
 
 
+CONSISTENCY_SOLVERS = ("heun", "ddim")
+DISTANCES = ("pseudo-huber", "l2")
+
+
+@dataclass(frozen=True)
+class ConsistencyConfig:
+    """The consistency designs' settings (:mod:`bench.consistency`); ignored by every other design.
+
+    ``levels`` is CD's N (the rho = 7 grid of noise levels; 18 in Song et al.'s CIFAR-10 runs), and
+    ``levels_start`` / ``levels_end`` iCT's s0 and s1, between which N doubles over training.
+    ``teacher_solver`` is CD's ODE step (``heun``: two teacher calls, ``ddim``: one, Euler's step in y),
+    ``target_ema`` CD's target-network rate mu, ``distance`` the metric d (LPIPS, CD's choice in the paper,
+    needs ImageNet-trained VGG weights, which cannot be had offline; pseudo-Huber is iCT's replacement for
+    it), ``huber_c`` its c (None: 0.00054 sqrt(d)), and ``student_init`` whether the CD student starts from
+    the teacher's weights (the paper's choice) or from a fresh initialisation."""
+
+    levels: int = ruled(18, Rule(int, low=2))
+    levels_start: int = ruled(10, Rule(int, low=2))
+    levels_end: int = ruled(1280, Rule(int, low=2))
+    teacher_solver: str = "heun"
+    target_ema: float = ruled(0.95, Rule(float, low=0, high=1, high_open=True))
+    distance: str = "pseudo-huber"
+    huber_c: float | None = ruled(None, replace(POSITIVE, optional=True))
+    student_init: str = "teacher"
+
+    def __post_init__(self) -> None:
+        check_rules(self, prefix="consistency ")
+        check_choice("teacher_solver", self.teacher_solver, CONSISTENCY_SOLVERS)
+        check_choice("distance", self.distance, DISTANCES)
+        check_choice("student_init", self.student_init, ("teacher", "random"))
+        if self.levels_end < self.levels_start:
+            raise ValueError(
+                f"levels_end ({self.levels_end}) must be at least levels_start ({self.levels_start})"
+            )
+
+
 @dataclass(frozen=True)
 class RunConfig:
     denoiser: str = "unet"
@@ -319,6 +289,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
     evaluate: bool = True
     # score the EMA model every N training steps on a small sample (eval.csv); None: only at the end
     eval_every: int | None = ruled(None, replace(POSITIVE_INT, optional=True))
@@ -399,6 +370,7 @@ class RunConfig:
             "train": TrainConfig,
             "sample": SampleConfig,
             "distill": DistillConfig,
+            "consistency": ConsistencyConfig,
         }
         for key, kind in nested.items():
             if key in data:

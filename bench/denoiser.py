@@ -23,9 +23,14 @@ import torch.nn.functional as F
 from .diffusion import Diffusion
 
 PREDICTIONS = ("eps", "x0", "v", "edm", "flow")
-"""What a network may predict: the noise, the clean image, v = sqrt(ab) eps - sqrt(1 - ab) x0, EDM's F
-(x0_hat = c_skip y + c_out F from the input c_in y), or flow matching's velocity u = eps - x0 of the
-rectified-flow path x = (1 - t) x0 + t eps (from the input r x_t, see :meth:`Denoiser.flow_variables`)."""
+"""What a network may be trained to predict by regression (``--target``): the noise, the clean image, v =
+sqrt(ab) eps - sqrt(1 - ab) x0, EDM's F (x0_hat = c_skip y + c_out F from the input c_in y), or flow
+matching's velocity u = eps - x0 of the rectified-flow path x = (1 - t) x0 + t eps (from the input r x_t,
+see :meth:`Denoiser.flow_variables`)."""
+CONSISTENCY = "consistency"
+"""The consistency models' parametrisation (Song et al. 2023): f(y, sigma) = c_skip y + c_out F with EDM's
+c_in and c_skip, c_out shifted by the schedule's smallest noise level sigma_min, so that f(y, sigma_min) = y
+exactly. It has no regression target: the consistency objectives (:mod:`bench.consistency`) train it."""
 SIGMA_DATA = 0.5
 """EDM's sigma_data: the standard deviation of the data, 0.5 for images in [-1, 1]."""
 LOSS_WEIGHTS = ("uniform", "min-snr", "edm")
@@ -54,8 +59,9 @@ class ImpossibleDesign(ValueError):
 
 
 def check_prediction(prediction: str) -> str:
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")
+    if prediction not in (*PREDICTIONS, CONSISTENCY):
+        known = ", ".join((*PREDICTIONS, CONSISTENCY))
+        raise ValueError(f"prediction must be one of {known}, got {prediction!r}")
     return prediction
 
 
@@ -170,6 +176,21 @@ class Denoiser:
         d = b * b + a * a * sd2
         return d.rsqrt(), sd2 * a / d, self.sigma_data * b * d.rsqrt()
 
+    def _consistency(self, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(c_skip y, c_out) per unit of x_t of the consistency parametrisation: c_skip = sd^2 / ((sigma -
+        sigma_min)^2 + sd^2) and c_out = (sigma - sigma_min) sd / sqrt(sd^2 + sigma^2), with sigma_min the
+        schedule's sigma at t = 0. Written with u = sqrt(ab) (sigma - sigma_min) (= sqrt(1 - ab) at sigma =
+        inf): c_skip y = sd^2 sqrt(ab) x_t / (u^2 + ab sd^2) and c_out = sd u / sqrt(1 - ab + ab sd^2), finite
+        at both ends, with c_out exactly 0 at t = 0."""
+        a, b = self.diffusion.coefficients(t, x)
+        sigma = self.diffusion.sigma_at(t)
+        shift = sigma - self.diffusion.sigmas[0].to(sigma.device)
+        shape = (t.shape[0], *([1] * (x.ndim - 1)))
+        u = torch.where(torch.isinf(sigma), 1.0, shift / (1.0 + sigma.pow(2)).sqrt())
+        u = u.to(x.device, x.dtype).reshape(shape)
+        sd2 = self.sigma_data**2
+        return sd2 * a / (u * u + a * a * sd2), self.sigma_data * u * (b * b + a * a * sd2).rsqrt()
+
     # ------------------------------------------------------------ flow matching's variables
     def flow_variables(self, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(r, t_flow) per item: the rectified-flow path x = (1 - t_flow) x0 + t_flow eps is the
@@ -182,7 +203,7 @@ class Denoiser:
 
     def net_input(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """What the network sees: x_t itself, EDM's c_in(sigma) y, or the flow path's r x_t."""
-        if self.prediction == "edm":
+        if self.prediction in ("edm", CONSISTENCY):
             c_in, _, _ = self._edm(t, x_t)
             return c_in * x_t
         if self.prediction == "flow":
@@ -202,6 +223,11 @@ class Denoiser:
             return self.diffusion.v_from(x0, eps, t)
         if self.prediction == "flow":
             return eps - x0
+        if self.prediction == CONSISTENCY:
+            raise ValueError(
+                "a consistency model has no regression target: it is trained by consistency distillation or "
+                "consistency training (bench.consistency)"
+            )
         a, b = self.diffusion.coefficients(t, x0)
         sd = self.sigma_data
         return (b * x0 - sd * sd * a * eps) / (sd * (b * b + a * a * sd * sd).sqrt())
@@ -221,6 +247,9 @@ class Denoiser:
             r, t_flow = self.flow_variables(t, x_t)
             x = r * x_t
             x0, eps = x - t_flow * output, x + (1.0 - t_flow) * output
+        elif self.prediction == CONSISTENCY:
+            c_skip_y, c_out = self._consistency(t, x_t)
+            x0, eps = c_skip_y * x_t + c_out * output, None
         else:
             _, c_skip_y, c_out = self._edm(t, x_t)
             x0, eps = c_skip_y * x_t + c_out * output, None
@@ -274,6 +303,8 @@ class Denoiser:
         velocity (x0_hat - x0 = -t_flow (u_hat - u), and 1 / t_flow = 1 + sqrt(SNR))."""
         if self.prediction == "flow":
             return (1.0 + snr.sqrt()).pow(2)
+        if self.prediction == CONSISTENCY:
+            raise ValueError("a consistency model is not trained by regression: it has no loss weighting")
         return {
             "eps": snr,
             "x0": torch.ones_like(snr),

@@ -12,11 +12,14 @@ class EMA:
     """Keeps ``shadow = decay * shadow + (1 - decay) * param`` with one fused ``_foreach_lerp_`` per step.
 
     The decay warms up as ``min(decay, (1 + n) / (10 + n))`` so that short runs are not dominated by the
-    random initial weights (the TensorFlow ExponentialMovingAverage ``num_updates`` rule).
+    random initial weights (the TensorFlow ExponentialMovingAverage ``num_updates`` rule); ``warmup=False``
+    applies ``decay`` from the first update (a consistency model's target network, whose rate is part of
+    the objective).
     """
 
-    def __init__(self, source: nn.Module, decay: float) -> None:
+    def __init__(self, source: nn.Module, decay: float, *, warmup: bool = True) -> None:
         self.decay = decay
+        self.warmup = warmup
         self.source = source
         self.module = copy.deepcopy(source).eval().requires_grad_(False)
         self.num_updates = 0
@@ -27,7 +30,9 @@ class EMA:
     @torch.no_grad()
     def update(self) -> None:
         self.num_updates += 1
-        decay = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+        decay = self.decay
+        if self.warmup:
+            decay = min(decay, (1 + self.num_updates) / (10 + self.num_updates))
         torch._foreach_lerp_(self._shadow, self._params, 1.0 - decay)
         for shadow, live in self._buffer_pairs:
             shadow.copy_(live)

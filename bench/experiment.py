@@ -117,18 +117,24 @@ def sample_labels(exp: Experiment, sample_cfg: SampleConfig, n: int, first: int 
 
 
 def resolve_sampler(sample_cfg: SampleConfig, recipe: denoisers.Recipe, diffusion: Diffusion) -> SampleConfig:
-    """Turn ``method="auto"`` into a concrete sampler: one shot for a denoiser trained only at t = T-1, DDIM
-    with ``steps`` steps otherwise; refuse iterative sampling of a model that never saw t < T-1, and a
-    sampling that cannot start on this schedule (:func:`bench.sampling.check_start`)."""
+    """Turn ``method="auto"`` into a concrete sampler: one shot for a denoiser trained only at t = T-1, one
+    consistency call for a consistency model, DDIM with ``steps`` steps otherwise; refuse iterative sampling
+    of a model that never saw t < T-1, and a sampling that cannot start on this schedule
+    (:func:`bench.sampling.check_start`)."""
     method = sample_cfg.method
+    steps = sample_cfg.steps
     if method == AUTO_SAMPLER:
         method = recipe.sampler if recipe.timesteps == "terminal" else "ddim"
+        if recipe.sampler == "consistency":  # a consistency model is meant for one call ...
+            method, steps = "consistency", 1
+            if diffusion.zero_terminal_snr and sample_cfg.grid_choice().is_default:
+                # ... at the largest noise level it was trained at, not at pure noise
+                sample_cfg = replace(sample_cfg, grid="karras")
     if recipe.timesteps == "terminal" and method != "one_shot":
         raise ValueError(
             f"this denoiser is trained only on pure noise (t = T-1), so it can only be sampled with "
             f"method 'one_shot', not {method!r}"
         )
-    steps = sample_cfg.steps
     if method == "one_shot":
         steps = 1
     elif method == "ancestral":

@@ -76,6 +76,8 @@ def denoiser_rows(image_shape: tuple[int, int, int]) -> list[tuple[str, str, str
             target = f"predicts {recipe.prediction}, {recipe.sampler}"
             if denoisers.accepts_labels(plugin.name):
                 target += ", takes labels"
+            if recipe.needs_teacher:
+                target += ", needs --teacher"
         except (ValueError, TypeError) as exc:
             params, target = "n/a", f"({exc})"
         rows.append((plugin.name, params, target, plugin.description))

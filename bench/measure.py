@@ -21,7 +21,7 @@ from .likelihood import nll_bits_per_dim
 from .metrics import evaluate_samples, get_feature_extractor
 from .metrics.fidelity import StandardInception, find_weights
 from .run_folder import Evaluation, RunMetrics, SampleMetrics, TrainMetrics
-from .sampling import guided_network_calls, network_calls, sampler_settings
+from .sampling import grid_points, guided_network_calls, network_calls, sampler_settings
 from .scoring import EvalConfig, score_samples, standard_scores
 from .throughput import (
     efficiency,
@@ -30,7 +30,8 @@ from .throughput import (
     peak_memory_bytes,
     training_flops_per_image,
 )
-from .trainer import Trainer, TrainLog
+from .train_log import TrainLog
+from .trainer import Trainer
 
 
 def evaluate(
@@ -177,5 +178,5 @@ def sampler_calls(sample_cfg: SampleConfig, diffusion: Diffusion) -> int:
     steps = sample_cfg.steps if sample_cfg.steps is not None else diffusion.num_timesteps
     if not sample_cfg.guided:
         return network_calls(sample_cfg.method, steps)
-    grid = sample_cfg.grid_choice().timesteps(diffusion, steps)
+    grid = sample_cfg.grid_choice().timesteps(diffusion, grid_points(sample_cfg.method, steps))
     return guided_network_calls(sample_cfg.method, grid, diffusion, sample_cfg.guidance())

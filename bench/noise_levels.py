@@ -46,6 +46,14 @@ def check_training_design(recipe: Recipe, diffusion: Diffusion, config: TrainCon
             "another noise-level distribution does not apply there; use --loss-weight uniform "
             "--noise-levels uniform"
         )
+    if recipe.objective != "regression" and (config.loss_weight, config.noise_levels) != (
+        "uniform",
+        "uniform",
+    ):
+        raise ValueError(
+            f"the {recipe.objective} objective draws its own noise levels and weights its own loss; use "
+            "--loss-weight uniform --noise-levels uniform"
+        )
     if diffusion.zero_terminal_snr and recipe.prediction == "eps" and config.loss_weight == "edm":
         raise ImpossibleDesign(
             "loss weight 'edm' on an eps target is 1 + 1 / (sigma_data^2 SNR), infinite where SNR = 0 (zero "

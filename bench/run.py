@@ -17,8 +17,10 @@ import torch
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cluster.claims import ClaimedElsewhere, Holder, claim, release
 from .config import RunConfig, SampleConfig, config_differences
+from .consistency import ConsistencyObjective
+from .cost import run_cost
 from .denoiser import Denoiser
-from .distill import Pairs, Teacher, distillation_metrics, load_teacher, make_pairs
+from .distill import Pairs, Teacher, TeacherError, distillation_metrics, load_teacher, make_pairs
 from .distributed import DistInfo, barrier, broadcast_object, init_distributed, shutdown
 from .environment import environment, resolve_device
 from .experiment import Experiment, build_experiment, generate, resolve_sampler, sample_labels
@@ -30,7 +32,8 @@ from .noise_levels import check_training_design
 from .run_folder import RunFolder
 from .stopping import looking_at
 from .tensorboard_log import TensorBoardLog, open_log, require
-from .trainer import NonFiniteLossError, Trainer, TrainLog
+from .train_log import TrainLog
+from .trainer import NonFiniteLossError, Trainer
 
 
 def new_run_id(config: RunConfig) -> str:
@@ -66,6 +69,8 @@ def execute(
     try:
         t0 = time.perf_counter()
         setup = prepare(config, download=download)  # every check of the input, before anything is written
+        if resume is not None:
+            check_extension(config, setup.exp, RunFolder(resume))
         setup.phases["setup_s"] = time.perf_counter() - t0
         folder, holder = claim_folder(config, dist, out=out, run_id=run_id, resume=resume)
         try:
@@ -87,6 +92,7 @@ class Setup:
     sample_cfg: SampleConfig
     teacher: Teacher | None
     inception: StandardInception | None
+    objective: ConsistencyObjective | None = None
     phases: dict[str, float] = field(default_factory=dict)
 
 
@@ -96,8 +102,53 @@ def prepare(config: RunConfig, *, download: bool) -> Setup:
     exp = build_experiment(config, download=download)
     check_training_design(exp.recipe, exp.diffusion, config.train)
     sample_cfg = resolve_sampler(config.sample, exp.recipe, exp.diffusion)
-    teacher = load_teacher(config.distill, exp) if exp.recipe.pairs == "teacher" else None
-    return Setup(exp, sample_cfg, teacher, standard_inception(config, exp, download=download))
+    teacher = load_teacher(config.distill, exp) if exp.recipe.needs_teacher else None
+    objective = consistency_objective(config, exp, teacher)
+    return Setup(exp, sample_cfg, teacher, standard_inception(config, exp, download=download), objective)
+
+
+def check_extension(config: RunConfig, exp: Experiment, folder: RunFolder) -> None:
+    """Refuse to extend a consistency-training run's budget: iCT's N doubles in stretches of the planned
+    steps, so the steps already trained followed another schedule than the longer run's, and the result
+    would be neither run."""
+    if exp.recipe.objective != "consistency-training" or not folder.is_run():
+        return
+    planned = folder.read_config().train.steps
+    if planned != config.train.steps:
+        raise ValueError(
+            f"{folder.path} is a consistency-training run planned for {planned} steps: its number of noise "
+            f"levels doubles in stretches of that plan, so it cannot be extended to {config.train.steps} and "
+            "be the run its config describes; start a new run with --steps "
+            f"{config.train.steps}"
+        )
+
+
+def consistency_objective(
+    config: RunConfig, exp: Experiment, teacher: Teacher | None
+) -> ConsistencyObjective | None:
+    """A consistency design's objective (None for the regression designs); a CD student starts from the
+    teacher's weights unless ``consistency.student_init`` says otherwise (refused when the networks
+    differ)."""
+    kind = exp.recipe.objective
+    if kind == "regression":
+        return None
+    if teacher is not None and config.consistency.student_init == "teacher":
+        try:
+            exp.model.load_state_dict(teacher.denoiser.net.state_dict())
+        except RuntimeError as exc:
+            raise TeacherError(
+                "the student cannot start from the teacher's weights, its network differs "
+                f"({str(exc)[:300]}); build it as the teacher was (the same --preset and -o options), or "
+                "pass --student-init random"
+            ) from None
+    return ConsistencyObjective(
+        kind,
+        config.consistency,
+        exp.diffusion,
+        total_steps=config.train.steps,
+        image_shape=tuple(exp.data.image_shape),
+        teacher=teacher.denoiser if teacher is not None else None,
+    )
 
 
 def claim_folder(
@@ -152,7 +203,7 @@ def train_and_finish(
     )  # fmt: skip
     progress = progress and dist.is_main
     pairs = None
-    if teacher is not None:
+    if teacher is not None and exp.recipe.pairs == "teacher":
         pairs = teacher_pairs(teacher, config, folder, dist, progress=progress)
         phases["pairs_s"] = pairs.seconds
     trainer = Trainer(
@@ -167,6 +218,7 @@ def train_and_finish(
         inputs=pairs.x_T if pairs is not None else None,
         labels=exp.data.train_labels if config.conditional else None,
         stop=stop,
+        objective=setup.objective,
     )
     history: list[dict] = []
     scores: list[dict] = []  # eval.csv, with --eval-every
@@ -233,9 +285,11 @@ def train_and_finish(
                     student = Denoiser.of(trainer.ema.module, exp.diffusion, exp.recipe, clip_x0=True)
                     mean_image = exp.data.train_images.mean(0, keepdim=True)
                     report = distillation_metrics(teacher, pairs, student, mean_image, seed=config.seed)
+                cost = cost_inputs(config, teacher, pairs, setup.objective)
                 finish(
-                    exp, trainer, log, sample_cfg, folder, phases, inception, report, progress=progress, tb=tb
-                )
+                    exp, trainer, log, sample_cfg, folder, phases, inception, report, cost,
+                    progress=progress, tb=tb,
+                )  # fmt: skip
             except KeyboardInterrupt:  # every file is written whole or not at all: sampling starts again
                 folder.write_status("interrupted", step=trainer.step)
                 raise KeyboardInterrupt(
@@ -246,6 +300,26 @@ def train_and_finish(
         return folder.path
     finally:
         tb.close()
+
+
+def cost_inputs(
+    config: RunConfig, teacher: Teacher | None, pairs: Pairs | None, objective: ConsistencyObjective | None
+) -> dict:
+    """What :func:`bench.cost.run_cost` needs beside the run's training metrics: the consistency target's
+    forward per image, and the teacher's folder, forward FLOPs, calls during training and pairs."""
+    inputs: dict = {"extra_forwards_per_image": 1 if objective is not None else 0}
+    if teacher is not None:
+        inputs.update(
+            teacher_dir=teacher.path,
+            teacher_forward_flops=teacher.forward_flops,
+            teacher_calls_per_image=objective.teacher_calls_per_image if objective is not None else 0,
+            pair_flops=(
+                pairs.x0.shape[0] * config.distill.teacher_steps * teacher.forward_flops
+                if pairs is not None
+                else None
+            ),
+        )
+    return inputs
 
 
 def teacher_pairs(
@@ -280,6 +354,7 @@ def finish(
     phases: dict[str, float],
     inception: StandardInception | None = None,
     distillation: dict | None = None,
+    cost: dict | None = None,
     *,
     progress: bool,
     tb: TensorBoardLog | None = None,
@@ -299,7 +374,12 @@ def finish(
     save_grid(folder.samples_png, samples[:64])
     save_samples_npz(folder.samples_npz, samples, labels)
     metrics = run_metrics(exp, trainer, log, sample_cfg, n=samples.shape[0], sample_s=sample_s)
-    metrics = replace(metrics, run_id=folder.name, distillation=distillation)
+    metrics = replace(
+        metrics,
+        run_id=folder.name,
+        distillation=distillation,
+        cost=run_cost(metrics.train, **(cost or {})),
+    )
     if exp.config.evaluate:
         folder.write_status("evaluating", step=trainer.step)
         start = time.perf_counter()

@@ -151,6 +151,7 @@ class RunMetrics(Evaluation):
     sample: SampleMetrics | None = None
     hardware: dict[str, Any] | None = None
     distillation: dict[str, Any] | None = None  # bench.distill.distillation_metrics, for teacher pairs
+    cost: dict[str, Any] | None = None  # bench.cost.run_cost: own training FLOPs, and a teacher's, counted
     phases: dict[str, float] = field(default_factory=dict)
     evaluations: list[EvaluationEntry] = field(default_factory=list)
 

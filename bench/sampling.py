@@ -27,18 +27,16 @@ Euler and Heun also take EDM's stochastic churn (Algorithm 2: ``s_churn``, ``s_t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from .denoiser import Denoiser, Guidance, ImpossibleDesign
+from .denoiser import Denoiser, ImpossibleDesign
 from .diffusion import Diffusion
 from .grids import (
     CHURN_SETTINGS,
-    GRID_SETTINGS,
     Grid,
     alpha_bar_of,
     check_churn,
@@ -47,51 +45,17 @@ from .grids import (
     sigma_of,
     vp_coefficients,
 )
-from .registry import Registry
-
-Sampler = Callable[..., torch.Tensor]
-
-SAMPLERS: Registry[Sampler] = Registry("sampler", "bench.samplers")
-
-
-def sampler_settings(method: str) -> tuple[str, ...]:
-    """The settings (keyword arguments) the sampler ``method`` declared at registration, and the grid's when
-    it walks any grid (``grid=True``)."""
-    own = tuple(SAMPLERS.metadata(method).get("settings", ()))
-    return own + (GRID_SETTINGS if takes_grid(method) else ())
-
-
-def takes_grid(method: str) -> bool:
-    """Whether the sampler ``method`` declared that it walks any grid of noise levels (``grid=True``)."""
-    return bool(SAMPLERS.metadata(method).get("grid", False))
-
-
-def network_calls(method: str, steps: int) -> int:
-    """Network function evaluations (NFE) per image of ``method`` with ``steps`` steps, as it declared at
-    registration (``nfe=``); one per step for a sampler that declares nothing."""
-    nfe = SAMPLERS.metadata(method).get("nfe")
-    return int(nfe(steps)) if nfe is not None else steps
-
-
-def called_timesteps(method: str, timesteps: list[int]) -> list[int]:
-    """The timesteps, one per network call, at which ``method`` calls the network on the grid ``timesteps``,
-    as it declared at registration (``calls=``); each grid timestep once for a sampler that declares
-    nothing."""
-    calls = SAMPLERS.metadata(method).get("calls")
-    return list(calls(timesteps)) if calls is not None else list(timesteps)
-
-
-def guided_network_calls(method: str, timesteps: list, diffusion: Diffusion, guidance: Guidance) -> int:
-    """NFE per image with classifier-free guidance: a guided call evaluates the network on the conditional
-    and the unconditional input (two calls, in one batch of 2B), an unguided one once."""
-    return sum(guidance.calls(sigma_of(diffusion, t)) for t in called_timesteps(method, timesteps))
-
-
-def check_steps(method: str, steps: int) -> None:
-    """Refuse fewer steps than the sampler declared it needs (``min_steps=``)."""
-    least = SAMPLERS.metadata(method).get("min_steps", 1)
-    if steps < least:
-        raise ValueError(f"sampler {method!r} needs at least {least} steps, got {steps}")
+from .sampler_registry import (  # noqa: F401  (the registry's helpers are part of this module's API)
+    SAMPLERS,
+    Sampler,
+    called_timesteps,
+    check_steps,
+    grid_points,
+    guided_network_calls,
+    network_calls,
+    sampler_settings,
+    takes_grid,
+)
 
 
 def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -170,6 +134,39 @@ def one_shot(
     return x0_hat
 
 
+@SAMPLERS.register(
+    "consistency",
+    grid=True,
+    finite_start=True,
+    default_steps=1,
+    grid_points=lambda steps: steps + 1,
+    calls=lambda grid: grid[:-1],
+)
+def consistency(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    timesteps: list[int] | list[float],
+    *,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Multistep consistency sampling (Song et al. 2023, Algorithm 1): one call per step, re-noising between.
+
+    x0 = f(x_T, T), then at each next level tau of the grid, noise x0 back to tau, y = x0 + sqrt(tau^2 -
+    sigma_min^2) z, and map it to the data again, x0 = f(y, tau). For N steps the grid has N + 1 points and
+    its last, t = 0 (sigma_min, where f is the identity), is not called: N network calls, and with one step
+    exactly the ``one_shot`` call."""
+    diffusion = denoiser.diffusion
+    check_finite_start("consistency", sigma_of(diffusion, timesteps[0]))
+    sigma_min = float(diffusion.sigmas[0])
+    x0, _ = denoiser(x, timesteps[0])
+    for t in tqdm(timesteps[1:-1], desc="consistency", disable=not progress, leave=False):
+        sigma = sigma_of(diffusion, t)
+        y = x0 + max(sigma**2 - sigma_min**2, 0.0) ** 0.5 * randn_like(x0, generator)
+        x0, _ = denoiser(y * (1.0 + sigma**2) ** -0.5, t)
+    return x0
+
+
 # ----------------------------------------------------------------------- ODE solvers in EDM's sigma
 def sigma_grid(denoiser: Denoiser, timesteps: list[int] | list[float]) -> list[float]:
     """sigma of each timestep of the grid, then 0 (where the ODE ends at the data)."""
@@ -189,7 +186,15 @@ def to_d(y: torch.Tensor, sigma: float, denoised: torch.Tensor) -> torch.Tensor:
 
 
 def check_finite_start(method: str, first_sigma: float) -> None:
-    """Euler and Heun integrate in y = x_t / sqrt(alpha_bar), infinite where a grid starts at pure noise."""
+    """Euler and Heun integrate in y = x_t / sqrt(alpha_bar), infinite where a grid starts at pure noise;
+    a consistency model is trained on the schedule's finite noise levels only."""
+    if math.isinf(first_sigma) and method == "consistency":
+        raise ImpossibleDesign(
+            "the consistency sampler's first call would be at pure noise (sigma = inf, t = T-1 of a "
+            "zero-terminal-SNR schedule such as rectified-flow), a level consistency models are not trained "
+            "at (their grid spans the schedule's finite noise levels); use --grid karras or log-snr, which "
+            "start at the largest finite one"
+        )
     if math.isinf(first_sigma):
         raise ImpossibleDesign(
             f"sampler {method!r} integrates in y = x_t / sqrt(alpha_bar), which is infinite where its grid "
@@ -378,8 +383,16 @@ def sample(
         steps = SAMPLERS.metadata(method).get("default_steps", T)
     grid = pop_grid(settings)
     check_start(diffusion, denoiser.prediction, method, grid)
-    timesteps = grid.timesteps(diffusion, steps)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+        raise ValueError(f"steps must be an integer in 1..T={T}, got {steps!r}")
     check_steps(method, steps)
+    points = grid_points(method, steps)
+    if points > T:
+        raise ValueError(
+            f"sampler {method!r} walks a grid of {points} points for {steps} steps, more than the schedule's "
+            f"T={T} timesteps: give at most {steps - (points - T)} steps"
+        )
+    timesteps = grid.timesteps(diffusion, points)
     shape = tuple(int(s) for s in shape)
     if len(shape) < 1 or min(shape) < 1:
         raise ValueError(f"shape must be a non-empty tuple of positive sizes, got {shape!r}")

@@ -13,7 +13,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -23,66 +22,19 @@ from denoisers import Recipe
 
 from .checkpoint import CheckpointError
 from .config import TrainConfig
+from .consistency import ConsistencyObjective
 from .denoiser import NULL_LABEL, Denoiser, training_loss
 from .diffusion import Diffusion
 from .distributed import DistInfo, all_objects, any_rank
 from .ema import EMA
 from .noise_levels import check_training_design, training_timesteps
+from .train_log import Interval, TrainLog
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last checkpoint written before it is kept."""
-
-
-@dataclass
-class TrainLog:
-    """What the trainer measured. ``intervals`` holds a row per log interval of this segment of the run
-    (one ``Trainer.run``; a resumed run's earlier rows are in its run folder) for the loss curve.
-
-    The totals cover the whole run, every segment of it, because they travel in the checkpoint: a run
-    preempted and resumed reports the throughput of all its training, not of its last segment. The timed
-    figures that ``images_per_second`` comes from leave out the first interval of each segment, whose
-    seconds hold warm-up (allocation, compilation, cold caches) rather than the steady speed; the data
-    seconds count every step."""
-
-    intervals: list[dict] = field(default_factory=list)
-    stop_reason: str = ""
-    timed_images: int = 0  # images processed after each segment's first (warm-up) log interval
-    timed_seconds: float = 0.0
-    data_seconds: float = 0.0
-
-    @property
-    def images_per_second(self) -> float | None:
-        return self.timed_images / self.timed_seconds if self.timed_seconds > 0 else None
-
-    def totals(self) -> dict:
-        """The figures a checkpoint keeps (plain numbers, for ``weights_only`` loading)."""
-        return {
-            "timed_images": self.timed_images,
-            "timed_seconds": self.timed_seconds,
-            "data_seconds": self.data_seconds,
-        }
-
-    @classmethod
-    def continuing(cls, totals: dict) -> TrainLog:
-        """A new segment's log that goes on from ``totals`` (a checkpoint from before they were kept has
-        none: its run's throughput then covers only what follows)."""
-        return cls(
-            timed_images=int(totals.get("timed_images", 0)),
-            timed_seconds=float(totals.get("timed_seconds", 0.0)),
-            data_seconds=float(totals.get("data_seconds", 0.0)),
-        )
-
-
-@dataclass
-class _Interval:
-    """The steps since the loss was last read back: summed on the device, read once."""
-
-    sums: torch.Tensor  # [loss, gradient norm before clipping (0 without clipping)]
-    steps: int = 0
-    start: float = field(default_factory=time.perf_counter)
 
 
 def random_hflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -109,12 +61,14 @@ class Trainer:
         inputs: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         stop: threading.Event | None = None,
+        objective: ConsistencyObjective | None = None,
     ) -> None:
         """``inputs``, when given, is the x_t each of ``images`` is paired with (a teacher's pairs, for a
         recipe with ``pairs="teacher"``); otherwise x_t is drawn from q(x_t | x0) at every step. ``labels``,
         the class of each image, trains a conditional model (a fraction ``config.label_dropout`` of each
         batch with the null label). ``stop``, when set (by a scheduler's preemption signal, say), stops the
-        loop after a step as Ctrl-C does."""
+        loop after a step as Ctrl-C does. ``objective`` replaces the regression loss for a recipe with a
+        consistency objective (and only there)."""
         self.config = config
         check_training_design(recipe, diffusion, config)
         self.recipe = recipe
@@ -136,6 +90,13 @@ class Trainer:
         if labels is not None and labels.shape != images.shape[:1]:
             raise ValueError(f"labels {tuple(labels.shape)} must give one class per image, {images.shape[0]}")
         self.labels = labels.to(device) if labels is not None else None
+        if (objective is None) != (recipe.objective == "regression"):
+            raise ValueError(
+                f"a recipe with the {recipe.objective} objective needs its objective, and only it"
+            )
+        self.objective = objective
+        if objective is not None:
+            objective.bind(self.model)
         self.ema = EMA(self.model, config.ema_decay)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
@@ -200,7 +161,7 @@ class Trainer:
         cfg = self.config
         if cfg.hflip:
             x0 = random_hflip(x0, self.generator)
-        t = self.timesteps(x0.shape[0])
+        t = self.timesteps(x0.shape[0]) if self.objective is None else None
         if y is not None:
             y = self.drop_labels(y)
         autocast = (
@@ -209,16 +170,22 @@ class Trainer:
             else contextlib.nullcontext()
         )
         with autocast:
-            loss = training_loss(
-                self.denoiser,
-                x0,
-                t,
-                x_t=x_t,
-                labels=y,
-                generator=self.generator,
-                weight=cfg.loss_weight,
-                min_snr_gamma=cfg.min_snr_gamma,
-            ).mean()
+            if self.objective is not None:
+                loss = self.objective.loss(self.denoiser, x0, self.step, self.generator).mean()
+            else:
+                # teacher pairs: x_T itself at t = T-1, or (reflow) the noise end of the path at every t
+                reflow = x_t is not None and self.recipe.timesteps == "all"
+                loss = training_loss(
+                    self.denoiser,
+                    x0,
+                    t,
+                    eps=x_t if reflow else None,
+                    x_t=None if reflow else x_t,
+                    labels=y,
+                    generator=self.generator,
+                    weight=cfg.loss_weight,
+                    min_snr_gamma=cfg.min_snr_gamma,
+                ).mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
@@ -229,6 +196,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.ema.update()
+        if self.objective is not None:
+            self.objective.after_step()
         self.step += 1
         return loss.detach()
 
@@ -289,7 +258,7 @@ class Trainer:
         budget_s = cfg.minutes * 60 if cfg.minutes is not None else math.inf
         self.model.train()
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not progress)
-        interval = _Interval(torch.zeros(2, device=self.device))
+        interval = Interval(torch.zeros(2, device=self.device))
         with self.graceful_interrupt():
             while True:
                 log.stop_reason = self._stop_reason(budget_s, interval)
@@ -311,13 +280,13 @@ class Trainer:
                         on_checkpoint(self)
                     if eval_due:  # between intervals: its time is not training time
                         on_eval(self)
-                    interval = _Interval(interval.sums.zero_())
+                    interval = Interval(interval.sums.zero_())
             if interval.steps:  # stopped between two log boundaries
                 self._close_interval(interval, log, bar)
         bar.close()
         return log
 
-    def _stop_reason(self, budget_s: float, interval: _Interval) -> str:
+    def _stop_reason(self, budget_s: float, interval: Interval) -> str:
         """Why to stop before the next step ("" to go on). The time budget counts the interval still open,
         so one process overruns it by at most a step. With several processes, all must stop after the same
         step or the next collective waits forever, so they agree on the budget and on a stop request (any
@@ -333,7 +302,7 @@ class Trainer:
             over_budget, requested = any_rank([over_budget, requested], self.dist, self.device)
         return "minutes" if over_budget else "interrupted" if requested else ""
 
-    def _close_interval(self, interval: _Interval, log: TrainLog, bar: tqdm) -> None:
+    def _close_interval(self, interval: Interval, log: TrainLog, bar: tqdm) -> None:
         """Read the interval's mean loss and gradient norm (the one host sync), check the loss, count its
         seconds and images, add a row to the loss curve and show it."""
         mean_loss, grad_norm = (interval.sums / interval.steps).tolist()
@@ -378,6 +347,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "log": self.log.totals(),
             "rng": all_objects(rng, self.dist),
+            **({"objective": self.objective.state_dict()} if self.objective is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -386,6 +356,8 @@ class Trainer:
         rng = rank_random_state(state["rng"], self.dist)
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
+        if self.objective is not None:
+            self.objective.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

@@ -20,6 +20,7 @@ from typing import Any
 from bench.denoiser import PREDICTIONS
 
 # Importing a plugin module registers its factory.
+from . import consistency as _consistency  # noqa: F401
 from . import direct as _direct  # noqa: F401
 from . import transformer as _transformer  # noqa: F401
 from . import unet as _unet  # noqa: F401

@@ -12,6 +12,7 @@ from bench.registry import Registry
 
 TIMESTEP_MODES = ("all", "terminal")
 PAIRINGS = ("independent", "teacher")
+OBJECTIVES = ("regression", "consistency-distillation", "consistency-training")
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,13 @@ class Recipe:
     sampler:    the sampling method this design is meant for (``ancestral``, ``ddim`` or ``one_shot``).
     pairs:      what each training input is paired with: ``"independent"`` (x_t drawn from q(x_t | x0), so
                 at t = T-1 the noise says almost nothing of x0) or ``"teacher"`` (x0 is what a trained
-                teacher's deterministic sampler makes of that very x_T: knowledge distillation).
+                teacher's deterministic sampler makes of that very x_T: knowledge distillation with
+                ``timesteps="terminal"``, reflow with ``"all"``, where x_T is the noise end of the path
+                through every noise level).
     sigma_data: EDM's standard deviation of the data, for the ``edm`` prediction and loss weighting.
+    objective:  ``"regression"`` (the loss on the prediction target) or one of the consistency objectives
+                (:mod:`bench.consistency`): ``"consistency-distillation"`` (with a teacher's ODE step) or
+                ``"consistency-training"`` (without a teacher); these need the ``consistency`` prediction.
     """
 
     prediction: str = "eps"
@@ -34,6 +40,7 @@ class Recipe:
     sampler: str = "ancestral"
     pairs: str = "independent"
     sigma_data: float = SIGMA_DATA
+    objective: str = "regression"
 
     def __post_init__(self) -> None:
         check_prediction(self.prediction)
@@ -42,8 +49,18 @@ class Recipe:
             raise ValueError(f"timesteps must be one of {', '.join(TIMESTEP_MODES)}, got {self.timesteps!r}")
         if self.pairs not in PAIRINGS:
             raise ValueError(f"pairs must be one of {', '.join(PAIRINGS)}, got {self.pairs!r}")
-        if self.pairs == "teacher" and self.timesteps != "terminal":
-            raise ValueError("teacher pairs map pure noise x_T to an image: they need timesteps='terminal'")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if (self.objective != "regression") != (self.prediction == "consistency"):
+            raise ValueError("the consistency objectives train the consistency prediction, and only they do")
+        if self.objective != "regression" and self.pairs != "independent":
+            raise ValueError("a consistency objective draws its own noise: it takes no teacher pairs")
+
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether a run of this design needs ``--teacher``: for its pairs, or for the ODE steps of
+        consistency distillation."""
+        return self.pairs == "teacher" or self.objective == "consistency-distillation"
 
 
 DenoiserFactory = Callable[..., nn.Module]

@@ -283,6 +283,25 @@ def study_flow(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> Non
     click.echo((out / "report" / "flow.md").read_text())
 
 
+@study.command("one-step")
+@study_options("results/study-one-step", seeds=True)
+@usage_errors(interrupted="interrupted; run the same command again to resume")
+def study_one_step(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> None:
+    """The seed's question with today's answers: one network call from pure noise, at one budget per
+    training, each design's compute with its teachers counted. Trains an EDM U-Net teacher, direct,
+    direct-distilled, consistency distillation and consistency training, a rectified flow, its reflow and the
+    reflow's one-call student; scores each at 1, 2 and 4 calls and the teacher with DDIM, DPM-Solver++(2M) and
+    Heun at 1-50; writes OUT/report/ with one_step.md and quality_vs_calls.png, and prints the table.
+    Finished runs and scores are kept."""
+    from ..studies.one_step import run_one_step_study
+
+    written = run_one_step_study(study_base(**settings, seed=seeds[0]), out, seeds, progress=not quiet)
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo("")
+    click.echo((out / "report" / "one_step.md").read_text())
+
+
 @study.command("guidance")
 @study_options("results/study-guidance", seeds=False)
 @usage_errors(interrupted="interrupted; run the same command again to resume")

@@ -10,9 +10,10 @@ from typing import Any
 
 import click
 
-from ..config import DiffusionConfig, DistillConfig, RunConfig, SampleConfig, TrainConfig
+from ..config import ConsistencyConfig, DiffusionConfig, DistillConfig, RunConfig, SampleConfig, TrainConfig
 from ..denoiser import LOSS_WEIGHTS, PREDICTIONS
 from ..environment import DEVICES
+from .consistency_options import consistency_options
 from .options import (
     DATASET,
     DENOISER,
@@ -175,6 +176,7 @@ def run_options(fn=None, *, grid: bool = False):
         ),
         *training_options(),
         *sampling_options(),
+        *consistency_options(),
         config_option(
             "--eval-every",
             kind=RunConfig,
@@ -238,6 +240,7 @@ def config_from_options(values: dict[str, Any]) -> RunConfig:
         diffusion=from_options(DiffusionConfig, values),
         train=from_options(TrainConfig, values, label_dropout=label_dropout(values)),
         distill=from_options(DistillConfig, values),
+        consistency=from_options(ConsistencyConfig, values, prefix="consistency_"),
         sample=from_options(
             SampleConfig,
             values,

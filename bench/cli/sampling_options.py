@@ -126,8 +126,8 @@ def sampling_options() -> list:
             "--teacher",
             type=click.Path(file_okay=False),
             default=None,
-            help="For designs trained on a teacher's pairs (direct-distilled): a complete run folder whose "
-            "deterministic DDIM sampler maps each noise to its image.",
+            help="For designs that learn from a teacher (direct-distilled, reflow: its pairs; "
+            "consistency-distilled: its ODE steps): a complete run folder of an iterative design.",
         ),
         config_option(
             "--teacher-steps",

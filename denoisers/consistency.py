@@ -1,0 +1,65 @@
+"""The one-step designs that came after the seed's question: consistency models and reflow.
+
+``consistency-distilled`` (CD, Song et al. 2023) learns f(y, sigma), the map from any point of a teacher's
+probability-flow ODE trajectory to its end, by making f agree at two adjacent noise levels, the lower one
+reached by one ODE step of the teacher (needs ``--teacher``); ``consistency`` is improved consistency
+training (iCT, Song & Dhariwal 2023), the same without a teacher. Both use the consistency parametrisation
+(``bench.denoiser.CONSISTENCY``) and are sampled in one call or a few (the ``consistency`` sampler).
+
+``reflow`` (Liu et al. 2023) is a flow trained again, on the (noise, image) pairs of a trained flow's own
+ODE (``--teacher``, a run with ``--target flow``): the path between each pair's ends is straight, so the new
+flow's ODE trajectories are nearly straight and few Euler calls (DDIM with eta 0 on the flow path) reach
+what many do. Its one-call student is ``direct-distilled -o target=flow --teacher <the reflow run>``.
+
+Each reuses the ``unet`` backbone and presets with a recipe of its own, so a comparison with ``unet`` and
+``direct`` isolates the objective.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from bench.denoiser import CONSISTENCY, SIGMA_DATA
+
+from ._base import register
+from .common import design_recipe
+from .unet import PRESETS as UNET_PRESETS
+from .unet import build_unet
+
+
+def _consistency(name: str, objective: str, image_shape, sigma_data: float, options: dict) -> nn.Module:
+    recipe = design_recipe(
+        name, CONSISTENCY, sigma_data, allowed=(CONSISTENCY,), objective=objective, sampler="consistency"
+    )
+    try:
+        return build_unet(image_shape, recipe, **options)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+@register("consistency", presets=UNET_PRESETS)
+def consistency(
+    image_shape: tuple[int, int, int], *, sigma_data: float = SIGMA_DATA, **options: Any
+) -> nn.Module:
+    """Improved consistency training (iCT, Song & Dhariwal 2023): no teacher; 1-4 calls."""
+    return _consistency("consistency", "consistency-training", image_shape, sigma_data, options)
+
+
+@register("consistency-distilled", presets=UNET_PRESETS)
+def consistency_distilled(
+    image_shape: tuple[int, int, int], *, sigma_data: float = SIGMA_DATA, **options: Any
+) -> nn.Module:
+    """Consistency distillation (CD, Song et al. 2023) of a teacher's ODE; needs --teacher; 1-4 calls."""
+    return _consistency("consistency-distilled", "consistency-distillation", image_shape, sigma_data, options)
+
+
+@register("reflow", presets=UNET_PRESETS)
+def reflow(image_shape: tuple[int, int, int], *, sigma_data: float = SIGMA_DATA, **options: Any) -> nn.Module:
+    """A flow trained on a flow teacher's own (noise, image) pairs (Liu et al. 2023); needs --teacher."""
+    recipe = design_recipe("reflow", "flow", sigma_data, allowed=("flow",), pairs="teacher", sampler="ddim")
+    try:
+        return build_unet(image_shape, recipe, **options)
+    except ValueError as exc:
+        raise ValueError(f"reflow: {exc}") from None
