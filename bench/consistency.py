@@ -157,6 +157,9 @@ class ConsistencyObjective:
         if self.distilled:
             self.target = EMA(model, self.config.target_ema, warmup=False)
 
+    extra_forwards_per_image = 1
+    """The target network's call on each example, beside the student's forward and backward."""
+
     @property
     def teacher_calls_per_image(self) -> int:
         """Teacher network calls per training example: those of the ODE step (none for iCT)."""

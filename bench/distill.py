@@ -91,7 +91,7 @@ def load_teacher(config: DistillConfig, student: Experiment) -> Teacher:
 def check_teacher(path: str, teacher: Experiment, student: Experiment) -> None:
     """Refuse a teacher that cannot teach this student (see :func:`load_teacher`)."""
     recipe = student.recipe
-    if teacher.recipe.timesteps != "all" or teacher.recipe.objective != "regression":
+    if teacher.recipe.timesteps != "all" or teacher.recipe.prediction == "consistency":
         why = "trained only on pure noise" if teacher.recipe.timesteps != "all" else "a consistency model"
         raise TeacherError(
             f"--teacher {path!r} is a {teacher.config.denoiser!r} run, {why}, with no probability-flow ODE "

@@ -16,7 +16,7 @@ import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cluster.claims import ClaimedElsewhere, Holder, claim, release
-from .config import RunConfig, SampleConfig, config_differences
+from .config import AUTO_SAMPLER, RunConfig, SampleConfig, config_differences
 from .consistency import ConsistencyObjective
 from .cost import run_cost
 from .denoiser import Denoiser
@@ -29,11 +29,12 @@ from .io import create_run_dir
 from .measure import evaluate, run_metrics, score_during_training, standard_inception
 from .metrics.fidelity import StandardInception
 from .noise_levels import check_training_design
+from .progressive import ProgressiveObjective, student_steps
 from .run_folder import RunFolder
 from .stopping import looking_at
 from .tensorboard_log import TensorBoardLog, open_log, require
 from .train_log import TrainLog
-from .trainer import NonFiniteLossError, Trainer
+from .trainer import NonFiniteLossError, Objective, Trainer
 
 
 def new_run_id(config: RunConfig) -> str:
@@ -92,7 +93,7 @@ class Setup:
     sample_cfg: SampleConfig
     teacher: Teacher | None
     inception: StandardInception | None
-    objective: ConsistencyObjective | None = None
+    objective: Objective | None = None
     phases: dict[str, float] = field(default_factory=dict)
 
 
@@ -103,7 +104,13 @@ def prepare(config: RunConfig, *, download: bool) -> Setup:
     check_training_design(exp.recipe, exp.diffusion, config.train)
     sample_cfg = resolve_sampler(config.sample, exp.recipe, exp.diffusion)
     teacher = load_teacher(config.distill, exp) if exp.recipe.needs_teacher else None
-    objective = consistency_objective(config, exp, teacher)
+    objective = distillation_objective(config, exp, teacher)
+    if exp.recipe.objective == "progressive-distillation" and config.sample.method == AUTO_SAMPLER:
+        # the student's own grid: every other point of the teacher's, deterministic DDIM as it was taught
+        steps = student_steps(config.distill.teacher_steps)
+        sample_cfg = replace(
+            sample_cfg, method="ddim", steps=steps, eta=0.0, grid="uniform", sigma_max=None, sigma_min=None
+        )
     return Setup(exp, sample_cfg, teacher, standard_inception(config, exp, download=download), objective)
 
 
@@ -123,24 +130,27 @@ def check_extension(config: RunConfig, exp: Experiment, folder: RunFolder) -> No
         )
 
 
-def consistency_objective(
-    config: RunConfig, exp: Experiment, teacher: Teacher | None
-) -> ConsistencyObjective | None:
-    """A consistency design's objective (None for the regression designs); a CD student starts from the
-    teacher's weights unless ``consistency.student_init`` says otherwise (refused when the networks
-    differ)."""
+def distillation_objective(config: RunConfig, exp: Experiment, teacher: Teacher | None) -> Objective | None:
+    """The objective of a design not trained by regression (None for the others). A distilled student
+    starts from the teacher's weights (for consistency distillation unless ``consistency.student_init``
+    says otherwise; progressive distillation inherits the teacher's last step, so always), refused when the
+    networks differ."""
     kind = exp.recipe.objective
     if kind == "regression":
         return None
-    if teacher is not None and config.consistency.student_init == "teacher":
+    from_teacher = kind == "progressive-distillation" or config.consistency.student_init == "teacher"
+    if teacher is not None and from_teacher:
         try:
             exp.model.load_state_dict(teacher.denoiser.net.state_dict())
         except RuntimeError as exc:
             raise TeacherError(
                 "the student cannot start from the teacher's weights, its network differs "
-                f"({str(exc)[:300]}); build it as the teacher was (the same --preset and -o options), or "
-                "pass --student-init random"
+                f"({str(exc)[:300]}); build it as the teacher was (the same --preset and -o options)"
+                + (", or pass --student-init random" if kind == "consistency-distillation" else "")
             ) from None
+    if kind == "progressive-distillation":
+        assert teacher is not None
+        return ProgressiveObjective(exp.diffusion, teacher.denoiser, config.distill.teacher_steps)
     return ConsistencyObjective(
         kind,
         config.consistency,
@@ -303,11 +313,12 @@ def train_and_finish(
 
 
 def cost_inputs(
-    config: RunConfig, teacher: Teacher | None, pairs: Pairs | None, objective: ConsistencyObjective | None
+    config: RunConfig, teacher: Teacher | None, pairs: Pairs | None, objective: Objective | None
 ) -> dict:
-    """What :func:`bench.cost.run_cost` needs beside the run's training metrics: the consistency target's
-    forward per image, and the teacher's folder, forward FLOPs, calls during training and pairs."""
-    inputs: dict = {"extra_forwards_per_image": 1 if objective is not None else 0}
+    """What :func:`bench.cost.run_cost` needs beside the run's training metrics: an objective's extra
+    forward passes per image (a consistency target's), and the teacher's folder, forward FLOPs, calls
+    during training and pairs."""
+    inputs: dict = {"extra_forwards_per_image": objective.extra_forwards_per_image if objective else 0}
     if teacher is not None:
         inputs.update(
             teacher_dir=teacher.path,

@@ -13,6 +13,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -22,7 +23,6 @@ from denoisers import Recipe
 
 from .checkpoint import CheckpointError
 from .config import TrainConfig
-from .consistency import ConsistencyObjective
 from .denoiser import NULL_LABEL, Denoiser, training_loss
 from .diffusion import Diffusion
 from .distributed import DistInfo, all_objects, any_rank
@@ -31,6 +31,23 @@ from .noise_levels import check_training_design, training_timesteps
 from .train_log import Interval, TrainLog
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Objective(Protocol):
+    """A loss that replaces the regression loss (:mod:`bench.consistency`, :mod:`bench.progressive`), with
+    the state it keeps beside the model (a target network) and what each example costs beyond the
+    student's forward and backward."""
+
+    extra_forwards_per_image: int
+    teacher_calls_per_image: int
+
+    def bind(self, model: nn.Module) -> None: ...
+    def loss(
+        self, student: Denoiser, x0: torch.Tensor, step: int, generator: torch.Generator
+    ) -> torch.Tensor: ...
+    def after_step(self) -> None: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class NonFiniteLossError(RuntimeError):
@@ -61,14 +78,14 @@ class Trainer:
         inputs: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         stop: threading.Event | None = None,
-        objective: ConsistencyObjective | None = None,
+        objective: Objective | None = None,
     ) -> None:
         """``inputs``, when given, is the x_t each of ``images`` is paired with (a teacher's pairs, for a
         recipe with ``pairs="teacher"``); otherwise x_t is drawn from q(x_t | x0) at every step. ``labels``,
         the class of each image, trains a conditional model (a fraction ``config.label_dropout`` of each
         batch with the null label). ``stop``, when set (by a scheduler's preemption signal, say), stops the
-        loop after a step as Ctrl-C does. ``objective`` replaces the regression loss for a recipe with a
-        consistency objective (and only there)."""
+        loop after a step as Ctrl-C does. ``objective`` replaces the regression loss for a recipe with
+        another objective (and only there)."""
         self.config = config
         check_training_design(recipe, diffusion, config)
         self.recipe = recipe

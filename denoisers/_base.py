@@ -12,7 +12,8 @@ from bench.registry import Registry
 
 TIMESTEP_MODES = ("all", "terminal")
 PAIRINGS = ("independent", "teacher")
-OBJECTIVES = ("regression", "consistency-distillation", "consistency-training")
+OBJECTIVES = ("regression", "consistency-distillation", "consistency-training", "progressive-distillation")
+CONSISTENCY_OBJECTIVES = OBJECTIVES[1:3]
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,11 @@ class Recipe:
                 ``timesteps="terminal"``, reflow with ``"all"``, where x_T is the noise end of the path
                 through every noise level).
     sigma_data: EDM's standard deviation of the data, for the ``edm`` prediction and loss weighting.
-    objective:  ``"regression"`` (the loss on the prediction target) or one of the consistency objectives
+    objective:  ``"regression"`` (the loss on the prediction target), one of the consistency objectives
                 (:mod:`bench.consistency`): ``"consistency-distillation"`` (with a teacher's ODE step) or
-                ``"consistency-training"`` (without a teacher); these need the ``consistency`` prediction.
+                ``"consistency-training"`` (without a teacher), which need the ``consistency`` prediction,
+                or ``"progressive-distillation"`` (:mod:`bench.progressive`: one student DDIM step learns two
+                of the teacher's).
     """
 
     prediction: str = "eps"
@@ -51,16 +54,17 @@ class Recipe:
             raise ValueError(f"pairs must be one of {', '.join(PAIRINGS)}, got {self.pairs!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        if (self.objective != "regression") != (self.prediction == "consistency"):
+        if (self.objective in CONSISTENCY_OBJECTIVES) != (self.prediction == "consistency"):
             raise ValueError("the consistency objectives train the consistency prediction, and only they do")
         if self.objective != "regression" and self.pairs != "independent":
-            raise ValueError("a consistency objective draws its own noise: it takes no teacher pairs")
+            raise ValueError(f"the {self.objective} objective draws its own noise: it takes no teacher pairs")
 
     @property
     def needs_teacher(self) -> bool:
-        """Whether a run of this design needs ``--teacher``: for its pairs, or for the ODE steps of
-        consistency distillation."""
-        return self.pairs == "teacher" or self.objective == "consistency-distillation"
+        """Whether a run of this design needs ``--teacher``: for its pairs, or for the teacher's steps of
+        consistency or progressive distillation."""
+        distilled = ("consistency-distillation", "progressive-distillation")
+        return self.pairs == "teacher" or self.objective in distilled
 
 
 DenoiserFactory = Callable[..., nn.Module]

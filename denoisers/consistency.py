@@ -11,6 +11,9 @@ ODE (``--teacher``, a run with ``--target flow``): the path between each pair's 
 flow's ODE trajectories are nearly straight and few Euler calls (DDIM with eta 0 on the flow path) reach
 what many do. Its one-call student is ``direct-distilled -o target=flow --teacher <the reflow run>``.
 
+``progressive-distilled`` (Salimans & Ho 2022) learns to take in one deterministic DDIM step two of its
+teacher's (``--teacher``, ``--teacher-steps`` 2N - 1 -> N calls); each round's student teaches the next.
+
 Each reuses the ``unet`` backbone and presets with a recipe of its own, so a comparison with ``unet`` and
 ``direct`` isolates the objective.
 """
@@ -21,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from bench.denoiser import CONSISTENCY, SIGMA_DATA
+from bench.denoiser import CONSISTENCY, PREDICTIONS, SIGMA_DATA
 
 from ._base import register
 from .common import design_recipe
@@ -63,3 +66,19 @@ def reflow(image_shape: tuple[int, int, int], *, sigma_data: float = SIGMA_DATA,
         return build_unet(image_shape, recipe, **options)
     except ValueError as exc:
         raise ValueError(f"reflow: {exc}") from None
+
+
+@register("progressive-distilled", presets=UNET_PRESETS)
+def progressive_distilled(
+    image_shape: tuple[int, int, int], *, target: str = "edm", sigma_data: float = SIGMA_DATA, **options: Any
+) -> nn.Module:
+    """Progressive distillation (Salimans & Ho 2022): two teacher DDIM steps in one; needs --teacher."""
+    allowed = tuple(p for p in PREDICTIONS if p != "eps")  # eps cannot give x0 where SNR is about 0
+    recipe = design_recipe(
+        "progressive-distilled", target, sigma_data, allowed=allowed,
+        objective="progressive-distillation", sampler="ddim",
+    )  # fmt: skip
+    try:
+        return build_unet(image_shape, recipe, **options)
+    except ValueError as exc:
+        raise ValueError(f"progressive-distilled: {exc}") from None

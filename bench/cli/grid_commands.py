@@ -286,7 +286,17 @@ def study_flow(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> Non
 @study.command("one-step")
 @study_options("results/study-one-step", seeds=True)
 @usage_errors(interrupted="interrupted; run the same command again to resume")
-def study_one_step(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> None:
+@click.option(
+    "--progressive-rounds",
+    type=click.IntRange(0, 6),
+    default=0,
+    show_default=True,
+    help="Also train this many rounds of progressive distillation from the teacher's 33 DDIM steps "
+    "(17, 9, 5, 3, 2, 1 calls), each a training at the study's budget.",
+)
+def study_one_step(
+    out: Path, quiet: bool, seeds: list[int], progressive_rounds: int, **settings: Any
+) -> None:
     """The seed's question with today's answers: one network call from pure noise, at one budget per
     training, each design's compute with its teachers counted. Trains an EDM U-Net teacher, direct,
     direct-distilled, consistency distillation and consistency training, a rectified flow, its reflow and the
@@ -295,7 +305,8 @@ def study_one_step(out: Path, quiet: bool, seeds: list[int], **settings: Any) ->
     Finished runs and scores are kept."""
     from ..studies.one_step import run_one_step_study
 
-    written = run_one_step_study(study_base(**settings, seed=seeds[0]), out, seeds, progress=not quiet)
+    base = study_base(**settings, seed=seeds[0])
+    written = run_one_step_study(base, out, seeds, rounds=progressive_rounds, progress=not quiet)
     for path in written:
         click.echo(f"wrote {path}")
     click.echo("")

@@ -134,7 +134,8 @@ def sampling_options() -> list:
             kind=DistillConfig,
             field="teacher_steps",
             default=DEFAULTS.distill.teacher_steps,
-            help="DDIM steps the teacher takes to make each pair.",
+            help="DDIM steps the teacher takes to make each pair; for progressive-distilled, the teacher's "
+            "steps to halve (odd 2N - 1 -> N calls, or 2 -> 1).",
         ),
         config_option(
             "--pairs",

@@ -74,6 +74,24 @@ DESIGNS = {
     ),
 }
 """In training order: each teacher before its students."""
+PROGRESSIVE_TEACHER_STEPS = (33, 17, 9, 5, 3, 2)
+"""Progressive distillation's rounds from the teacher's 33-step DDIM: 17, 9, 5, 3, 2 and 1 calls."""
+
+
+def progressive_designs(rounds: int) -> dict[str, OneStepDesign]:
+    """``rounds`` rounds of progressive distillation, each student teaching the next."""
+    if not 0 <= rounds <= len(PROGRESSIVE_TEACHER_STEPS):
+        raise ValueError(f"progressive rounds must be in 0..{len(PROGRESSIVE_TEACHER_STEPS)}, got {rounds}")
+    designs, teacher = {}, TEACHER
+    for r in range(1, rounds + 1):
+        name = f"progressive-{r}"
+        designs[name] = OneStepDesign("progressive-distilled", {"target": "edm"}, teacher=teacher)
+        teacher = name
+    return designs
+
+
+def all_designs(rounds: int) -> dict[str, OneStepDesign]:
+    return {**DESIGNS, **progressive_designs(rounds)}
 CALLS = (1, 2, 4)
 ABOUT = {10: (9, 10), 20: (19, 20), 50: (49, 50)}
 """The teacher's columns beyond 4 calls: Heun's 2N - 1 calls count with the round number above them."""
@@ -83,15 +101,21 @@ def run_name(name: str, seed: int, seeds: list[int]) -> str:
     return name if len(seeds) == 1 else f"{name}-s{seed}"
 
 
-def study_configs(base: RunConfig, out: Path, seeds: list[int]) -> list[tuple[str, RunConfig]]:
-    """Every design x seed, each student taught by its teacher of the same seed, all else from ``base``."""
+def study_configs(
+    base: RunConfig, out: Path, seeds: list[int], rounds: int = 0
+) -> list[tuple[str, RunConfig]]:
+    """Every design x seed (and ``rounds`` rounds of progressive distillation), each student taught by its
+    teacher of the same seed, all else from ``base``."""
     configs = []
     for seed in seeds:
-        for name, design in DESIGNS.items():
+        for name, design in all_designs(rounds).items():
             diffusion = replace(base.diffusion, schedule=design.schedule or base.diffusion.schedule)
             distill = base.distill
             if design.teacher is not None:
                 distill = replace(distill, teacher=str(out / run_name(design.teacher, seed, seeds)))
+            if name.startswith("progressive-"):
+                steps = PROGRESSIVE_TEACHER_STEPS[int(name.rsplit("-", 1)[1]) - 1]
+                distill = replace(distill, teacher_steps=steps)
             config = replace(
                 base,
                 denoiser=design.denoiser,
@@ -126,7 +150,8 @@ def score_missing(run_dir: Path, base: RunConfig, *, progress: bool) -> None:
         for e in metrics.evaluations
         if (e.sample.n, e.sample.seed) == (n, seed)
     }  # fmt: skip
-    for method, eta, grid, steps in DESIGNS[design_of(run_dir.name)].scorings:
+    design = DESIGNS.get(design_of(run_dir.name))
+    for method, eta, grid, steps in design.scorings if design is not None else ():
         missing = [s for s in steps if (method, s, eta, grid) not in done]
         if missing:
             evaluate_run(run_dir, n=n, method=method, steps=missing, eta=eta, seed=seed, device=base.device,
@@ -180,11 +205,16 @@ def one_step_table(out: Path) -> pd.DataFrame:
     teacher_50 = best_fd(runs[runs["design"] == TEACHER], ABOUT[50])["fd"]
     teacher_50_mean = teacher_50.mean() if len(teacher_50) else math.nan
     rows = []
-    for name in DESIGNS:
+    for name in [*DESIGNS, *progressive_designs(len(PROGRESSIVE_TEACHER_STEPS))]:
         group = runs[runs["design"] == name]
         if group.empty:
             continue
         row: dict = {"design": name}
+        if name.startswith("progressive-"):  # a round: its teacher's calls and its own, and its FD there
+            taught = PROGRESSIVE_TEACHER_STEPS[int(name.rsplit("-", 1)[1]) - 1]
+            calls = int(group["nfe"].iloc[0])
+            row["design"] = f"{name} ({taught} -> {calls} calls)"
+            row["FD at its own calls"] = shown(*mean_and_interval(group.groupby("run")["fd"].first()))
         first_sampler = ""
         for calls in CALLS:
             best = best_fd(group, (calls,))
@@ -229,6 +259,10 @@ def quality_vs_calls(out: Path, path: Path) -> Path:
         curve = group.groupby(["run", "nfe"])["fd"].min().groupby("nfe").mean()
         style = "-o" if len(curve) > 1 else "s"
         ax.plot(curve.index, curve.values, style, label=name, ms=5)
+    rounds = runs[runs["design"].str.startswith("progressive-") & runs["fd"].notna()]
+    if not rounds.empty:  # one point per round: together, the curve of progressive distillation
+        curve = rounds.groupby("nfe")["fd"].mean()
+        ax.plot(curve.index, curve.values, "-^", label="progressive-distilled (a round per point)", ms=5)
     for label, values in compare.references(runs).items():
         if "fd" in values:
             ax.axhline(values["fd"], color="k", ls=":" if label == "real" else "--", lw=1,
@@ -242,15 +276,18 @@ def quality_vs_calls(out: Path, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def run_one_step_study(base: RunConfig, out: Path, seeds: list[int], *, progress: bool = True) -> list[Path]:
-    """Train (or resume, or skip) every design x seed into ``out``, teachers first, score each at the calls
-    its design asks for, then write ``out/report/`` with one_step.md and quality_vs_calls.png."""
+def run_one_step_study(
+    base: RunConfig, out: Path, seeds: list[int], *, rounds: int = 0, progress: bool = True
+) -> list[Path]:
+    """Train (or resume, or skip) every design x seed into ``out``, teachers first, and ``rounds`` rounds of
+    progressive distillation, score each at the calls its design asks for, then write ``out/report/`` with
+    one_step.md and quality_vs_calls.png."""
 
     def score(run_dir: Path, config: RunConfig, progress: bool) -> None:
         score_missing(run_dir, base, progress=progress)
 
     study = Study(
-        designs=study_configs(base, out, seeds),
+        designs=study_configs(base, out, seeds, rounds),
         score=score,
         tables=lambda out: {"one_step": one_step_table(out)},
         figures=lambda report: [quality_vs_calls(out, report / "quality_vs_calls.png")],
