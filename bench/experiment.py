@@ -118,7 +118,8 @@ def sample_labels(exp: Experiment, sample_cfg: SampleConfig, n: int, first: int 
 
 def resolve_sampler(sample_cfg: SampleConfig, recipe: denoisers.Recipe, diffusion: Diffusion) -> SampleConfig:
     """Turn ``method="auto"`` into a concrete sampler: one shot for a denoiser trained only at t = T-1, one
-    consistency call for a consistency model, DDIM with ``steps`` steps otherwise; refuse iterative sampling
+    consistency call for a consistency model, DDIM with ``steps`` steps otherwise (deterministic for reflow,
+    which learnt its teacher's deterministic coupling); refuse iterative sampling
     of a model that never saw t < T-1, and a sampling that cannot start on this schedule
     (:func:`bench.sampling.check_start`)."""
     method = sample_cfg.method
@@ -130,6 +131,9 @@ def resolve_sampler(sample_cfg: SampleConfig, recipe: denoisers.Recipe, diffusio
             if diffusion.zero_terminal_snr and sample_cfg.grid_choice().is_default:
                 # ... at the largest noise level it was trained at, not at pure noise
                 sample_cfg = replace(sample_cfg, grid="karras")
+        elif recipe.pairs == "teacher" and recipe.timesteps == "all":
+            # reflow learnt its teacher's deterministic coupling: its ODE, not fresh noise, keeps to it
+            sample_cfg = replace(sample_cfg, eta=0.0)
     if recipe.timesteps == "terminal" and method != "one_shot":
         raise ValueError(
             f"this denoiser is trained only on pure noise (t = T-1), so it can only be sampled with "

@@ -404,6 +404,7 @@ def test_consistency_distillation_counts_its_teacher_and_the_teachers_calls(runs
 def test_reflow_and_its_one_call_student_count_the_whole_chain(runs):
     flow, reflow, student = (metrics(runs[name]) for name in ("flow", "reflow", "student"))
     assert reflow["sample"]["method"] == "ddim" and student["sample"]["method"] == "one_shot"
+    assert reflow["sample"]["eta"] == 0.0  # along its ODE, the coupling it learnt, not with fresh noise
     for data, teacher, steps in ((reflow, flow, 3), (student, reflow, 2)):
         cost, train = data["cost"], data["train"]
         assert train["images_seen"] == STEPS * BATCH
