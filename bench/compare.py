@@ -48,6 +48,8 @@ HEADLINE = [
     "nll_bpd",
     "train_images_per_s",
     "sample_images_per_s",
+    "train_pflops",
+    "total_pflops",
 ]
 """What the terminal table shows unless ``--columns`` asks for others (the CSV has every column); a column no
 row measured (class accuracy of unconditional runs) is left out."""

@@ -254,11 +254,14 @@ def quality_vs_calls(out: Path, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in DESIGNS:
         group = runs[(runs["design"] == name) & runs["fd"].notna()]
-        if group.empty:
-            continue
-        curve = group.groupby(["run", "nfe"])["fd"].min().groupby("nfe").mean()
-        style = "-o" if len(curve) > 1 else "s"
-        ax.plot(curve.index, curve.values, style, label=name, ms=5)
+        samplers = {sampler_text(row) for _, row in group.iterrows()}
+        for sampler in sorted(samplers):  # a line per sampler: a design's best would mix them
+            chosen = group[[sampler_text(row) == sampler for _, row in group.iterrows()]]
+            curve = chosen.groupby(["run", "nfe"])["fd"].min().groupby("nfe").mean()
+            if len(curve) == 1 and len(samplers) > 1:
+                continue  # the run's own sampling beside the scored ones (DDIM with eta 1 at 50 calls)
+            label = name if len(samplers) == 1 else f"{name}, {sampler}"
+            ax.plot(curve.index, curve.values, "-o" if len(curve) > 1 else "s", label=label, ms=5)
     rounds = runs[runs["design"].str.startswith("progressive-") & runs["fd"].notna()]
     if not rounds.empty:  # one point per round: together, the curve of progressive distillation
         curve = rounds.groupby("nfe")["fd"].mean()
@@ -272,7 +275,7 @@ def quality_vs_calls(out: Path, path: Path) -> Path:
     ax.set_xlabel("network calls per image (NFE)")
     ax.set_ylabel("FD (lower is better)")
     ax.set_title("One-step designs against their teachers, quality against network calls")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=6, ncol=2)
     return save_figure(fig, path)
 
 
