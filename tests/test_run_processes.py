@@ -61,7 +61,16 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, sig):
         "--run-id",
         "stopped",
     ]
-    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # as from a terminal: a shell without job control starts background jobs with SIGINT ignored, and
+        # the run leaves an ignored signal ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     run_dir = tmp_path / "stopped"
     deadline = time.time() + 120
     while time.time() < deadline and not (run_dir / "status.json").exists():
