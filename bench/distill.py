@@ -60,7 +60,7 @@ def load_teacher(config: DistillConfig, student: Experiment) -> Teacher:
         raise TeacherError(
             f"denoiser {name!r} learns from a teacher: give --teacher RUN_DIR, a complete run of an "
             "iterative design (e.g. results/<run-id> of `bench run --denoiser unet`"
-            + (", with --target flow)" if recipe.pairs == "teacher" and recipe.timesteps == "all" else ")")
+            + (", with --target flow)" if recipe.reflows else ")")
         )
     if student.config.train.hflip and recipe.pairs == "teacher":
         raise TeacherError("--hflip breaks teacher pairs: a mirrored image is not the teacher's map of x_T")
@@ -121,7 +121,7 @@ def check_teacher(path: str, teacher: Experiment, student: Experiment) -> None:
             f"uses {s.schedule!r} (T={s.timesteps}); {student.config.denoiser} follows the teacher's ODE "
             f"between noise levels, so give this run --schedule {t.schedule} --timesteps {t.timesteps}"
         )
-    if recipe.pairs == "teacher" and recipe.timesteps == "all" and teacher.recipe.prediction != "flow":
+    if recipe.reflows and teacher.recipe.prediction != "flow":
         raise TeacherError(
             f"--teacher {path!r} predicts {teacher.recipe.prediction!r}: reflow trains on a flow's own "
             "(noise, image) pairs, so the teacher must be a flow run (bench run --target flow --schedule "

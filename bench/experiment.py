@@ -20,6 +20,7 @@ from .config import AUTO_SAMPLER, RunConfig, SampleConfig
 from .denoiser import Denoiser
 from .diffusion import Diffusion
 from .environment import configure_allocator, configure_tf32, resolve_device
+from .progressive import student_steps
 from .run_folder import RunFolder
 from .sampling import check_start, check_steps, sample
 
@@ -116,10 +117,17 @@ def sample_labels(exp: Experiment, sample_cfg: SampleConfig, n: int, first: int 
     return torch.arange(first, first + n) % exp.num_classes
 
 
-def resolve_sampler(sample_cfg: SampleConfig, recipe: denoisers.Recipe, diffusion: Diffusion) -> SampleConfig:
+def resolve_sampler(
+    sample_cfg: SampleConfig,
+    recipe: denoisers.Recipe,
+    diffusion: Diffusion,
+    *,
+    teacher_steps: int | None = None,
+) -> SampleConfig:
     """Turn ``method="auto"`` into a concrete sampler: one shot for a denoiser trained only at t = T-1, one
     consistency call for a consistency model, DDIM with ``steps`` steps otherwise (deterministic for reflow,
-    which learnt its teacher's deterministic coupling); refuse iterative sampling
+    which learnt its teacher's deterministic coupling, and for a progressive student given its
+    ``teacher_steps``, on its own grid); refuse iterative sampling
     of a model that never saw t < T-1, and a sampling that cannot start on this schedule
     (:func:`bench.sampling.check_start`)."""
     method = sample_cfg.method
@@ -131,7 +139,11 @@ def resolve_sampler(sample_cfg: SampleConfig, recipe: denoisers.Recipe, diffusio
             if diffusion.zero_terminal_snr and sample_cfg.grid_choice().is_default:
                 # ... at the largest noise level it was trained at, not at pure noise
                 sample_cfg = replace(sample_cfg, grid="karras")
-        elif recipe.pairs == "teacher" and recipe.timesteps == "all":
+        elif recipe.objective == "progressive-distillation" and teacher_steps is not None:
+            # its own grid, every other point of its teacher's, with the deterministic DDIM it learnt
+            steps = student_steps(teacher_steps)
+            sample_cfg = replace(sample_cfg, eta=0.0, grid="uniform", sigma_max=None, sigma_min=None)
+        elif recipe.reflows:
             # reflow learnt its teacher's deterministic coupling: its ODE, not fresh noise, keeps to it
             sample_cfg = replace(sample_cfg, eta=0.0)
     if recipe.timesteps == "terminal" and method != "one_shot":

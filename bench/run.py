@@ -16,7 +16,7 @@ import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cluster.claims import ClaimedElsewhere, Holder, claim, release
-from .config import AUTO_SAMPLER, RunConfig, SampleConfig, config_differences
+from .config import RunConfig, SampleConfig, config_differences
 from .consistency import ConsistencyObjective
 from .cost import run_cost
 from .denoiser import Denoiser
@@ -29,7 +29,7 @@ from .io import create_run_dir
 from .measure import evaluate, run_metrics, score_during_training, standard_inception
 from .metrics.fidelity import StandardInception
 from .noise_levels import check_training_design
-from .progressive import ProgressiveObjective, student_steps
+from .progressive import ProgressiveObjective
 from .run_folder import RunFolder
 from .stopping import looking_at
 from .tensorboard_log import TensorBoardLog, open_log, require
@@ -102,15 +102,11 @@ def prepare(config: RunConfig, *, download: bool) -> Setup:
         require()
     exp = build_experiment(config, download=download)
     check_training_design(exp.recipe, exp.diffusion, config.train)
-    sample_cfg = resolve_sampler(config.sample, exp.recipe, exp.diffusion)
+    sample_cfg = resolve_sampler(
+        config.sample, exp.recipe, exp.diffusion, teacher_steps=config.distill.teacher_steps
+    )
     teacher = load_teacher(config.distill, exp) if exp.recipe.needs_teacher else None
     objective = distillation_objective(config, exp, teacher)
-    if exp.recipe.objective == "progressive-distillation" and config.sample.method == AUTO_SAMPLER:
-        # the student's own grid: every other point of the teacher's, deterministic DDIM as it was taught
-        steps = student_steps(config.distill.teacher_steps)
-        sample_cfg = replace(
-            sample_cfg, method="ddim", steps=steps, eta=0.0, grid="uniform", sigma_max=None, sigma_min=None
-        )
     return Setup(exp, sample_cfg, teacher, standard_inception(config, exp, download=download), objective)
 
 

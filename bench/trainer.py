@@ -191,7 +191,7 @@ class Trainer:
                 loss = self.objective.loss(self.denoiser, x0, self.step, self.generator).mean()
             else:
                 # teacher pairs: x_T itself at t = T-1, or (reflow) the noise end of the path at every t
-                reflow = x_t is not None and self.recipe.timesteps == "all"
+                reflow = x_t is not None and self.recipe.reflows
                 loss = training_loss(
                     self.denoiser,
                     x0,

@@ -60,6 +60,12 @@ class Recipe:
             raise ValueError(f"the {self.objective} objective draws its own noise: it takes no teacher pairs")
 
     @property
+    def reflows(self) -> bool:
+        """Whether its teacher pairs are the ends of a path trained at every noise level (reflow), rather
+        than pure noise and the image one call makes of it."""
+        return self.pairs == "teacher" and self.timesteps == "all"
+
+    @property
     def needs_teacher(self) -> bool:
         """Whether a run of this design needs ``--teacher``: for its pairs, or for the teacher's steps of
         consistency or progressive distillation."""

@@ -26,20 +26,25 @@ from torch import nn
 
 from bench.denoiser import CONSISTENCY, PREDICTIONS, SIGMA_DATA
 
-from ._base import register
+from ._base import Recipe, register
 from .common import design_recipe
 from .unet import PRESETS as UNET_PRESETS
 from .unet import build_unet
+
+
+def _unet(name: str, recipe: Recipe, image_shape: tuple[int, int, int], options: dict) -> nn.Module:
+    """The ``unet`` backbone with this design's recipe; a bad option's error names the design."""
+    try:
+        return build_unet(image_shape, recipe, **options)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def _consistency(name: str, objective: str, image_shape, sigma_data: float, options: dict) -> nn.Module:
     recipe = design_recipe(
         name, CONSISTENCY, sigma_data, allowed=(CONSISTENCY,), objective=objective, sampler="consistency"
     )
-    try:
-        return build_unet(image_shape, recipe, **options)
-    except ValueError as exc:
-        raise ValueError(f"{name}: {exc}") from None
+    return _unet(name, recipe, image_shape, options)
 
 
 @register("consistency", presets=UNET_PRESETS)
@@ -62,10 +67,7 @@ def consistency_distilled(
 def reflow(image_shape: tuple[int, int, int], *, sigma_data: float = SIGMA_DATA, **options: Any) -> nn.Module:
     """A flow trained on a flow teacher's own (noise, image) pairs (Liu et al. 2023); needs --teacher."""
     recipe = design_recipe("reflow", "flow", sigma_data, allowed=("flow",), pairs="teacher", sampler="ddim")
-    try:
-        return build_unet(image_shape, recipe, **options)
-    except ValueError as exc:
-        raise ValueError(f"reflow: {exc}") from None
+    return _unet("reflow", recipe, image_shape, options)
 
 
 @register("progressive-distilled", presets=UNET_PRESETS)
@@ -78,7 +80,4 @@ def progressive_distilled(
         "progressive-distilled", target, sigma_data, allowed=allowed,
         objective="progressive-distillation", sampler="ddim",
     )  # fmt: skip
-    try:
-        return build_unet(image_shape, recipe, **options)
-    except ValueError as exc:
-        raise ValueError(f"progressive-distilled: {exc}") from None
+    return _unet("progressive-distilled", recipe, image_shape, options)

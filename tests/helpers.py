@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 from pathlib import Path
@@ -171,3 +172,47 @@ def make_trainer(steps: int, seed: int = 0, **cfg) -> Trainer:
         device=torch.device("cpu"),
         seed=seed,
     )
+
+
+TINY_RUN = [*TINY_UNET, "--no-tensorboard"]
+"""TINY_UNET without TensorBoard's event files: 6 steps of 16 images of the 8-channel U-Net, 8x8 digits."""
+
+
+def tiny_run(out: Path, run_id: str, *args: str):
+    """``bench run`` of TINY_RUN and ``args`` into ``out/run_id``; the click result."""
+    return invoke("run", *TINY_RUN, *args, "--out", str(out), "--run-id", run_id, "--quiet")
+
+
+def tiny_run_ok(out: Path, run_id: str, *args: str) -> Path:
+    result = tiny_run(out, run_id, *args)
+    assert result.exit_code == 0, result.output
+    return out / run_id
+
+
+def run_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def refused_run(tmp_path: Path, *args: str) -> str:
+    """A tiny run with ``args``, expected to be a usage error with nothing written; the message, on one
+    line."""
+    out = tmp_path / "out"
+    result = tiny_run(out, "refused", *args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
+    return " ".join(result.output.split())
+
+
+def stop_after(monkeypatch, step: int) -> None:
+    """Ask the trainer to stop after training step ``step``, as Ctrl-C does (the loop finishes the step,
+    writes a checkpoint and the run exits 130)."""
+    real = Trainer.train_step
+
+    def train_step(self, *args, **kwargs):
+        loss = real(self, *args, **kwargs)
+        if self.step == step:
+            self._stop_requested = True
+        return loss
+
+    monkeypatch.setattr(Trainer, "train_step", train_step)

@@ -8,7 +8,6 @@ of the designs whose state goes beyond the regression designs' (CD's target netw
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -22,8 +21,11 @@ from bench.denoiser import Denoiser
 from bench.diffusion import Diffusion
 from bench.grids import Grid
 from bench.sampling import called_timesteps, grid_points, network_calls, sample
-from bench.trainer import Trainer
-from tests.helpers import TINY_UNET, invoke
+from tests.helpers import invoke, stop_after
+from tests.helpers import refused_run as refused
+from tests.helpers import run_metrics as metrics
+from tests.helpers import tiny_run as run
+from tests.helpers import tiny_run_ok as run_ok
 
 SD = 0.5  # EDM's sigma_data, the designs' default
 
@@ -244,22 +246,7 @@ def test_ict_levels_double_in_equal_stretches():
 
 
 # ------------------------------------------------------------------------------------- CLI: the runs
-FAST = [*TINY_UNET, "--no-tensorboard"]  # the 8-channel U-Net on the 8x8 digits: 6 steps of 16 images
 STEPS, BATCH = 6, 16
-
-
-def run(out: Path, run_id: str, *args: str):
-    return invoke("run", *FAST, *args, "--out", str(out), "--run-id", run_id, "--quiet")
-
-
-def run_ok(out: Path, run_id: str, *args: str) -> Path:
-    result = run(out, run_id, *args)
-    assert result.exit_code == 0, result.output
-    return out / run_id
-
-
-def metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -282,16 +269,6 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         "--teacher", str(folders["reflow"]), "--teacher-steps", "2",
     )  # fmt: skip
     return folders
-
-
-def refused(tmp_path: Path, *args: str) -> str:
-    """Run with ``args``, expect a usage error and nothing written; the message, on one line."""
-    out = tmp_path / "out"
-    result = run(out, "refused", *args)
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
-    return " ".join(result.output.split())
 
 
 @pytest.mark.parametrize(
@@ -420,18 +397,6 @@ def test_reflow_and_its_one_call_student_count_the_whole_chain(runs):
 
 
 # --------------------------------------------------------------------------------------------- resume
-def stop_after(monkeypatch, step: int) -> None:
-    """Ask the trainer to stop after training step ``step``, as Ctrl-C does (the loop finishes the step,
-    writes a checkpoint and the run exits 130)."""
-    real = Trainer.train_step
-
-    def train_step(self, *args, **kwargs):
-        loss = real(self, *args, **kwargs)
-        if self.step == step:
-            self._stop_requested = True
-        return loss
-
-    monkeypatch.setattr(Trainer, "train_step", train_step)
 
 
 def checkpoint_parts(run_dir: Path) -> dict[str, dict]:

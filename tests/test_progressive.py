@@ -9,7 +9,6 @@ teaches the next round, refuses teacher steps that do not halve, and resumes bit
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -31,8 +30,11 @@ from bench.progressive import (
     student_steps,
 )
 from bench.sampling import SAMPLERS
-from bench.trainer import Trainer
-from tests.helpers import TINY_UNET, invoke
+from tests.helpers import invoke, stop_after
+from tests.helpers import refused_run as refused
+from tests.helpers import run_metrics as metrics
+from tests.helpers import tiny_run as run
+from tests.helpers import tiny_run_ok as run_ok
 
 
 # ------------------------------------------------------------------------------------------- the grids
@@ -250,23 +252,8 @@ def test_a_broken_target_leaves_the_student_off_the_teachers_map(monkeypatch, na
 
 
 # ------------------------------------------------------------------------------------ CLI: the runs
-FAST = [*TINY_UNET, "--no-tensorboard"]  # the 8-channel U-Net on the 8x8 digits: 6 steps of 16 images
 STEPS, BATCH = 6, 16
 PROGRESSIVE = ["--denoiser", "progressive-distilled"]
-
-
-def run(out: Path, run_id: str, *args: str):
-    return invoke("run", *FAST, *args, "--out", str(out), "--run-id", run_id, "--quiet")
-
-
-def run_ok(out: Path, run_id: str, *args: str) -> Path:
-    result = run(out, run_id, *args)
-    assert result.exit_code == 0, result.output
-    return out / run_id
-
-
-def metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -311,16 +298,6 @@ def test_two_teacher_steps_make_a_one_call_student_from_the_cli(runs, tmp_path):
     assert data["sample"]["network_evaluations_per_image"] == 1
 
 
-def refused(tmp_path: Path, *args: str) -> str:
-    """Run with ``args``, expect a usage error and nothing written; the message, on one line."""
-    out = tmp_path / "out"
-    result = run(out, "refused", *args)
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
-    return " ".join(result.output.split())
-
-
 @pytest.mark.parametrize(
     ("teacher", "args", "message"),
     [
@@ -338,20 +315,6 @@ def test_a_progressive_run_that_cannot_halve_is_a_usage_error_and_nothing_is_wri
 ):
     extra = ["--teacher", str(runs["teacher"])] if teacher else []
     assert message in refused(tmp_path, *PROGRESSIVE, *args, *extra)
-
-
-def stop_after(monkeypatch, step: int) -> None:
-    """Ask the trainer to stop after training step ``step``, as Ctrl-C does (the loop finishes the step,
-    writes a checkpoint and the run exits 130)."""
-    real = Trainer.train_step
-
-    def train_step(self, *args, **kwargs):
-        loss = real(self, *args, **kwargs)
-        if self.step == step:
-            self._stop_requested = True
-        return loss
-
-    monkeypatch.setattr(Trainer, "train_step", train_step)
 
 
 def test_a_student_stopped_part_way_and_resumed_ends_bit_identical_to_a_straight_run(
