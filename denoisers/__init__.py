@@ -2,8 +2,8 @@
 
 A plugin that can be class-conditional registers with ``labels=True``: its factory then also takes
 ``num_classes=K`` and its module is called as ``net(x_t, t, y)`` with int64 labels in 0..K-1 or
-``bench.denoiser.NULL_LABEL`` (-1) for the null class; ``y=None`` (or two arguments) is the null class for
-all. :func:`accepts_labels` says which plugins declared it.
+``bench.process.denoiser.NULL_LABEL`` (-1) for the null class; ``y=None`` (or two arguments) is the null class
+for all. :func:`accepts_labels` says which plugins declared it.
 
 Each module carries a :class:`Recipe` saying what it predicts and how it is trained and sampled.
 Third-party denoisers register through the ``bench.denoisers`` entry-point group.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.denoiser import PREDICTIONS
+from bench.process.denoiser import PREDICTIONS
 
 # Importing a plugin module registers its factory.
 from . import consistency as _consistency  # noqa: F401

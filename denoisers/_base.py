@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from bench.denoiser import SIGMA_DATA, check_prediction, check_sigma_data
+from bench.process.denoiser import SIGMA_DATA, check_prediction, check_sigma_data
 from bench.registry import Registry
 
 TIMESTEP_MODES = ("all", "terminal")
@@ -32,10 +32,11 @@ class Recipe:
                 through every noise level).
     sigma_data: EDM's standard deviation of the data, for the ``edm`` prediction and loss weighting.
     objective:  ``"regression"`` (the loss on the prediction target), one of the consistency objectives
-                (:mod:`bench.consistency`): ``"consistency-distillation"`` (with a teacher's ODE step) or
-                ``"consistency-training"`` (without a teacher), which need the ``consistency`` prediction,
-                or ``"progressive-distillation"`` (:mod:`bench.progressive`: one student DDIM step learns two
-                of the teacher's).
+                (:mod:`bench.training.objectives.consistency`): ``"consistency-distillation"`` (with a
+                teacher's ODE step) or ``"consistency-training"`` (without a teacher), which need the
+                ``consistency`` prediction, or ``"progressive-distillation"``
+                (:mod:`bench.training.objectives.progressive`: one student DDIM step learns two of the
+                teacher's).
     """
 
     prediction: str = "eps"

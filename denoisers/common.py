@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.denoiser import NULL_LABEL, PREDICTIONS, SIGMA_DATA, check_sigma_data
+from bench.process.denoiser import NULL_LABEL, PREDICTIONS, SIGMA_DATA, check_sigma_data
 
 from ._base import Recipe
 
@@ -33,9 +33,9 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
 
 
 class ClassEmbedding(nn.Module):
-    """A learned vector per class and one more for the null label (:data:`bench.denoiser.NULL_LABEL`), the
-    "no class" that label dropout trains and classifier-free guidance asks for; ``y=None`` is null for all.
-    ``init_std`` None keeps PyTorch's N(0, 1) (improved-diffusion's U-Net); DiT draws N(0, 0.02^2)."""
+    """A learned vector per class and one more for the null label (:data:`bench.process.denoiser.NULL_LABEL`),
+    the "no class" that label dropout trains and classifier-free guidance asks for; ``y=None`` is null for
+    all. ``init_std`` None keeps PyTorch's N(0, 1) (improved-diffusion's U-Net); DiT draws N(0, 0.02^2)."""
 
     def __init__(self, num_classes: int, dim: int, init_std: float | None = None) -> None:
         super().__init__()

@@ -4,7 +4,7 @@
 probability-flow ODE trajectory to its end, by making f agree at two adjacent noise levels, the lower one
 reached by one ODE step of the teacher (needs ``--teacher``); ``consistency`` is improved consistency
 training (iCT, Song & Dhariwal 2023), the same without a teacher. Both use the consistency parametrisation
-(``bench.denoiser.CONSISTENCY``) and are sampled in one call or a few (the ``consistency`` sampler).
+(``bench.process.denoiser.CONSISTENCY``) and are sampled in one call or a few (the ``consistency`` sampler).
 
 ``reflow`` (Liu et al. 2023) is a flow trained again, on the (noise, image) pairs of a trained flow's own
 ODE (``--teacher``, a run with ``--target flow``): the path between each pair's ends is straight, so the new
@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from bench.denoiser import CONSISTENCY, PREDICTIONS, SIGMA_DATA
+from bench.process.denoiser import CONSISTENCY, PREDICTIONS, SIGMA_DATA
 
 from ._base import Recipe, register
 from .common import design_recipe

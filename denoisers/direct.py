@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from bench.denoiser import SIGMA_DATA
+from bench.process.denoiser import SIGMA_DATA
 
 from ._base import Recipe, register
 from .common import design_recipe

@@ -25,7 +25,7 @@ from einops import rearrange
 from timm.layers import Attention, Mlp, PatchEmbed, build_sincos2d_pos_embed
 from torch import nn
 
-from bench.denoiser import SIGMA_DATA
+from bench.process.denoiser import SIGMA_DATA
 
 from ._base import Recipe, check_image_shape, register
 from .common import (

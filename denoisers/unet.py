@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from bench.denoiser import SIGMA_DATA
+from bench.process.denoiser import SIGMA_DATA
 
 from ._base import Recipe, check_image_shape, register
 from .common import (

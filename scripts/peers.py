@@ -31,8 +31,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import denoisers
 from bench.cli.options import parse_option
 from bench.environment import configure_allocator
-from bench.throughput import measure_matmul_peak, timed
-from bench.trainer import fused_or_foreach
+from bench.evaluation.throughput import measure_matmul_peak, timed
+from bench.training.trainer import fused_or_foreach
 from denoisers.kernels.group_norm import use_fused_kernels
 
 

@@ -1,8 +1,8 @@
 """How far each sampler lands from where it should, against its network calls, on each grid: the exact
-denoiser of Gaussian data (bench.oracles.GaussianData) drives DDIM (eta 0), Euler, Heun and DPM-Solver++(2M)
-from the same 64 noises on DDIM's uniform timesteps, EDM's karras grid (rho 7) and the log-SNR grid, and the
-largest distance to the exact probability-flow endpoint is printed per NFE, with the slope of log error
-against log NFE fitted over 50-400 calls (the solver's order).
+denoiser of Gaussian data (bench.process.oracles.GaussianData) drives DDIM (eta 0), Euler, Heun and
+DPM-Solver++(2M) from the same 64 noises on DDIM's uniform timesteps, EDM's karras grid (rho 7) and the
+log-SNR grid, and the largest distance to the exact probability-flow endpoint is printed per NFE, with the
+slope of log error against log NFE fitted over 50-400 calls (the solver's order).
 
     python scripts/solver_error.py                       # linear and cosine schedules, every grid, T = 1000
     python scripts/solver_error.py --schedules linear --grids log-snr --nfe 10,20,50
@@ -15,10 +15,10 @@ import argparse
 import numpy as np
 
 import schedules
-from bench.diffusion import Diffusion
-from bench.grids import GRIDS, Grid
-from bench.oracles import GaussianData
-from bench.sampling import network_calls
+from bench.process.diffusion import Diffusion
+from bench.process.grids import GRIDS, Grid
+from bench.process.oracles import GaussianData
+from bench.process.sampling import network_calls
 
 SOLVERS = {"ddim": {"eta": 0.0}, "euler": {}, "heun": {}, "dpmpp-2m": {}}
 ORDER_RANGE = (50, 400)

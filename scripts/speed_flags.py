@@ -25,17 +25,17 @@ import torch
 import denoisers
 import schedules
 from bench.config import TrainConfig
-from bench.denoiser import Denoiser
-from bench.diffusion import Diffusion
 from bench.environment import configure_allocator
-from bench.sampling import sample
-from bench.throughput import (
+from bench.evaluation.throughput import (
     forward_flops_per_image,
     measure_matmul_peak,
     timed,
     training_flops_per_image,
 )
-from bench.trainer import AUTOCAST_DTYPES, Trainer
+from bench.process.denoiser import Denoiser
+from bench.process.diffusion import Diffusion
+from bench.process.sampling import sample
+from bench.training.trainer import AUTOCAST_DTYPES, Trainer
 from denoisers.kernels.group_norm import use_fused_kernels
 
 

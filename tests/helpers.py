@@ -15,8 +15,8 @@ from torch import nn
 import schedules
 from bench.cli import main
 from bench.config import TrainConfig
-from bench.diffusion import Diffusion
-from bench.trainer import Trainer
+from bench.process.diffusion import Diffusion
+from bench.training.trainer import Trainer
 from denoisers import Recipe
 
 
@@ -109,7 +109,7 @@ CLAIM_SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from bench.cluster.claims import ClaimedElsewhere, Holder, claim, read_claim, release
+    from bench.runs.claims import ClaimedElsewhere, Holder, claim, read_claim, release
     folder, hold = Path(sys.argv[1]), sys.argv[2] == "hold"
     me = Holder.here()
     try:

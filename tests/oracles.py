@@ -8,9 +8,9 @@ import math
 
 import torch
 
-from bench.diffusion import Diffusion
-from bench.grids import ddim_timesteps
-from bench.oracles import GaussianData
+from bench.process.diffusion import Diffusion
+from bench.process.grids import ddim_timesteps
+from bench.process.oracles import GaussianData
 
 M, S = 0.4, 0.3  # data x0 ~ N(M, S^2) per dimension
 GAUSSIAN = GaussianData(M, S)
@@ -18,7 +18,7 @@ GAUSSIAN = GaussianData(M, S)
 
 def gaussian_oracle(diffusion: Diffusion, prediction: str = "eps", sigma_data: float = 0.5):
     """The exact minimiser of L_simple for x0 ~ N(M, S^2): E[target | x_t], linear in x_t (for ``edm``, EDM's
-    F in EDM's own variables: see :class:`bench.oracles.GaussianData`)."""
+    F in EDM's own variables: see :class:`bench.process.oracles.GaussianData`)."""
     return GAUSSIAN.network(diffusion, prediction, sigma_data)
 
 

@@ -12,8 +12,8 @@ import sys
 import threading
 import time
 
-from bench.cluster import claims
-from bench.cluster.claims import CLAIM_NAME, ClaimedElsewhere, Holder, claim, read_claim, release
+from bench.runs import claims
+from bench.runs.claims import CLAIM_NAME, ClaimedElsewhere, Holder, claim, read_claim, release
 from tests.helpers import CLAIM_SCRIPT, FAST, TINY_UNET, invoke, run_ok
 
 
@@ -113,8 +113,8 @@ def test_a_claim_released_by_another_holder_stays(tmp_path):
 def test_a_run_that_completes_while_a_sweep_waits_is_not_finished_again(tmp_path, monkeypatch):
     """The waiting sweep saw the point unfinished, then the holder completed it and released its claim before
     the sweep claimed it: the sweep must see under its claim that the run is complete and leave it alone."""
-    import bench.sweep
-    from bench.run_folder import RunFolder
+    import bench.cluster.sweep
+    from bench.runs.run_folder import RunFolder
 
     out = tmp_path / "sweep"
     result = invoke("sweep", *FAST, "--out", str(out), "--quiet")
@@ -129,7 +129,7 @@ def test_a_run_that_completes_while_a_sweep_waits_is_not_finished_again(tmp_path
         return "training" if len(looks) == 1 else real_state(self)
 
     monkeypatch.setattr(RunFolder, "state", seen_before_it_completed)
-    run_dir, action = bench.resume.run_or_resume(config, out, name, progress=False)
+    run_dir, action = bench.runs.resume.run_or_resume(config, out, name, progress=False)
     assert action == "skipped"
     assert (out / name / "metrics.json").read_bytes() == metrics
     assert not (out / name / CLAIM_NAME).exists()
@@ -150,10 +150,10 @@ def test_every_fid_chunk_draws_the_classes_the_scoring_reads(tmp_path, monkeypat
     is of classes 4..7, not 0..3 again."""
     import torch
 
-    from bench import experiment
     from bench.config import SampleConfig
-    from bench.experiment import load_run, sample_labels
-    from bench.fid_samples import chunked_samples
+    from bench.runs import experiment
+    from bench.runs.experiment import load_run, sample_labels
+    from bench.runs.fid_samples import chunked_samples
 
     run_dir = tmp_path / "c"
     result = invoke("run", *TINY_UNET, "--conditional", "--out", str(tmp_path), "--run-id", "c", "--quiet")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.cluster.claims import CLAIM_NAME, ClaimedElsewhere, Holder, claim, read_claim, release
 from bench.cluster.executors import ExecutorConfig
 from bench.cluster.status import format_status, sweep_status
+from bench.runs.claims import CLAIM_NAME, ClaimedElsewhere, Holder, claim, read_claim, release
 from tests.helpers import FAST, TINY_UNET, invoke
 
 
@@ -57,7 +57,7 @@ def test_of_many_claimants_at_once_exactly_one_wins(tmp_path):
         f"""
         import sys
         from pathlib import Path
-        from bench.cluster.claims import ClaimedElsewhere, Holder, claim
+        from bench.runs.claims import ClaimedElsewhere, Holder, claim
         try:
             claim(Path({str(tmp_path / "run")!r}), Holder.here())
             print("won")
@@ -76,19 +76,19 @@ def test_of_many_claimants_at_once_exactly_one_wins(tmp_path):
 def test_a_sweep_leaves_a_point_another_process_trains(tmp_path):
     """A point claimed by a live process is left to it, waited for, and trained here once its holder is gone
     (its claim reclaimed)."""
-    import bench.sweep
+    import bench.cluster.sweep
 
     out = tmp_path / "sweep"
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
     threading.Thread(target=holder.wait, daemon=True).start()  # its parent collects it when it exits
     claim(out / "tiny-test-linear-s0", Holder(Holder.here().host, holder.pid))
-    bench.sweep.LEFT_POLL_S, poll = 0.5, bench.sweep.LEFT_POLL_S
+    bench.cluster.sweep.LEFT_POLL_S, poll = 0.5, bench.cluster.sweep.LEFT_POLL_S
     try:
         note = f"reclaimed {out / 'tiny-test-linear-s0'} from process {holder.pid}"
         with pytest.warns(UserWarning, match=note):
             result = invoke("sweep", *FAST, "--out", str(out), "--quiet")
     finally:
-        bench.sweep.LEFT_POLL_S = poll
+        bench.cluster.sweep.LEFT_POLL_S = poll
         holder.wait()
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("[1/1]")]
@@ -188,6 +188,6 @@ def test_submitit_missing_names_the_extra(monkeypatch):
 
 
 def test_a_run_folder_with_a_claim_is_not_a_benchmark_file():
-    from bench.run_folder import RUN_FILES
+    from bench.runs.run_folder import RUN_FILES
 
     assert CLAIM_NAME in RUN_FILES and Path(CLAIM_NAME).suffix == ".json"

@@ -7,11 +7,11 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from bench import compare
 from bench.cli import main
 from bench.config import RunConfig
 from bench.images import save_grid
-from bench.run_folder import RunFolder, RunMetrics, SampleMetrics, TrainMetrics
+from bench.reports import compare
+from bench.runs.run_folder import RunFolder, RunMetrics, SampleMetrics, TrainMetrics
 
 FD = {("unet", 0): 10.0, ("unet", 1): 12.0, ("unet", 2): 14.0, ("direct", 0): 90.0, ("direct", 1): 92.0}
 
@@ -153,7 +153,7 @@ def test_empty_and_missing_paths(tmp_path):
 
 
 def test_pareto_front():
-    from bench.compare_report import pareto_front
+    from bench.reports.compare_report import pareto_front
 
     assert pareto_front([(1, 5), (2, 3), (3, 4), (4, 1)]) == [(1, 5), (2, 3), (4, 1)]
 

@@ -12,11 +12,19 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from bench import compare, compare_report
 from bench.cli import main
 from bench.config import RunConfig
-from bench.run_folder import EvalSample, EvaluationEntry, RunFolder, RunMetrics, SampleMetrics, TrainMetrics
-from bench.run_summary import summary
+from bench.reports import compare, compare_report
+from bench.runs.row import DESIGN, run_rows
+from bench.runs.run_folder import (
+    EvalSample,
+    EvaluationEntry,
+    RunFolder,
+    RunMetrics,
+    SampleMetrics,
+    TrainMetrics,
+)
+from bench.runs.run_summary import summary
 
 PLAIN_REFS = {
     "real": {"fd": 1.5, "precision": 0.9, "recall": 0.9},
@@ -137,7 +145,7 @@ def test_unconditional_runs_keep_their_columns_and_group_with_old_configs(result
 
 def test_an_eval_row_takes_its_own_guidance_never_its_runs(tmp_path):
     run = write_run(tmp_path, "cond", 0, own=(4.0, [1.0, 2.0]), evals=[(1.0, None), (None, None)])
-    own, unguided, unrecorded = compare.run_rows(RunFolder(run))
+    own, unguided, unrecorded = run_rows(RunFolder(run))
     assert (own["guidance"], own["interval"]) == (4.0, "1-2")
     assert (unguided["guidance"], unguided["interval"]) == (1.0, "")
     assert math.isnan(unrecorded["guidance"]) and unrecorded["interval"] == ""
@@ -154,9 +162,9 @@ def test_samples_of_one_class_are_a_design_of_their_own(tmp_path):
         sample=EvalSample("ddim", STEPS, 1.0, 100, 0, 40.0, STEPS, guidance_scale=1.0, class_label=3),
     )
     RunFolder(run).write_metrics(dataclasses.replace(metrics, evaluations=[one_class]))
-    own, of_class_3 = compare.run_rows(RunFolder(run))
+    own, of_class_3 = run_rows(RunFolder(run))
     assert (own["class_label"], of_class_3["class_label"]) == ("", "3")
-    assert "class_label" in compare.DESIGN
+    assert "class_label" in DESIGN
     table = compare.summarize(compare.collect([tmp_path]).runs)
     assert sorted(table["class_label"]) == ["", "3"]
     assert compare_report.design_label(pd.Series(of_class_3)).endswith(", guidance 1, class 3")

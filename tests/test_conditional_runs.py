@@ -15,13 +15,13 @@ from PIL import Image
 
 import denoisers
 import schedules
-from bench.checkpoint import load_checkpoint
 from bench.config import RunConfig, SampleConfig, TrainConfig
-from bench.denoiser import NULL_LABEL
-from bench.diffusion import Diffusion
-from bench.experiment import build_experiment
-from bench.run_folder import RunFolder
-from bench.trainer import Trainer
+from bench.process.denoiser import NULL_LABEL
+from bench.process.diffusion import Diffusion
+from bench.runs.experiment import build_experiment
+from bench.runs.run_folder import RunFolder
+from bench.training.checkpoint import load_checkpoint
+from bench.training.trainer import Trainer
 from tests.helpers import TINY_UNET, invoke
 
 CONDITIONAL = [*TINY_UNET, "--conditional"]

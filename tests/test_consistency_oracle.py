@@ -37,13 +37,13 @@ import pytest
 import torch
 from torch import nn
 
-import bench.consistency as consistency
+import bench.training.objectives.consistency as consistency
 import schedules
 from bench.config import ConsistencyConfig
-from bench.consistency import ConsistencyObjective, at_level, consistency_levels
-from bench.denoiser import Denoiser, training_loss
-from bench.diffusion import Diffusion
-from bench.sampling import sample
+from bench.process.denoiser import Denoiser, training_loss
+from bench.process.diffusion import Diffusion
+from bench.process.sampling import sample
+from bench.training.objectives.consistency import ConsistencyObjective, at_level, consistency_levels
 from tests.oracles import GAUSSIAN, M, S, ddim_moments_exact, gaussian_oracle
 
 CD_LEVELS = 18

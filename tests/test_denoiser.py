@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import schedules
-from bench.denoiser import PREDICTIONS, Denoiser, training_loss
-from bench.diffusion import Diffusion
+from bench.process.denoiser import PREDICTIONS, Denoiser, training_loss
+from bench.process.diffusion import Diffusion
 
 SD = 0.5
 GAMMA = 5.0

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from bench.compare import format_value
 from bench.config import RunConfig, SampleConfig, TrainConfig
+from bench.reports.compare import format_value
 from bench.studies.design import (
     STUDY_TARGETS,
     STUDY_WEIGHTS,
@@ -38,8 +38,8 @@ def test_an_edm_run_with_min_snr_lognormal_levels_and_dpmpp(tmp_path):
 
 
 def test_eval_over_step_counts_records_nfe_and_compare_draws_it(tmp_path, monkeypatch):
-    import bench.measure
-    import bench.scoring
+    import bench.evaluation.scoring
+    import bench.runs.measure
 
     args = ["--n-samples", "24", "--out", str(tmp_path), "--run-id", "ev", "--quiet"]
     result = invoke("run", *WITH_EVAL, *args)
@@ -54,8 +54,9 @@ def test_eval_over_step_counts_records_nfe_and_compare_draws_it(tmp_path, monkey
 
         return wrapper
 
-    monkeypatch.setattr(bench.measure, "nll_bits_per_dim", counted("nll", bench.measure.nll_bits_per_dim))
-    monkeypatch.setattr(bench.scoring, "reference_rows", counted("references", bench.scoring.reference_rows))
+    measure, scoring = bench.runs.measure, bench.evaluation.scoring
+    monkeypatch.setattr(measure, "nll_bits_per_dim", counted("nll", measure.nll_bits_per_dim))
+    monkeypatch.setattr(scoring, "reference_rows", counted("references", scoring.reference_rows))
     result = invoke("eval", str(run_dir), "--n", "24", "--method", "heun", "--steps", "2,3", "--quiet")
     assert result.exit_code == 0, result.output
     metrics = json.loads((run_dir / "metrics.json").read_text())

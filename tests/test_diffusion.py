@@ -5,8 +5,13 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 import schedules
-from bench.denoiser import Denoiser, training_loss
-from bench.diffusion import Diffusion, discretized_gaussian_log_likelihood, nats_to_bits_per_dim, normal_kl
+from bench.process.denoiser import Denoiser, training_loss
+from bench.process.diffusion import (
+    Diffusion,
+    discretized_gaussian_log_likelihood,
+    nats_to_bits_per_dim,
+    normal_kl,
+)
 
 
 @pytest.fixture(scope="module")

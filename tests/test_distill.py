@@ -11,11 +11,11 @@ from torch import nn
 
 import schedules
 from bench.config import DistillConfig, TrainConfig
-from bench.denoiser import Denoiser
-from bench.diffusion import Diffusion
-from bench.distill import Pairs, Teacher, distillation_metrics, make_pairs
-from bench.sampling import sample
-from bench.trainer import Trainer
+from bench.process.denoiser import Denoiser
+from bench.process.diffusion import Diffusion
+from bench.process.sampling import sample
+from bench.training.pairs import Pairs, Teacher, distillation_metrics, make_pairs
+from bench.training.trainer import Trainer
 from denoisers import Recipe
 from tests.helpers import FAST, invoke, run_ok
 from tests.oracles import M, S, ddim_moments_exact, gaussian_oracle
@@ -93,7 +93,7 @@ def test_gaussian_oracle_coupled_pairs_recover_the_data_independent_pairs_collap
 
 
 def test_pairs_are_deterministic_and_resume_bit_for_bit(diffusion, tmp_path, monkeypatch):
-    import bench.distill
+    import bench.training.pairs
 
     teacher, config = oracle_teacher(diffusion), DistillConfig("oracle", 10, 600)  # three chunks
     straight = make_pairs(teacher, config, seed=3, path=tmp_path / "a.pt", progress=False)
@@ -101,7 +101,7 @@ def test_pairs_are_deterministic_and_resume_bit_for_bit(diffusion, tmp_path, mon
     assert torch.equal(straight.x_T, again.x_T) and torch.equal(straight.x0, again.x0)
     assert straight.x0.shape == (600, *SHAPE)
 
-    real, calls = bench.distill.teacher_images, []
+    real, calls = bench.training.pairs.teacher_images, []
 
     def interrupted_after_one_chunk(*args, **kwargs):
         calls.append(1)
@@ -109,7 +109,7 @@ def test_pairs_are_deterministic_and_resume_bit_for_bit(diffusion, tmp_path, mon
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bench.distill, "teacher_images", interrupted_after_one_chunk)
+    monkeypatch.setattr(bench.training.pairs, "teacher_images", interrupted_after_one_chunk)
     with pytest.raises(KeyboardInterrupt):
         make_pairs(teacher, config, seed=3, path=tmp_path / "b.pt", progress=False)
     assert len(torch.load(tmp_path / "b.pt", weights_only=True)["x0"]) == 1
@@ -246,12 +246,12 @@ def test_a_one_shot_teacher_is_refused(tmp_path):
 
 
 def test_an_interrupted_pair_phase_resumes_to_the_same_pairs(teacher_dir, tmp_path, monkeypatch):
-    import bench.distill
+    import bench.training.pairs
 
     args = ["--teacher", str(teacher_dir), "--pairs", "260"]  # two chunks, the second of 10
     straight = invoke("run", *FAST, *STUDENT, *args, "--out", str(tmp_path), "--run-id", "a", "--quiet")
     assert straight.exit_code == 0, straight.output
-    real, calls = bench.distill.teacher_images, []
+    real, calls = bench.training.pairs.teacher_images, []
 
     def interrupted_at_the_second_chunk(*a, **k):
         calls.append(1)
@@ -259,11 +259,11 @@ def test_an_interrupted_pair_phase_resumes_to_the_same_pairs(teacher_dir, tmp_pa
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(bench.distill, "teacher_images", interrupted_at_the_second_chunk)
+    monkeypatch.setattr(bench.training.pairs, "teacher_images", interrupted_at_the_second_chunk)
     cut = invoke("run", *FAST, *STUDENT, *args, "--out", str(tmp_path), "--run-id", "b", "--quiet")
     assert cut.exit_code == 130 and "stopped while making teacher pairs" in cut.output
     assert f"bench run --resume {tmp_path / 'b'}" in cut.output
-    monkeypatch.setattr(bench.distill, "teacher_images", real)
+    monkeypatch.setattr(bench.training.pairs, "teacher_images", real)
     resumed = invoke("run", "--resume", str(tmp_path / "b"), "--quiet")
     assert resumed.exit_code == 0, resumed.output
     a, b = (torch.load(tmp_path / r / "pairs.pt", weights_only=True) for r in ("a", "b"))

@@ -12,12 +12,13 @@ import torch
 from scipy import stats
 
 import schedules
-from bench import compare
 from bench.config import DiffusionConfig, RunConfig, TrainConfig
-from bench.denoiser import Denoiser, training_loss
-from bench.diffusion import Diffusion
-from bench.grids import Grid, ddim_timesteps
-from bench.sampling import SAMPLERS, check_start, network_calls, sample
+from bench.process.denoiser import Denoiser, training_loss
+from bench.process.diffusion import Diffusion
+from bench.process.grids import Grid, ddim_timesteps
+from bench.process.sampling import SAMPLERS, check_start, network_calls, sample
+from bench.reports import compare
+from bench.runs.row import design_line
 from tests.helpers import FAST, TINY_UNET, invoke, make_trainer, run_ok
 from tests.oracles import GAUSSIAN, M, S, gaussian_oracle
 
@@ -296,7 +297,7 @@ def test_a_sweep_over_targets_and_schedules_skips_the_impossible_point(tmp_path)
 
 
 def test_the_end_of_run_table_names_a_design_only_when_it_is_not_ddpms():
-    assert compare.design_line(RunConfig().to_dict()) is None  # the default run prints what it always did
+    assert design_line(RunConfig().to_dict()) is None  # the default run prints what it always did
     flow = replace(RunConfig(), denoiser_options={"target": "flow"},
                    diffusion=DiffusionConfig(schedule="rectified-flow"))  # fmt: skip
-    assert compare.design_line(flow.to_dict()) == "target flow, schedule rectified-flow"
+    assert design_line(flow.to_dict()) == "target flow, schedule rectified-flow"

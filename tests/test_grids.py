@@ -1,9 +1,9 @@
-"""Where the samplers step (bench.grids) and EDM's stochastic churn, against closed forms and the Gaussian
-oracle: each grid is its paper's formula, the samplers see exactly its noise levels, a grid changes no
-sampler's network calls, churn 0 is the deterministic sampler bit for bit, and churn > 0 with the exact
-denoiser reproduces the data distribution within what its sample size allows. End to end: the grid and
-churn are recorded in metrics.json, named in sample files, a design column of bench compare, and bad input
-is a usage error that writes nothing."""
+"""Where the samplers step (bench.process.grids) and EDM's stochastic churn, against closed forms and the
+Gaussian oracle: each grid is its paper's formula, the samplers see exactly its noise levels, a grid changes
+no sampler's network calls, churn 0 is the deterministic sampler bit for bit, and churn > 0 with the exact
+denoiser reproduces the data distribution within what its sample size allows. End to end: the grid and churn
+are recorded in metrics.json, named in sample files, a design column of bench compare, and bad input is a
+usage error that writes nothing."""
 
 import csv
 import io
@@ -15,10 +15,10 @@ import pytest
 import torch
 
 import schedules
-from bench.denoiser import Denoiser
-from bench.diffusion import Diffusion
-from bench.grids import Grid, ddim_timesteps, get_sigmas_exponential, get_sigmas_karras
-from bench.sampling import network_calls, sample, sigma_of
+from bench.process.denoiser import Denoiser
+from bench.process.diffusion import Diffusion
+from bench.process.grids import Grid, ddim_timesteps, get_sigmas_exponential, get_sigmas_karras
+from bench.process.sampling import network_calls, sample, sigma_of
 from tests.helpers import FAST, invoke, run_ok
 from tests.oracles import M, S, gaussian_oracle
 

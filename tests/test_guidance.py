@@ -1,10 +1,10 @@
 """Classifier-free guidance against an exact class-conditional oracle.
 
 The data are two classes, each N(m_k, s_k^2) in every dimension of an item, drawn with weights w_k; the class
-is shared by all the item's dimensions (:class:`bench.oracles.GaussianMixture`). Its exact network gives
-E[target | x_t, y = k] for a label and E[target | x_t] of the mixture for the null label, so the real wrapper
-and the real samplers fed it must, with every label of class 0: sample class 0's Gaussian at scale 1, the
-mixture at scale 0, and at a scale > 1 follow the guided x0 estimate
+is shared by all the item's dimensions (:class:`bench.process.oracles.GaussianMixture`). Its exact network
+gives E[target | x_t, y = k] for a label and E[target | x_t] of the mixture for the null label, so the real
+wrapper and the real samplers fed it must, with every label of class 0: sample class 0's Gaussian at scale 1,
+the mixture at scale 0, and at a scale > 1 follow the guided x0 estimate
 
     D_g = D_u + scale (D_0 - D_u) = D_0 - (scale - 1) r_1 (D_1 - D_0),
     D_1 - D_0 = sigma^2 / (s^2 + sigma^2) (m_1 - m_0)
@@ -32,12 +32,12 @@ from scipy.integrate import solve_ivp
 
 import schedules
 from bench.config import SampleConfig
-from bench.denoiser import NULL_LABEL, PREDICTIONS, Denoiser, Guidance
-from bench.diffusion import Diffusion
-from bench.grids import ddim_timesteps
-from bench.measure import sampler_calls
-from bench.oracles import GaussianMixture
-from bench.sampling import guided_network_calls, sample
+from bench.process.denoiser import NULL_LABEL, PREDICTIONS, Denoiser, Guidance
+from bench.process.diffusion import Diffusion
+from bench.process.grids import ddim_timesteps
+from bench.process.oracles import GaussianMixture
+from bench.process.sampling import guided_network_calls, sample
+from bench.runs.measure import sampler_calls
 
 MEANS, STDS, WEIGHTS = (-0.5, 0.5), (0.2, 0.2), (0.3, 0.7)
 MIXTURE = GaussianMixture(MEANS, STDS, WEIGHTS)
@@ -354,11 +354,11 @@ def test_interval_is_open_below_and_closed_above(diffusion):
 @pytest.mark.parametrize("scale", [0.0, 2.0])
 @pytest.mark.parametrize("interval", [None, (9, 39)], ids=["everywhere", "interval"])
 def test_network_calls_match_what_is_declared(method, steps, settings, scale, interval):
-    """Items through the network / B = guided_network_calls = bench.measure.sampler_calls, guided everywhere
-    and with an interval (sigma_9, sigma_39] that covers part of the grid (for 10 steps of T = 40 the grid is
-    39, 35, 30, 26, 22, 17, 13, 9, 4, 0: both ends are on it, and the first call is inside, so a sampler
-    that declared its calls shifted by one would be counted wrong). Each call, by its own timestep, is 2B
-    items inside the interval at scale 2, B null-labelled items inside at scale 0, and B labelled items
+    """Items through the network / B = guided_network_calls = bench.runs.measure.sampler_calls, guided
+    everywhere and with an interval (sigma_9, sigma_39] that covers part of the grid (for 10 steps of T = 40
+    the grid is 39, 35, 30, 26, 22, 17, 13, 9, 4, 0: both ends are on it, and the first call is inside, so a
+    sampler that declared its calls shifted by one would be counted wrong). Each call, by its own timestep, is
+    2B items inside the interval at scale 2, B null-labelled items inside at scale 0, and B labelled items
     outside."""
     T = 40
     diffusion = Diffusion(schedules.get("linear")(T))

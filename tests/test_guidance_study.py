@@ -9,10 +9,10 @@ from dataclasses import replace
 import pandas as pd
 
 import schedules
-from bench.compare import format_value
 from bench.config import RunConfig, SampleConfig, TrainConfig
-from bench.diffusion import Diffusion
-from bench.grids import ddim_timesteps
+from bench.process.diffusion import Diffusion
+from bench.process.grids import ddim_timesteps
+from bench.reports.compare import format_value
 from bench.studies.guidance import INTERVAL, SCALES, guidance_configs, run_guidance_study
 
 

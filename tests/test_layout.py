@@ -1,5 +1,6 @@
-"""The project's shape: no import circle between its modules (counting the imports inside functions, which
-hide a circle rather than remove it), and no module too long to read in one sitting."""
+"""The project's shape: packages in one order, each importing only those below it; no import circle between
+modules (counting the imports inside functions, which hide a circle rather than remove it); and no module too
+long to read in one sitting."""
 
 import ast
 from pathlib import Path
@@ -7,6 +8,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bench", "denoisers", "schedules")
 MAX_LINES = 450
+LAYERS = (
+    "bench",  # the shared helpers at the top of bench/: registry, io, images, environment, distributed
+    "schedules",
+    "bench.datasets",
+    "bench.metrics",
+    "bench.process",
+    "denoisers",
+    "bench.config",
+    "bench.training",
+    "bench.evaluation",
+    "bench.runs",
+    "bench.reports",
+    "bench.cluster",
+    "bench.studies",
+    "bench.cli",
+)
+"""The packages from the bottom up: a module may import its own package and those listed before it, never
+one after it. docs/pieces.md describes each."""
 
 
 def modules() -> dict[str, Path]:
@@ -74,6 +93,37 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return found
+
+
+def layer(module: str) -> int:
+    """The index in LAYERS of the package ``module`` belongs to (the longest that contains it)."""
+    found = [i for i, name in enumerate(LAYERS) if module == name or module.startswith(name + ".")]
+    return max(found, key=lambda i: len(LAYERS[i]))
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a package listed after the importer's own, as ``importer -> imported``."""
+    return sorted(
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        for target in targets
+        if layer(target) > layer(module)
+    )
+
+
+def test_every_module_belongs_to_a_named_package():
+    """A new package is given its place in LAYERS, or it would sit with the helpers unseen."""
+    helpers = {name for name in modules() if layer(name) == 0}
+    assert all(name.count(".") <= 1 for name in helpers), sorted(helpers)
+
+
+def test_no_package_imports_one_above_it():
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_order_check_finds_an_upward_import():
+    graph = {"bench.training.trainer": {"bench.runs.run"}, "bench.runs.run": {"bench.training.trainer"}}
+    assert upward_imports(graph) == ["bench.training.trainer -> bench.runs.run"]
 
 
 def test_the_import_graph_has_no_circle():

@@ -9,9 +9,9 @@ import torch
 from scipy.special import ndtr
 
 import schedules
-from bench.denoiser import Denoiser
-from bench.diffusion import Diffusion
-from bench.likelihood import nll_bits_per_dim, quantize
+from bench.evaluation.likelihood import nll_bits_per_dim, quantize
+from bench.process.denoiser import Denoiser
+from bench.process.diffusion import Diffusion
 from tests.oracles import M, S, gaussian_oracle
 
 

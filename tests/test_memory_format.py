@@ -7,7 +7,7 @@ from dataclasses import replace
 import torch
 
 from bench.config import RunConfig
-from bench.experiment import build_experiment
+from bench.runs.experiment import build_experiment
 from tests.helpers import run_ok
 
 BASE = RunConfig(

@@ -16,11 +16,11 @@ import torch
 
 import denoisers
 import schedules
-from bench.consistency import ict_levels
-from bench.denoiser import Denoiser
-from bench.diffusion import Diffusion
-from bench.grids import Grid
-from bench.sampling import called_timesteps, grid_points, network_calls, sample
+from bench.process.denoiser import Denoiser
+from bench.process.diffusion import Diffusion
+from bench.process.grids import Grid
+from bench.process.sampling import called_timesteps, grid_points, network_calls, sample
+from bench.training.objectives.consistency import ict_levels
 from tests.helpers import invoke, stop_after
 from tests.helpers import refused_run as refused
 from tests.helpers import run_metrics as metrics
@@ -470,7 +470,7 @@ def test_extending_a_consistency_training_run_is_refused_and_changes_nothing(tmp
 @pytest.mark.parametrize(("schedule", "grid"), [("linear", Grid()), ("rectified-flow", Grid("karras"))])
 def test_the_consistency_samplers_first_call_is_at_a_level_the_objective_trains(schedule, grid):
     from bench.config import ConsistencyConfig
-    from bench.consistency import ConsistencyObjective
+    from bench.training.objectives.consistency import ConsistencyObjective
 
     diffusion = Diffusion(schedules.get(schedule)(50))
     objective = ConsistencyObjective("consistency-training", ConsistencyConfig(), diffusion, total_steps=10,
@@ -484,7 +484,7 @@ def test_the_consistency_samplers_first_call_is_at_a_level_the_objective_trains(
 def test_the_consistency_sampler_refuses_to_start_at_pure_noise():
     """On a zero-terminal-SNR schedule the uniform grid starts at sigma = inf, which the objectives never
     train at: refused with the grids that start at the largest finite level."""
-    from bench.denoiser import ImpossibleDesign
+    from bench.process.denoiser import ImpossibleDesign
 
     denoiser = Denoiser(CountingNet(), Diffusion(schedules.get("rectified-flow")(50)), "consistency")
     with pytest.raises(ImpossibleDesign, match="--grid karras or log-snr"):

@@ -1,4 +1,4 @@
-"""Progressive distillation (Salimans & Ho 2022; ``bench/progressive.py`` and the ``progressive-distilled``
+"""Progressive distillation (Salimans & Ho 2022; ``bench/training/objectives/progressive.py`` and the ``progressive-distilled``
 design): the student's DDIM grid is every other point of its teacher's, checked against grids written here
 from ``torch.linspace``; on Gaussian data, where the exact teacher makes every DDIM step affine, a student
 affine in its input trained with the objective takes in N steps exactly the map its teacher takes in
@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 import schedules
-from bench.denoiser import Denoiser
-from bench.diffusion import Diffusion
-from bench.grids import ddim_timesteps
-from bench.oracles import GaussianData
-from bench.progressive import (
+from bench.process.denoiser import Denoiser
+from bench.process.diffusion import Diffusion
+from bench.process.grids import ddim_timesteps
+from bench.process.oracles import GaussianData
+from bench.process.sampling import SAMPLERS
+from bench.training.objectives.progressive import (
     CLEAN,
     ProgressiveObjective,
     coefficients,
@@ -29,7 +30,6 @@ from bench.progressive import (
     halving_steps,
     student_steps,
 )
-from bench.sampling import SAMPLERS
 from tests.helpers import invoke, stop_after
 from tests.helpers import refused_run as refused
 from tests.helpers import run_metrics as metrics

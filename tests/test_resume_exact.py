@@ -16,10 +16,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.checkpoint import CheckpointError
 from bench.distributed import DistInfo
 from bench.io import load_tensors, torch_save_atomic
-from bench.trainer import Trainer, rank_random_state
+from bench.training.checkpoint import CheckpointError
+from bench.training.trainer import Trainer, rank_random_state
 from tests.helpers import SMALL, env, invoke, make_trainer
 
 HALF = 4  # steps before the cut; the runs go to 2 * HALF

@@ -9,7 +9,7 @@ import stat
 import pytest
 import torch
 
-from bench.listing import CHOICE_NAMES, DESIGN_CHOICES
+from bench.reports.listing import CHOICE_NAMES, DESIGN_CHOICES
 from tests.helpers import FAST, invoke, run_ok
 
 
@@ -235,7 +235,7 @@ def test_a_cifar10_run_from_its_on_disk_format_with_hflip_and_eval_every(tmp_pat
     """torchvision's CIFAR-10 python batches, written here, trained on end to end as the recipe does."""
     import numpy as np
 
-    from bench.run_folder import RunFolder
+    from bench.runs.run_folder import RunFolder
     from tests.dataset_files import write_cifar
 
     write_cifar(tmp_path / "data", np.random.default_rng(0), per_batch=8, n_test=20)

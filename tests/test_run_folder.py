@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from bench import compare
-from bench.run_folder import MetricsFormatError, RunFolder, RunMetrics, find_runs
+from bench.reports import compare
+from bench.runs.row import run_rows
+from bench.runs.run_folder import MetricsFormatError, RunFolder, RunMetrics, find_runs
 from tests.helpers import run_ok
 
 # Columns `bench compare` takes from metrics.json's train and sample sections.
@@ -40,7 +41,7 @@ def test_metrics_round_trip_through_the_layout(run_dir):
 
 
 def test_compare_fills_every_column_bench_run_writes(run_dir):
-    row = compare.run_rows(RunFolder(run_dir))[0]
+    row = run_rows(RunFolder(run_dir))[0]
     missing = [c for c in SPEED_COLUMNS if row[c] is None or math.isnan(float(row[c]))]
     assert not missing, f"bench compare lost {missing} from a run bench run wrote"
     assert row["train_images"] == 10 * 16
@@ -99,8 +100,8 @@ def test_bench_run_ends_with_its_result(tmp_path):
 
 
 def test_the_summary_puts_each_metric_beside_its_floor_and_ceiling():
-    from bench.run_folder import SampleMetrics, TrainMetrics
-    from bench.run_summary import summary
+    from bench.runs.run_folder import SampleMetrics, TrainMetrics
+    from bench.runs.run_summary import summary
 
     metrics = RunMetrics(
         run_id="r",
@@ -152,14 +153,14 @@ def test_a_metrics_file_from_before_flops_were_counted_still_reads(run_dir, tmp_
     data = json.loads((run_dir / "metrics.json").read_text())
     del data["train"]["forward_flops_per_image"], data["train"]["training_flops_per_image"]
     (copy / "metrics.json").write_text(json.dumps(data))
-    row = compare.run_rows(RunFolder(copy))[0]
+    row = run_rows(RunFolder(copy))[0]
     assert math.isnan(row["forward_gflops"]) and row["train_images"] == 10 * 16
 
 
 def test_an_eval_row_never_shows_its_runs_fid(run_dir, tmp_path):
     import dataclasses
 
-    from bench.run_folder import EvalSample, EvaluationEntry
+    from bench.runs.run_folder import EvalSample, EvaluationEntry
 
     copy = tmp_path / "fid"
     copy.mkdir()
@@ -168,5 +169,5 @@ def test_an_eval_row_never_shows_its_runs_fid(run_dir, tmp_path):
     metrics = RunFolder(run_dir).read_metrics()
     entry = EvaluationEntry(quality={"fd": 3.0}, sample=EvalSample("ddim", 10, 1.0, 8, 0, 5.0))
     RunFolder(copy).write_metrics(dataclasses.replace(metrics, fid=5.0, evaluations=[entry]))
-    own, evaluated = compare.run_rows(RunFolder(copy))
+    own, evaluated = run_rows(RunFolder(copy))
     assert own["fid"] == 5.0 and math.isnan(evaluated["fid"]) and evaluated["sample_steps"] == 10

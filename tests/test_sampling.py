@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import schedules
-from bench.denoiser import Denoiser
-from bench.diffusion import Diffusion
-from bench.grids import ddim_timesteps
-from bench.sampling import SAMPLERS, sample
+from bench.process.denoiser import Denoiser
+from bench.process.diffusion import Diffusion
+from bench.process.grids import ddim_timesteps
+from bench.process.sampling import SAMPLERS, sample
 from tests.oracles import M, S, ddim_moments_exact, gaussian_oracle, mixture_oracle
 
 

@@ -191,9 +191,10 @@ def unreachable_slurm_conf(tmp_path: Path) -> Path:
 def test_a_slurm_that_does_not_answer_never_makes_a_live_job_look_dead(tmp_path, monkeypatch):
     """A claim held by a running job, seen while squeue and sacct fail: the job counts as alive (with a
     warning that says SLURM did not answer), so its folder is neither taken over nor submitted again."""
-    from bench.cluster import claims, executors
-    from bench.cluster.claims import ClaimedElsewhere, Holder, claim, holder_alive, read_claim
+    from bench.cluster import executors
     from bench.cluster.status import point_status
+    from bench.runs import claims
+    from bench.runs.claims import ClaimedElsewhere, Holder, claim, holder_alive, read_claim
 
     job = sbatch("--wrap", "sleep 120", "--cpus-per-task", "1", "-o", str(tmp_path / "sleep.out"))
     try:

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import schedules
-from bench.denoiser import Denoiser
-from bench.diffusion import Diffusion
-from bench.grids import Grid, ddim_timesteps
-from bench.sampling import SAMPLERS, network_calls, sample
+from bench.process.denoiser import Denoiser
+from bench.process.diffusion import Diffusion
+from bench.process.grids import Grid, ddim_timesteps
+from bench.process.sampling import SAMPLERS, network_calls, sample
 from tests.oracles import GAUSSIAN, M, S, gaussian_oracle
 
 # The steps each solver is run with, chosen so that its network calls span about 50 to 400 per image,
@@ -33,8 +33,8 @@ def linear() -> Diffusion:
 def endpoint_error(
     diffusion: Diffusion, method: str, steps: int, prediction: str = "eps", grid: Grid | None = None
 ) -> float:
-    """The largest distance from the exact ODE endpoint (bench.oracles.GaussianData.ode_endpoint) over 64
-    noises; the endpoint itself is checked against the ODE's invariant below."""
+    """The largest distance from the exact ODE endpoint (bench.process.oracles.GaussianData.ode_endpoint) over
+    64 noises; the endpoint itself is checked against the ODE's invariant below."""
     settings = {"eta": 0.0} if method == "ddim" else {}
     return GAUSSIAN.sampler_error(diffusion, method, steps, prediction=prediction, grid=grid, **settings)
 

@@ -6,7 +6,7 @@ import torch
 import schedules
 from bench.config import RunConfig
 from bench.datasets import load
-from bench.diffusion import Diffusion
+from bench.process.diffusion import Diffusion
 from bench.studies.direct import recoverability, study_configs
 
 

@@ -13,10 +13,10 @@ from torch import nn
 
 import denoisers
 from bench.cli import main
-from bench.compare import budget_label
+from bench.cluster.sweep import Budget, apply_budget, grid, run_id
 from bench.config import RunConfig, TrainConfig
 from bench.registry import Plugin
-from bench.sweep import Budget, apply_budget, grid, run_id
+from bench.runs.row import budget_label
 from denoisers import Recipe
 from tests.helpers import FAST, TINY_UNET, invoke
 
@@ -207,7 +207,7 @@ def test_every_grid_point_is_checked_before_the_first_trains(tmp_path):
 
 def test_points_of_jobs_that_run_on_gpus_are_checked_here_on_the_cpu(tmp_path):
     """A sweep submitted from a login node without GPUs checks its points without asking for CUDA there."""
-    from bench.sweep import check_points
+    from bench.cluster.sweep import check_points
 
     config = RunConfig(denoiser="tiny-test", dataset="digits", device="cuda")
     check_points([config], ["tiny-test-linear-s0"], tmp_path, download=False)  # no "no CUDA GPU" error

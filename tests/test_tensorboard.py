@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.config import RunConfig
-from bench.run_folder import RunFolder
+from bench.runs.run_folder import RunFolder
 from tests.helpers import env, invoke, run_ok
 
 EVENT_FILES = "events.out.tfevents.*"

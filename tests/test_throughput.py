@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench import throughput
+from bench.evaluation import throughput
 
 
 class LinearDenoiser(nn.Module):

@@ -5,10 +5,10 @@ import torch
 
 import schedules
 from bench.config import TrainConfig
-from bench.diffusion import Diffusion
-from bench.ema import EMA
-from bench.noise_levels import lognormal_timesteps, sample_timesteps
-from bench.trainer import NonFiniteLossError, Trainer
+from bench.process.diffusion import Diffusion
+from bench.training.ema import EMA
+from bench.training.noise_levels import lognormal_timesteps, sample_timesteps
+from bench.training.trainer import NonFiniteLossError, Trainer
 from denoisers import Recipe
 from tests.helpers import TinyDenoiser, make_trainer, toy_images
 
@@ -184,7 +184,7 @@ def test_bf16_autocast_trains_on_cpu():
 
 
 def test_hflip_mirrors_about_half_the_images_and_resumes_exactly():
-    from bench.trainer import random_hflip
+    from bench.training.trainer import random_hflip
 
     images = torch.arange(2 * 1 * 2 * 3, dtype=torch.float32).reshape(2, 1, 2, 3).repeat(500, 1, 1, 1)
     flipped = random_hflip(images, torch.Generator().manual_seed(0))

@@ -41,8 +41,7 @@ def compare_cmd(
     out: Path | None,
 ) -> None:
     """Compare every run folder found below PATHS: a table in the terminal and a report folder."""
-    from .. import benchmark_files, compare, compare_report
-
+    from ..reports import benchmark_files, compare, compare_report
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         collection = compare.collect(list(paths))

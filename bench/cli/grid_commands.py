@@ -52,8 +52,8 @@ def sweep(ctx: click.Context, out: Path, quiet: bool, **values: Any) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from .. import compare_report
-    from ..sweep import grid, run_sweep, submit_sweep
+    from ..cluster.sweep import grid, run_sweep, submit_sweep
+    from ..reports import compare_report
 
     check_sigma_data_applies(values)
     execution = executor_from_options(values)
@@ -138,7 +138,7 @@ def describe(execution) -> str:
 
 def sweep_budget(budget_flops: float | None, values: dict[str, Any]):
     """The one budget of a sweep, from whichever of --budget-flops, --minutes, --steps was given."""
-    from ..sweep import Budget
+    from ..cluster.sweep import Budget
 
     given = [
         name

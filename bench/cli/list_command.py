@@ -11,7 +11,7 @@ from .group import main
 @click.option("--shape", default="1,28,28", show_default=True, help="Image shape C,H,W for parameter counts.")
 def list_plugins(shape: str) -> None:
     """List every registered schedule, denoiser, sampler and dataset plugin."""
-    from ..listing import plugin_table
+    from ..reports.listing import plugin_table
 
     try:
         image_shape = tuple(int(s) for s in shape.split(","))

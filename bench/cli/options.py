@@ -112,7 +112,7 @@ class GuidanceInterval(click.ParamType):
     name = "SIGMA_LO,SIGMA_HI"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple:
-        from ..denoiser import check_guidance
+        from ..process.denoiser import check_guidance
 
         if isinstance(value, tuple):
             return value
@@ -218,7 +218,7 @@ def _datasets() -> Any:
 
 
 def _samplers() -> Any:
-    from ..sampling import SAMPLERS
+    from ..process.sampling import SAMPLERS
 
     return SAMPLERS
 

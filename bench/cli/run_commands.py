@@ -62,10 +62,10 @@ def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **value
     DistributedDataParallel; --batch-size is per process. With --executor slurm the run is a SLURM job
     (on --nodes N with --gpus-per-node G: N x G processes), requeued from its checkpoint when preempted.
     """
-    from .. import run as runner
-    from ..compare import design_line
-    from ..run_folder import RunFolder
-    from ..run_summary import summary
+    from ..runs import run as runner
+    from ..runs.row import design_line
+    from ..runs.run_folder import RunFolder
+    from ..runs.run_summary import summary
 
     execution = executor_from_options(values)
     if resume is not None:
@@ -99,7 +99,7 @@ def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **value
 def run_as_job(config, out: Path, run_id: str | None, resume: Path | None, execution, *, quiet: bool):
     """Submit the run as one job and, unless --no-wait, wait for it; its folder, or None when not waiting."""
     from ..cluster.executors import submit, wait
-    from ..run import new_run_id
+    from ..runs.run import new_run_id
 
     name = resume.name if resume is not None else (run_id or new_run_id(config))
     where = resume.parent if resume is not None else out
@@ -180,8 +180,7 @@ def sample_cmd(
 ) -> None:
     """Sample a finished (or checkpointed) run; writes RUN_DIR/samples/<name>.png and .npz (with the
     classes asked for, for a conditional run)."""
-    from .. import resample
-
+    from ..runs import resample
     paths = resample.sample_run(
         run_dir,
         n=n,
@@ -276,10 +275,11 @@ def eval_cmd(
 ) -> None:
     """Score a run's samples (RUN_DIR), or any samples (--samples FILE --dataset NAME), with every metric
     beside the real-data floor and the mean-image ceiling."""
-    from .. import datasets, resample
+    from .. import datasets
     from ..environment import resolve_device
+    from ..evaluation.scoring import load_external_samples, score_samples, standard_scores
     from ..metrics.fidelity import StandardInception, check_weights, find_weights
-    from ..scoring import load_external_samples, score_samples, standard_scores
+    from ..runs import resample
 
     if (run_dir is None) == (samples_path is None):
         raise click.UsageError("give either RUN_DIR or --samples (with --dataset), not both or neither")

@@ -11,8 +11,8 @@ from typing import Any
 import click
 
 from ..config import ConsistencyConfig, DiffusionConfig, DistillConfig, RunConfig, SampleConfig, TrainConfig
-from ..denoiser import LOSS_WEIGHTS, PREDICTIONS
 from ..environment import DEVICES
+from ..process.denoiser import LOSS_WEIGHTS, PREDICTIONS
 from .consistency_options import consistency_options
 from .options import (
     DATASET,

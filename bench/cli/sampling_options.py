@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..config import DistillConfig, RunConfig, SampleConfig, Stepping
-from ..grids import GRIDS
+from ..process.grids import GRIDS
 from .options import SAMPLER, GuidanceInterval, config_option, from_options
 
 DEFAULTS = RunConfig()

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from ..config import POSITIVE, POSITIVE_INT, Rule, RunConfig, check_choice, check_rules, ruled
 from ..io import read_json, write_json_atomic
-from ..run_folder import RunFolder
-from .claims import holder_alive, job_state_or_unknown, read_claim, slurm_job_alive
+from ..runs.claims import holder_alive, job_state_or_unknown, read_claim, slurm_job_alive
+from ..runs.run_folder import RunFolder
 from .jobs import RunJob
 
 EXECUTORS = ("local", "slurm")

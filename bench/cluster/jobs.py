@@ -1,16 +1,15 @@
 """A run as a job: the callable that submitit pickles and runs for one grid point of a sweep, or for one run
 on several nodes.
 
-It calls the path ``bench sweep`` takes on one machine (:func:`bench.resume.run_or_resume`, into the shared
-results folder) and adds only what a job needs, as the launchers of MAE and ConvNeXt do: its share of the
-CPU threads, the process group of a multi-task job (rank, world size and rendezvous from
-``submitit.JobEnvironment``), links to its logs beside the run, and preemption. On SLURM's USR2 (sent
-before the time limit, and on preemption) training stops after the current step with its checkpoint
-written, and submitit requeues the job (``checkpoint`` returns the same job), which resumes from that
-checkpoint exactly as ``bench run --resume`` does. A signal during teacher pairs, sampling or evaluation
-stops the job at once (:mod:`bench.stopping`): the requeued job starts that phase again from what was kept.
-SIGTERM (``scontrol requeue``, ``scancel``) stops it the same way, and SLURM requeues or ends it.
-"""
+It calls the path ``bench sweep`` takes on one machine (:func:`bench.runs.resume.run_or_resume`, into the
+shared results folder) and adds only what a job needs, as the launchers of MAE and ConvNeXt do: its share of
+the CPU threads, the process group of a multi-task job (rank, world size and rendezvous from
+``submitit.JobEnvironment``), links to its logs beside the run, and preemption. On SLURM's USR2 (sent before
+the time limit, and on preemption) training stops after the current step with its checkpoint written, and
+submitit requeues the job (``checkpoint`` returns the same job), which resumes from that checkpoint exactly as
+``bench run --resume`` does. A signal during teacher pairs, sampling or evaluation stops the job at once
+(:mod:`bench.training.stopping`): the requeued job starts that phase again from what was kept. SIGTERM
+(``scontrol requeue``, ``scancel``) stops it the same way, and SLURM requeues or ends it."""
 
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from ..stopping import StopRequest
+from ..training.stopping import StopRequest
 
 try:  # an optional extra: without it, bench runs on one machine as before
     from submitit.helpers import Checkpointable
@@ -51,8 +50,8 @@ class RunJob(Checkpointable):
         import submitit
         import torch
 
-        from ..resume import run_or_resume
-        from .claims import ClaimedElsewhere
+        from ..runs.claims import ClaimedElsewhere
+        from ..runs.resume import run_or_resume
 
         env = submitit.JobEnvironment()
         threads = self.threads or allocated_cpus()

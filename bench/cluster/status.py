@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..io import read_json
-from ..run_folder import RunFolder
-from .claims import (
+from ..runs.claims import (
     LIVE_SLURM_STATES,
     UNKNOWN,
     holder_alive,
     job_state_or_unknown,
     read_claim,
 )
+from ..runs.run_folder import RunFolder
 from .executors import recorded_jobs
 
 STATES = ("pending", "running", "requeued", "complete", "failed", "interrupted", "unknown")

@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import RunConfig, Stepping
-from ..grids import Grid
+from ..process.grids import Grid
 from .runner import Study, run_study
 
 STUDY_TARGETS = ("eps", "x0", "v", "edm")
@@ -81,7 +81,7 @@ SHOWN = {"fd": "FD", "kid_mean": "KID", "precision": "precision", "recall": "rec
 def design_configs(base: RunConfig, seeds: list[int]) -> list[RunConfig]:
     """Every target x loss weight x seed, all else from ``base`` (by default the ``small`` U-Net, the
     default run's budget and data)."""
-    from ..sweep import grid
+    from ..cluster.sweep import grid
 
     return grid(
         base,
@@ -95,7 +95,7 @@ def design_configs(base: RunConfig, seeds: list[int]) -> list[RunConfig]:
 
 def flow_configs(base: RunConfig, seeds: list[int]) -> list[RunConfig]:
     """The flow study's designs (:data:`FLOW_DESIGNS`) x seed, all else from ``base``."""
-    from ..sweep import grid
+    from ..cluster.sweep import grid
 
     configs = []
     for target, schedule, levels in FLOW_DESIGNS:
@@ -109,8 +109,8 @@ def flow_configs(base: RunConfig, seeds: list[int]) -> list[RunConfig]:
 def score_missing(run_dir: Path, base: RunConfig, *, progress: bool) -> None:
     """Score the run with each of FEW_CALLS and MANY_CALLS that its metrics.json does not hold yet, one
     ``bench eval`` per sampler setting (so its reference rows and NLL bound are measured once)."""
-    from ..resample import evaluate_run
-    from ..run_folder import RunFolder
+    from ..runs.resample import evaluate_run
+    from ..runs.run_folder import RunFolder
 
     n, seed = base.sample.n, base.seed
     done = {
@@ -138,7 +138,7 @@ def run_design_study(
     """Train (or resume, or skip) every design (the flow study's with ``flow``) into ``out``, score the
     missing samplers, then write ``out/report/`` (the comparison of every run and sampler, quality against
     NFE) and the design table (``design.md``, or ``flow.md`` with its best sampler at about 10 calls)."""
-    from ..sweep import run_id
+    from ..cluster.sweep import run_id
 
     def score(run_dir: Path, config: RunConfig, progress: bool) -> None:
         score_missing(run_dir, replace(base, seed=config.seed), progress=progress)
@@ -158,8 +158,8 @@ def design_table(out: Path, *, best_at_few: bool = False) -> pd.DataFrame:
     about 10 calls (with ``best_at_few``) and at 50 and its scores, the NLL bound; means over seeds ± their
     95% interval; then the real-image floor and the mean-image ceiling. A design column the designs share
     is left out."""
-    from .. import compare
-    from ..sampling import network_calls
+    from ..process.sampling import network_calls
+    from ..reports import compare
 
     collection = compare.collect([out])
     if collection.runs.empty:
@@ -205,7 +205,7 @@ def design_table(out: Path, *, best_at_few: bool = False) -> pd.DataFrame:
 
 def find(group: pd.DataFrame, scoring: Scoring) -> int | None:
     """The index of the group's row sampled as ``scoring`` says (DDIM's eta only for DDIM)."""
-    from ..sampling import network_calls
+    from ..process.sampling import network_calls
 
     nfe = network_calls(scoring.method, scoring.steps)
     chosen = (group["sampler"] == scoring.method) & (group["nfe"] == nfe)
@@ -227,6 +227,6 @@ def scoring_label(scoring: Scoring) -> str:
 
 def sampler_label(row: pd.Series) -> str:
     """A table row's sampler as :func:`scoring_label` names it."""
-    from ..compare_report import ddim_label, stepping_label
+    from ..reports.compare_report import ddim_label, stepping_label
 
     return row["sampler"] + ddim_label(row["eta"]) + stepping_label(row.get("grid", ""), row.get("churn", ""))

@@ -34,13 +34,13 @@ import torch  # noqa: E402
 
 import schedules  # noqa: E402
 
-from ..compare_report import save_figure  # noqa: E402
 from ..config import RunConfig  # noqa: E402
-from ..denoiser import Denoiser  # noqa: E402
-from ..diffusion import Diffusion  # noqa: E402
 from ..images import grid_image  # noqa: E402
 from ..io import write_text_atomic  # noqa: E402
-from ..sampling import sample  # noqa: E402
+from ..process.denoiser import Denoiser  # noqa: E402
+from ..process.diffusion import Diffusion  # noqa: E402
+from ..process.sampling import sample  # noqa: E402
+from ..reports.compare_report import save_figure  # noqa: E402
 from .runner import Study, run_study  # noqa: E402
 
 DESIGNS = {
@@ -129,8 +129,8 @@ def study_configs(base: RunConfig, out: Path = Path("results/study-direct")) -> 
 
 def evaluate_teacher(teacher_dir: Path, base: RunConfig, *, progress: bool) -> None:
     """Score the teacher with each of TEACHER_STEPS deterministic DDIM steps, skipping those it has."""
-    from ..resample import evaluate_run
-    from ..run_folder import RunFolder
+    from ..runs.resample import evaluate_run
+    from ..runs.run_folder import RunFolder
 
     n, seed = base.sample.n, base.seed
     done = {
@@ -155,8 +155,8 @@ def evaluate_teacher(teacher_dir: Path, base: RunConfig, *, progress: bool) -> N
 def distillation_figure(out: Path, base: RunConfig, path: Path) -> Path:
     """For a few fixed noises: the teacher's deterministic DDIM image, the distilled student's one call, and
     direct's one call (random pairs), one row each."""
-    from ..distill import noise
-    from ..experiment import load_run
+    from ..runs.experiment import load_run
+    from ..training.pairs import noise
 
     rows = {}
     for label, name, method, steps in (

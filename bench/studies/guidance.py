@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import RunConfig
-from ..run_folder import RunFolder
+from ..runs.run_folder import RunFolder
 from .runner import Study, run_study
 
 SCALES = (1.0, 1.5, 2.0, 3.0, 4.0)
@@ -52,7 +52,7 @@ REFERENCES = {
 def guidance_configs(base: RunConfig) -> list[tuple[str, RunConfig]]:
     """The three designs, named as their run folders; everything else is ``base`` (the default run's
     data, budget and sampler)."""
-    from ..sweep import run_id
+    from ..cluster.sweep import run_id
 
     conditional = replace(base, conditional=True)
     configs = [
@@ -78,7 +78,7 @@ def wanted(config: RunConfig) -> list[tuple[float, tuple[float, float] | None]]:
 def score_missing(run_dir: Path, config: RunConfig, *, progress: bool) -> None:
     """Score the scales the run's metrics.json does not hold yet (``bench eval --guidance-scale``), with
     the run's own sampler and sample count (its reference rows are reused)."""
-    from ..resample import evaluate_run
+    from ..runs.resample import evaluate_run
 
     metrics = RunFolder(run_dir).read_metrics()
     sample = metrics.sample
@@ -122,7 +122,7 @@ def run_guidance_study(base: RunConfig, out: Path, *, progress: bool = True) -> 
 def guidance_table(out: Path, names: list[str]) -> pd.DataFrame:
     """One row per design and (scale, interval), read from each run's metrics.json (its own sampling and
     its ``bench eval`` entries), then the reference rows of the conditional runs' evaluation."""
-    from ..compare import format_value
+    from ..reports.compare import format_value
 
     rows, references = [], {}
     for name in names:

@@ -32,8 +32,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from ..compare_report import save_figure  # noqa: E402
 from ..config import RunConfig, Stepping  # noqa: E402
+from ..reports.compare_report import save_figure  # noqa: E402
 from .runner import Study, run_study  # noqa: E402
 
 
@@ -136,8 +136,8 @@ def design_of(run: str) -> str:
 
 def score_missing(run_dir: Path, base: RunConfig, *, progress: bool) -> None:
     """Score the run with each sampler and step count its design asks for that its metrics.json lacks."""
-    from ..resample import evaluate_run
-    from ..run_folder import RunFolder
+    from ..runs.resample import evaluate_run
+    from ..runs.run_folder import RunFolder
 
     metrics = RunFolder(run_dir).read_metrics()
     config = RunFolder(run_dir).read_config()
@@ -195,8 +195,7 @@ def one_step_table(out: Path) -> pd.DataFrame:
     50), the sampler of its 1-call (or lowest-call) score, its own training compute and its total with its
     teachers counted; the 1-call FD over the teacher's best 50-call FD; then the real-image floor and the
     mean-image ceiling. Means over seeds ± their 95% interval when there are several."""
-    from .. import compare
-
+    from ..reports import compare
     collection = compare.collect([out])
     runs = collection.runs
     if runs.empty:
@@ -247,8 +246,7 @@ def one_step_table(out: Path) -> pd.DataFrame:
 def quality_vs_calls(out: Path, path: Path) -> Path:
     """FD against network calls (log axes): each design's best at each call count, the teacher's curve,
     and the floor and ceiling."""
-    from .. import compare
-
+    from ..reports import compare
     runs = compare.collect([out]).runs
     runs = runs.assign(design=runs["run"].map(design_of))
     fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -2,7 +2,7 @@
 trained if missing (resumed if half done, skipped if complete), scored with what the study compares them by
 if that is missing, then one report. A study is the three things that differ: its designs, what each
 finished run is scored with, and what its report adds to the comparison every folder of runs gets
-(``report/comparison.md``, the figures of :func:`bench.compare_report.write_folder_report`)."""
+(``report/comparison.md``, the figures of :func:`bench.reports.compare_report.write_folder_report`)."""
 
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ def run_study(study: Study, out: Path, *, progress: bool = True) -> list[Path]:
     """Train (or resume, or skip) and score every design of ``study`` into ``out``, then write
     ``out/report/``; returns the report's files in the order they were written. The same call again trains
     and scores only what is missing, so an interrupted study is resumed by running it again."""
-    from .. import compare_report
-    from ..resume import run_or_resume
+    from ..reports import compare_report
+    from ..runs.resume import run_or_resume
 
     for name, config in study.designs:
         run_dir, _ = run_or_resume(config, out, name, progress=progress)

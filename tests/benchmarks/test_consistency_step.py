@@ -19,12 +19,12 @@ import torch
 import denoisers
 import schedules
 from bench.config import ConsistencyConfig, TrainConfig
-from bench.consistency import ConsistencyObjective
-from bench.denoiser import Denoiser
-from bench.diffusion import Diffusion
 from bench.environment import configure_allocator, device_name
-from bench.throughput import forward_flops_per_image
-from bench.trainer import Trainer
+from bench.evaluation.throughput import forward_flops_per_image
+from bench.process.denoiser import Denoiser
+from bench.process.diffusion import Diffusion
+from bench.training.objectives.consistency import ConsistencyObjective
+from bench.training.trainer import Trainer
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")

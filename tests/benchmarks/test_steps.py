@@ -16,12 +16,12 @@ import torch
 import denoisers
 import schedules
 from bench.config import TrainConfig
-from bench.denoiser import Denoiser, Guidance
-from bench.diffusion import Diffusion
 from bench.environment import configure_allocator, device_name
-from bench.sampling import network_calls, sample
-from bench.throughput import forward_flops_per_image
-from bench.trainer import Trainer
+from bench.evaluation.throughput import forward_flops_per_image
+from bench.process.denoiser import Denoiser, Guidance
+from bench.process.diffusion import Diffusion
+from bench.process.sampling import network_calls, sample
+from bench.training.trainer import Trainer
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")

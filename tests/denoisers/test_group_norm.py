@@ -206,7 +206,7 @@ def test_run_config_switches_the_kernel(tmp_path):
     from dataclasses import replace
 
     from bench.config import RunConfig, TrainConfig
-    from bench.experiment import build_experiment
+    from bench.runs.experiment import build_experiment
 
     base = RunConfig(dataset="digits", denoiser_options={"base_channels": 16}, train=TrainConfig(steps=1))
     for flag in (True, False):

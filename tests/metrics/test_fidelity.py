@@ -85,12 +85,11 @@ def test_the_bench_reports_the_librarys_numbers(weights):
 
 
 def test_chunked_resumed_and_one_shot_paths_agree(weights, tmp_path, monkeypatch):
-    import bench.resample
-    from bench import fid_samples
-
-    real_reference = bench.resample.reference_features
+    import bench.runs.resample
+    from bench.runs import fid_samples
+    real_reference = bench.runs.resample.reference_features
     monkeypatch.setattr(  # 16 training images keep the reference cheap
-        bench.resample,
+        bench.runs.resample,
         "reference_features",
         lambda ext, name, train, progress: real_reference(ext, name, train[:16]),
     )
@@ -108,10 +107,10 @@ def test_chunked_resumed_and_one_shot_paths_agree(weights, tmp_path, monkeypatch
 
     monkeypatch.setattr(fid_samples, "generate", interrupted_at_the_second_chunk)
     with pytest.raises(KeyboardInterrupt):
-        bench.resample.evaluate_run(run_dir, **kwargs)
+        bench.runs.resample.evaluate_run(run_dir, **kwargs)
     monkeypatch.setattr(fid_samples, "generate", real_generate)
-    resumed = bench.resample.evaluate_run(run_dir, **kwargs)[0]
-    again = bench.resample.evaluate_run(run_dir, **kwargs)[0]
+    resumed = bench.runs.resample.evaluate_run(run_dir, **kwargs)[0]
+    again = bench.runs.resample.evaluate_run(run_dir, **kwargs)[0]
     assert resumed.sample.images_per_s is not None and again.sample.images_per_s is None  # nothing made twice
     assert again.fid == resumed.fid
 
@@ -202,8 +201,8 @@ def test_cli_errors_are_usage_errors(weights, tmp_path, monkeypatch):
 
 
 def test_a_fid_run_scores_at_the_end_and_during_training(weights, tmp_path, monkeypatch):
-    import bench.measure
-    import bench.resample
+    import bench.runs.measure
+    import bench.runs.resample
     from bench.metrics import fidelity as fidelity_module
 
     real_reference = fidelity_module.reference_features
@@ -211,9 +210,9 @@ def test_a_fid_run_scores_at_the_end_and_during_training(weights, tmp_path, monk
     def cheap_reference(ext, name, train, progress=False):  # 16 training images keep the reference cheap
         return real_reference(ext, name, train[:16])
 
-    for module in (fidelity_module, bench.resample):
+    for module in (fidelity_module, bench.runs.resample):
         monkeypatch.setattr(module, "reference_features", cheap_reference)
-    monkeypatch.setattr(bench.measure, "DURING_TRAINING_SAMPLES", 12)
+    monkeypatch.setattr(bench.runs.measure, "DURING_TRAINING_SAMPLES", 12)
     run_dir = run_ok(
         tmp_path,
         "--eval",
@@ -229,7 +228,7 @@ def test_a_fid_run_scores_at_the_end_and_during_training(weights, tmp_path, monk
     assert (
         metrics["fid"] > 0 and metrics["inception_score"]["mean"] >= 1 and "mean" in metrics["kid_inception"]
     )
-    from bench.run_folder import RunFolder
+    from bench.runs.run_folder import RunFolder
 
     rows = RunFolder(run_dir).read_eval_curve()
     assert [row["step"] for row in rows] == [10] and rows[0]["fid"] > 0

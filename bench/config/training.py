@@ -1,0 +1,111 @@
+"""How a run trains: the shared trainer's recipe (:class:`TrainConfig`), a teacher's pairs
+(:class:`DistillConfig`) and the consistency objectives' settings (:class:`ConsistencyConfig`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..process.denoiser import LOSS_WEIGHTS
+from .rules import POSITIVE, POSITIVE_INT, Rule, check_choice, check_rules, ruled
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+NOISE_LEVELS = ("uniform", "lognormal", "logit-normal")
+"""Which noise levels training draws: DDPM's uniform timesteps, EDM's log-normal sigma, or SD3's logit-normal
+flow time (Esser et al. 2024): t = sigmoid(n), n ~ N(m, s^2). As sigma = t / (1 - t), logit(t) = ln sigma, so
+SD3's logit-normal t is a log-normal sigma with mean m and std s, drawn the same way."""
+
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The shared trainer's recipe. ``steps`` and ``minutes`` are budgets: training stops at whichever comes
+    first (``minutes=None`` means no time limit). ``batch_size`` is per process. ``budget_flops`` records
+    the training-FLOP budget that ``steps`` was derived from (``bench sweep --budget-flops``); the trainer
+    itself counts steps.
+
+    ``loss_weight`` weights each example's loss by its noise level
+    (:data:`bench.process.denoiser.LOSS_WEIGHTS`; ``min_snr_gamma`` is min-SNR's gamma), and ``noise_levels``
+    chooses them: uniform timesteps (DDPM), EDM's ln sigma ~ N(p_mean, p_std^2), or SD3's logit(t) ~
+    N(logit_mean, logit_std^2), each mapped to real-valued timesteps. ``label_dropout`` is the fraction of a
+    class-conditional run's examples trained with the null label (the unconditional model that classifier-free
+    guidance needs); unconditional runs ignore it."""
+
+    steps: int = ruled(1500, POSITIVE_INT)
+    minutes: float | None = ruled(None, replace(POSITIVE, optional=True))
+    budget_flops: float | None = ruled(None, replace(POSITIVE, optional=True))
+    batch_size: int = ruled(64, POSITIVE_INT)
+    lr: float = ruled(1e-3, POSITIVE)
+    warmup_steps: int = ruled(100, Rule(int, low=0))
+    weight_decay: float = ruled(0.0, Rule(float, low=0))
+    grad_clip: float = ruled(1.0, Rule(float, low=0))  # 0 disables clipping
+    ema_decay: float = ruled(0.999, Rule(float, low=0, high=1, high_open=True))
+    precision: str = "fp32"
+    compile: bool = False
+    hflip: bool = False  # random horizontal flips of the training images (DDPM's CIFAR-10 recipe)
+    loss_weight: str = "uniform"
+    min_snr_gamma: float = ruled(5.0, POSITIVE)
+    noise_levels: str = "uniform"
+    p_mean: float = ruled(-1.2, Rule(float))
+    p_std: float = ruled(1.2, POSITIVE)
+    logit_mean: float = ruled(0.0, Rule(float))
+    logit_std: float = ruled(1.0, POSITIVE)
+    label_dropout: float = ruled(0.1, Rule(float, low=0, high=1, high_open=True))
+    checkpoint_every: int = ruled(500, POSITIVE_INT)
+    log_every: int = ruled(25, POSITIVE_INT)
+
+    def __post_init__(self) -> None:
+        check_rules(self)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("loss_weight", self.loss_weight, LOSS_WEIGHTS)
+        check_choice("noise_levels", self.noise_levels, NOISE_LEVELS)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Where a design trained on a teacher's pairs (``direct-distilled``) gets them: ``teacher`` is a complete
+    run folder whose EMA model maps ``pairs`` seeded noises x_T to images with deterministic DDIM (eta = 0)
+    in ``teacher_steps`` steps. Ignored by designs trained on independent pairs."""
+
+    teacher: str | None = None
+    teacher_steps: int = ruled(50, POSITIVE_INT)
+    pairs: int = ruled(4000, POSITIVE_INT)
+
+    def __post_init__(self) -> None:
+        check_rules(self)
+
+
+CONSISTENCY_SOLVERS = ("heun", "ddim")
+DISTANCES = ("pseudo-huber", "l2")
+
+
+@dataclass(frozen=True)
+class ConsistencyConfig:
+    """The consistency designs' settings (:mod:`bench.training.objectives.consistency`); ignored by every
+    other design.
+
+    ``levels`` is CD's N (the rho = 7 grid of noise levels; 18 in Song et al.'s CIFAR-10 runs), and
+    ``levels_start`` / ``levels_end`` iCT's s0 and s1, between which N doubles over training.
+    ``teacher_solver`` is CD's ODE step (``heun``: two teacher calls, ``ddim``: one, Euler's step in y),
+    ``target_ema`` CD's target-network rate mu, ``distance`` the metric d (LPIPS, CD's choice in the paper,
+    needs ImageNet-trained VGG weights, which cannot be had offline; pseudo-Huber is iCT's replacement for
+    it), ``huber_c`` its c (None: 0.00054 sqrt(d)), and ``student_init`` whether the CD student starts from
+    the teacher's weights (the paper's choice) or from a fresh initialisation."""
+
+    levels: int = ruled(18, Rule(int, low=2))
+    levels_start: int = ruled(10, Rule(int, low=2))
+    levels_end: int = ruled(1280, Rule(int, low=2))
+    teacher_solver: str = "heun"
+    target_ema: float = ruled(0.95, Rule(float, low=0, high=1, high_open=True))
+    distance: str = "pseudo-huber"
+    huber_c: float | None = ruled(None, replace(POSITIVE, optional=True))
+    student_init: str = "teacher"
+
+    def __post_init__(self) -> None:
+        check_rules(self, prefix="consistency ")
+        check_choice("teacher_solver", self.teacher_solver, CONSISTENCY_SOLVERS)
+        check_choice("distance", self.distance, DISTANCES)
+        check_choice("student_init", self.student_init, ("teacher", "random"))
+        if self.levels_end < self.levels_start:
+            raise ValueError(
+                f"levels_end ({self.levels_end}) must be at least levels_start ({self.levels_start})"
+            )

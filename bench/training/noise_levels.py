@@ -1,0 +1,85 @@
+"""Which noise levels training draws: the recipe's uniform (or terminal) integer timesteps, EDM's log-normal
+sigma or SD3's logit-normal flow time as real-valued ones, and the checks of a weighting or distribution
+that means nothing for a design."""
+
+from __future__ import annotations
+
+import torch
+
+from denoisers import Recipe
+
+from ..config import TrainConfig
+from ..process.denoiser import ImpossibleDesign
+from ..process.diffusion import Diffusion
+
+
+def sample_timesteps(
+    recipe: Recipe, num_timesteps: int, batch: int, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """Draw the training timesteps the denoiser declares: uniform over 0..T-1, or only T-1 (pure noise)."""
+    if recipe.timesteps == "terminal":
+        return torch.full((batch,), num_timesteps - 1, dtype=torch.long, device=device)
+    return torch.randint(0, num_timesteps, (batch,), generator=generator, device=device)
+
+
+def lognormal_timesteps(
+    diffusion: Diffusion,
+    batch: int,
+    generator: torch.Generator,
+    device: torch.device,
+    *,
+    p_mean: float,
+    p_std: float,
+) -> torch.Tensor:
+    """EDM's training noise levels (Karras et al. 2022, Table 1): ln sigma ~ N(P_mean, P_std^2), as
+    real-valued timesteps through the log-sigma interpolation of the schedule (sigma outside the schedule's
+    range is clamped to its ends, which the backbones were never asked to embed beyond)."""
+    log_sigma = p_mean + p_std * torch.randn(batch, generator=generator, device=device, dtype=torch.float64)
+    return diffusion.log_sigma_to_t(log_sigma)
+
+
+def check_training_design(recipe: Recipe, diffusion: Diffusion, config: TrainConfig) -> None:
+    """Refuse a loss weighting or noise-level distribution that means nothing for this design."""
+    if recipe.timesteps == "terminal" and (config.loss_weight, config.noise_levels) != ("uniform", "uniform"):
+        raise ValueError(
+            "this denoiser trains at t = T-1 only (pure noise): a loss weighting over noise levels or "
+            "another noise-level distribution does not apply there; use --loss-weight uniform "
+            "--noise-levels uniform"
+        )
+    if recipe.objective != "regression" and (config.loss_weight, config.noise_levels) != (
+        "uniform",
+        "uniform",
+    ):
+        raise ValueError(
+            f"the {recipe.objective} objective draws its own noise levels and weights its own loss; use "
+            "--loss-weight uniform --noise-levels uniform"
+        )
+    if diffusion.zero_terminal_snr and recipe.prediction == "eps" and config.loss_weight == "edm":
+        raise ImpossibleDesign(
+            "loss weight 'edm' on an eps target is 1 + 1 / (sigma_data^2 SNR), infinite where SNR = 0 (zero "
+            "terminal SNR); use target v, x0 or edm"
+        )
+
+
+def training_timesteps(
+    recipe: Recipe,
+    diffusion: Diffusion,
+    config: TrainConfig,
+    batch: int,
+    generator: torch.Generator,
+    device: torch.device,
+) -> torch.Tensor:
+    """One step's training timesteps: the recipe's uniform (or terminal) integers, or EDM's log-normal noise
+    levels (SD3's logit-normal flow time is one, of mean logit_mean and std logit_std) as real-valued
+    timesteps."""
+    if config.noise_levels in ("lognormal", "logit-normal"):
+        logit = config.noise_levels == "logit-normal"
+        return lognormal_timesteps(
+            diffusion,
+            batch,
+            generator,
+            device,
+            p_mean=config.logit_mean if logit else config.p_mean,
+            p_std=config.logit_std if logit else config.p_std,
+        )
+    return sample_timesteps(recipe, diffusion.num_timesteps, batch, generator, device)
