@@ -84,7 +84,8 @@ class Registry(Generic[T]):
             return
         self._entry_points_loaded = True
         for ep in entry_points(group=self.group):
-            if ep.name in self._plugins:
+            known = self._plugins.get(ep.name)
+            if known is not None and known.source != "builtin":  # this entry point, loaded before
                 continue
             try:
                 obj = ep.load()
@@ -95,11 +96,19 @@ class Registry(Generic[T]):
                 continue
             dist = getattr(ep, "dist", None)
             origin = f"{dist.name} (entry point)" if dist is not None else f"{ep.value} (entry point)"
+            # the module may have registered it, with metadata, when it was imported (by this entry point
+            # or, for a package that registers several kinds of plugin, by another registry's)
             registered = self._plugins.get(ep.name)
-            if registered is not None and registered.obj is obj:  # the module registered it, with metadata
+            if registered is None:
+                self.register(ep.name, obj, source=origin)
+            elif registered.obj is obj:
                 self._plugins[ep.name] = replace(registered, source=origin)
             else:
-                self.register(ep.name, obj, source=origin)
+                warnings.warn(
+                    f"{self.kind} plugin {ep.name!r} of {origin} is not used: a built-in {self.kind} has "
+                    "that name",
+                    stacklevel=2,
+                )
 
     def get(self, name: str) -> T:
         """Return the plugin called ``name`` or raise :class:`UnknownPluginError` listing the known names."""

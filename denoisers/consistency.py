@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from bench.process.denoiser import CONSISTENCY, PREDICTIONS, SIGMA_DATA
+from bench.process.denoiser import CONSISTENCY, SIGMA_DATA
 
 from ._base import Recipe, register
 from .common import design_recipe
@@ -75,9 +75,8 @@ def progressive_distilled(
     image_shape: tuple[int, int, int], *, target: str = "edm", sigma_data: float = SIGMA_DATA, **options: Any
 ) -> nn.Module:
     """Progressive distillation (Salimans & Ho 2022): two teacher DDIM steps in one; needs --teacher."""
-    allowed = tuple(p for p in PREDICTIONS if p != "eps")  # eps cannot give x0 where SNR is about 0
+    # the objective declares which targets it distils (not eps: it cannot give x0 where SNR is about 0)
     recipe = design_recipe(
-        "progressive-distilled", target, sigma_data, allowed=allowed,
-        objective="progressive-distillation", sampler="ddim",
-    )  # fmt: skip
+        "progressive-distilled", target, sigma_data, objective="progressive-distillation", sampler="ddim"
+    )
     return _unet("progressive-distilled", recipe, image_shape, options)

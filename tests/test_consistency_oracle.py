@@ -40,10 +40,12 @@ from torch import nn
 import bench.training.objectives.consistency as consistency
 import schedules
 from bench.config import ConsistencyConfig
-from bench.process.denoiser import Denoiser, training_loss
+from bench.process.denoiser import Denoiser
 from bench.process.diffusion import Diffusion
 from bench.process.sampling import sample
+from bench.training.objectives import Batch
 from bench.training.objectives.consistency import ConsistencyObjective, at_level, consistency_levels
+from bench.training.objectives.regression import training_loss
 from tests.oracles import GAUSSIAN, M, S, ddim_moments_exact, gaussian_oracle
 
 CD_LEVELS = 18
@@ -187,7 +189,7 @@ def train_consistency(
     generator = torch.Generator().manual_seed(seed)
     for step in range(steps):
         x0 = M + S * torch.randn(batch, 1, generator=generator, dtype=torch.float64)
-        loss = objective.loss(student, x0, step, generator).mean()
+        loss = objective.loss(student, Batch(x0), step, generator).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 import schedules
-from bench.process.denoiser import PREDICTIONS, Denoiser, training_loss
+from bench.process.denoiser import PREDICTIONS, Denoiser
 from bench.process.diffusion import Diffusion
+from bench.training.objectives.regression import training_loss
 
 SD = 0.5
 GAMMA = 5.0

@@ -5,13 +5,14 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 import schedules
-from bench.process.denoiser import Denoiser, training_loss
+from bench.process.denoiser import Denoiser
 from bench.process.diffusion import (
     Diffusion,
     discretized_gaussian_log_likelihood,
     nats_to_bits_per_dim,
     normal_kl,
 )
+from bench.training.objectives.regression import training_loss
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,14 @@ from scipy import stats
 
 import schedules
 from bench.config import DiffusionConfig, RunConfig, TrainConfig
-from bench.process.denoiser import Denoiser, training_loss
+from bench.process.denoiser import Denoiser
 from bench.process.diffusion import Diffusion
 from bench.process.grids import Grid, ddim_timesteps
 from bench.process.sampling import SAMPLERS, check_start, network_calls, sample
 from bench.reports import compare
 from bench.runs.row import design_line
+from bench.training.noise_levels import training_timesteps
+from bench.training.objectives.regression import training_loss
 from tests.helpers import FAST, TINY_UNET, invoke, make_trainer, run_ok
 from tests.oracles import GAUSSIAN, M, S, gaussian_oracle
 
@@ -208,7 +210,7 @@ def test_logit_normal_noise_levels_are_sd3s(flow):
     m, s = 0.5, 0.8
     trainer = make_trainer(1, noise_levels="logit-normal", logit_mean=m, logit_std=s)
     trainer.diffusion = flow
-    t = trainer.timesteps(20000)
+    t = training_timesteps(trainer.recipe, flow, trainer.config, 20000, trainer.generator, trainer.device)
     tf = flow_time(flow, t).numpy()
     result = stats.kstest(tf, lambda x: stats.norm.cdf((np.log(x / (1 - x)) - m) / s))
     assert result.pvalue > 1e-3, result

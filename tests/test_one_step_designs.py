@@ -20,6 +20,7 @@ from bench.process.denoiser import Denoiser
 from bench.process.diffusion import Diffusion
 from bench.process.grids import Grid
 from bench.process.sampling import called_timesteps, grid_points, network_calls, sample
+from bench.training.objectives import needs_teacher
 from bench.training.objectives.consistency import ict_levels
 from tests.helpers import invoke, stop_after
 from tests.helpers import refused_run as refused
@@ -504,7 +505,7 @@ def test_bench_list_names_the_new_designs_and_which_need_a_teacher():
     for name in ("consistency", "consistency-distilled", "reflow"):
         assert name in lines, result.output
         recipe = denoisers.recipe_of(denoisers.get(name)((1, 8, 8)))
-        assert ("needs --teacher" in lines[name]) == recipe.needs_teacher
+        assert ("needs --teacher" in lines[name]) == needs_teacher(recipe)
     assert "needs --teacher" in lines["consistency-distilled"] and "needs --teacher" in lines["reflow"]
     assert "needs --teacher" not in lines["consistency"]
     assert any(line.split()[:2] == ["consistency", "Multistep"] for line in text[end:])  # the sampler

@@ -1,6 +1,7 @@
-"""Progressive distillation (Salimans & Ho 2022; ``bench/training/objectives/progressive.py`` and the ``progressive-distilled``
-design): the student's DDIM grid is every other point of its teacher's, checked against grids written here
-from ``torch.linspace``; on Gaussian data, where the exact teacher makes every DDIM step affine, a student
+"""Progressive distillation (Salimans & Ho 2022; ``bench/training/objectives/progressive.py`` and the
+``progressive-distilled`` design): the student's DDIM grid is every other point of its teacher's, checked
+against grids written here from ``torch.linspace``; on Gaussian data, where the exact teacher makes every
+DDIM step affine, a student
 affine in its input trained with the objective takes in N steps exactly the map its teacher takes in
 2N - 1, composed here in closed form, and targets broken on purpose (one teacher step, a wrong ratio) do
 not; and from the CLI a student round samples on its own grid, counts its two teacher calls per image,
@@ -22,6 +23,7 @@ from bench.process.diffusion import Diffusion
 from bench.process.grids import ddim_timesteps
 from bench.process.oracles import GaussianData
 from bench.process.sampling import SAMPLERS
+from bench.training.objectives import Batch
 from bench.training.objectives.progressive import (
     CLEAN,
     ProgressiveObjective,
@@ -175,7 +177,7 @@ def train_student(teacher_steps: int, *, steps: int = 1000, batch: int = 32) -> 
     generator = torch.Generator().manual_seed(0)
     for step in range(steps):
         x0 = M + SD * torch.randn(batch, 4, generator=generator, dtype=torch.float64)
-        loss = objective.loss(student, x0, step, generator).mean()
+        loss = objective.loss(student, Batch(x0), step, generator).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

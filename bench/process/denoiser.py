@@ -1,8 +1,8 @@
 """The one wrapper around a network, as EDM wraps its networks once (``EDMPrecond``): a :class:`Denoiser`
 knows which quantity its network predicts (``eps``, ``x0``, ``v`` or EDM's preconditioned ``F``) and turns
-any output into the pair ``(x0_hat, eps_hat)``. The training loss, its weighting over noise levels, the
-samplers and the likelihood bound take this wrapper, so the prediction type is resolved here and nowhere
-else.
+any output into the pair ``(x0_hat, eps_hat)``, and gives each prediction's regression target and its loss
+weights over noise levels. The training objectives (:mod:`bench.training.objectives`), the samplers and the
+likelihood bound take this wrapper, so the prediction type is resolved here and nowhere else.
 
 The conversions are those of Ho et al. 2020 (eps), Salimans & Ho 2022 (v), Karras et al. 2022 (EDM,
 Table 1) and flow matching's velocity (Lipman et al. 2023; Liu et al. 2023), written in
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 
 from .diffusion import Diffusion
 
@@ -326,41 +325,3 @@ class Denoiser:
         if kind == "edm":
             return (snr + self.sigma_data**-2) / self.error_scale(snr)
         raise ValueError(f"loss weight must be one of {', '.join(LOSS_WEIGHTS)}, got {kind!r}")
-
-
-def training_loss(
-    denoiser: Denoiser,
-    x0: torch.Tensor,
-    t: torch.Tensor,
-    *,
-    eps: torch.Tensor | None = None,
-    x_t: torch.Tensor | None = None,
-    labels: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    weight: str = "uniform",
-    min_snr_gamma: float = MIN_SNR_GAMMA,
-) -> torch.Tensor:
-    """The per-example loss: mean over pixels of ``|| target - net(x_t, t) ||^2`` (Ho et al. eq. 14), times
-    the loss weight of each example's noise level (:meth:`Denoiser.loss_weight`; none for ``uniform``).
-
-    For eps prediction and uniform weight this is the seed's ``E || eps - eps_theta(x_t, t) ||^2``. ``x_t``
-    given instead of drawn from q(x_t | x0) is a coupled pair (x0 made from that x_t by a teacher); eps is
-    then the noise that pair implies. ``labels`` (with :data:`NULL_LABEL` where label dropout chose the null
-    class) trains a conditional network.
-    """
-    if x_t is not None:
-        eps = denoiser.diffusion.eps_from_x0(x_t, t, x0)
-    else:
-        if eps is None:
-            eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        x_t = denoiser.diffusion.q_sample(x0, t, eps)
-    net_input = denoiser.net_input(x_t, t)
-    output = denoiser.net(net_input, t) if labels is None else denoiser.net(net_input, t, labels)
-    if output.shape != x0.shape:
-        raise ValueError(f"the model returned shape {tuple(output.shape)}, expected {tuple(x0.shape)}")
-    target = denoiser.target(x0, eps, t)
-    loss = F.mse_loss(output.float(), target.float(), reduction="none").flatten(1).mean(1)
-    if weight != "uniform":
-        snr = denoiser.diffusion.snr_at(t)
-        loss = loss * denoiser.loss_weight(weight, snr, gamma=min_snr_gamma).to(loss.device, loss.dtype)
-    return loss

@@ -1,4 +1,5 @@
-"""The text of ``bench list``: every plugin of every kind with its one-line description."""
+"""The text of ``bench list``: every plugin of every kind with its one-line description, and what each
+training objective declares it needs and costs."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import schedules
 from denoisers.common import count_parameters
 
 from .. import datasets
-from ..config import NOISE_LEVELS
+from ..config import NOISE_LEVELS, RunConfig
 from ..process.denoiser import LOSS_WEIGHTS, PREDICTIONS
 from ..process.grids import GRIDS
 from ..process.sampling import SAMPLERS
 from ..registry import Registry
+from ..training.objectives import OBJECTIVES, TEACHER_USES, Declaration, StepCost, declaration, needs_teacher
 
 DESIGN_CHOICES = {
     "targets (--target, -o target=)": {
@@ -76,11 +78,54 @@ def denoiser_rows(image_shape: tuple[int, int, int]) -> list[tuple[str, str, str
             target = f"predicts {recipe.prediction}, {recipe.sampler}"
             if denoisers.accepts_labels(plugin.name):
                 target += ", takes labels"
-            if recipe.needs_teacher:
+            if needs_teacher(recipe):
                 target += ", needs --teacher"
         except (ValueError, TypeError) as exc:
             params, target = "n/a", f"({exc})"
         rows.append((plugin.name, params, target, plugin.description))
+    return rows
+
+
+def needs(declared: Declaration) -> str:
+    """What an objective trains and takes, in a few words: ``trains consistency, teacher's ODE steps``."""
+    parts = [f"trains {'/'.join(declared.predictions)}"]
+    if declared.teacher is not None:
+        parts.append(f"teacher's {TEACHER_SHORT[declared.teacher]}")
+    if declared.pairs:
+        parts.append("takes teacher pairs")
+    if declared.labels:
+        parts.append("takes labels")
+    if declared.second_time:
+        parts.append("a second time input")
+    if declared.jvp:
+        parts.append("forward-mode AD (JVP)")
+    return ", ".join(parts)
+
+
+TEACHER_SHORT = {"ode-steps": "ODE steps", "init": "weights"}
+assert set(TEACHER_SHORT) == set(TEACHER_USES)
+
+
+def calls(cost: StepCost) -> str:
+    """Network calls per example beyond the student's forward and backward: ``+1 forward, +2 teacher``."""
+    parts = []
+    if cost.extra_forwards:
+        parts.append(f"+{cost.extra_forwards} forward{'s' if cost.extra_forwards > 1 else ''}")
+    if cost.teacher_calls:
+        parts.append(f"+{cost.teacher_calls} teacher")
+    return ", ".join(parts) or "none"
+
+
+def objective_rows() -> list[tuple[str, str, str, str]]:
+    """Name, what it trains and needs, its extra network calls per example (with the default settings), its
+    description; a plugin whose declaration cannot be read shows why."""
+    rows = []
+    for plugin in OBJECTIVES.plugins():
+        try:
+            declared = declaration(plugin.name)
+            rows.append((plugin.name, needs(declared), calls(declared.cost(RunConfig())), plugin.description))
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            rows.append((plugin.name, "n/a", "n/a", f"({exc})"))
     return rows
 
 
@@ -94,6 +139,10 @@ def plugin_table(image_shape: tuple[int, int, int] = (1, 28, 28)) -> str:
         if denoisers.presets(name)
     ]
     lines += [""] + _section("samplers", _simple(SAMPLERS))
+    lines += [""] + _section(
+        "objectives (what each trains and needs; network calls per example beyond a forward and backward)",
+        objective_rows(),
+    )
     lines += [""] + _section("datasets", _simple(datasets.DATASETS))
     for title, choices in DESIGN_CHOICES.items():
         lines += [""] + _section(title, list(choices.items()))

@@ -5,14 +5,18 @@ A design that learns from a teacher is only as cheap as the teacher it needs: a 
 makes during training. Every run records its own training FLOPs; a run with a teacher adds the teacher's
 total (which includes the teacher's own teacher, for a chain such as a flow, its reflow and the reflow's
 one-call student), the pair generation (pairs x teacher NFE x teacher forward FLOPs) and the teacher calls
-made during training (consistency distillation's ODE steps).
+made during training (consistency distillation's ODE steps). What a training step costs beyond the student's
+forward and backward is what its objective declared (:class:`bench.training.objectives.StepCost`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..training.objectives import StepCost
 from .run_folder import RunFolder, TrainMetrics
+
+NO_EXTRA_CALLS = StepCost()
 
 
 def own_training_flops(train: TrainMetrics, *, extra_forwards_per_image: int = 0) -> float | None:
@@ -38,20 +42,20 @@ def total_flops(run_dir: Path) -> float | None:
 def run_cost(
     train: TrainMetrics,
     *,
-    extra_forwards_per_image: int = 0,
+    step_cost: StepCost = NO_EXTRA_CALLS,
     teacher_dir: Path | None = None,
     teacher_forward_flops: float | None = None,
-    teacher_calls_per_image: int = 0,
     pair_flops: float | None = None,
 ) -> dict[str, float | int | None]:
-    """The cost section of metrics.json: the run's own training FLOPs, and with a teacher its total, the
-    pairs, the teacher calls during training and the sum of all."""
-    own = own_training_flops(train, extra_forwards_per_image=extra_forwards_per_image)
+    """The cost section of metrics.json: the run's own training FLOPs (with the extra forwards of
+    ``step_cost``), and with a teacher its total, the pairs, the teacher calls during training
+    (``step_cost.teacher_calls`` per example) and the sum of all."""
+    own = own_training_flops(train, extra_forwards_per_image=step_cost.extra_forwards)
     cost: dict[str, float | int | None] = {"train_flops": own}
     if teacher_dir is None:
         cost["total_flops"] = own
         return cost
-    calls = train.images_seen * teacher_calls_per_image
+    calls = train.images_seen * step_cost.teacher_calls
     call_flops = calls * teacher_forward_flops if teacher_forward_flops is not None else None
     teacher = total_flops(teacher_dir)
     parts = [own, teacher, pair_flops or 0.0, call_flops or 0.0]

@@ -21,7 +21,7 @@ from ..process.denoiser import Denoiser
 from ..process.diffusion import Diffusion
 from ..process.sampling import check_start, check_steps, sample
 from ..training.checkpoint import identity, load_checkpoint, norm_groups
-from ..training.objectives.progressive import student_steps
+from ..training.objectives import declaration
 from .run_folder import RunFolder
 
 
@@ -139,9 +139,9 @@ def resolve_sampler(
             if diffusion.zero_terminal_snr and sample_cfg.grid_choice().is_default:
                 # ... at the largest noise level it was trained at, not at pure noise
                 sample_cfg = replace(sample_cfg, grid="karras")
-        elif recipe.objective == "progressive-distillation" and teacher_steps is not None:
+        elif (halving := declaration(recipe.objective).student_steps) and teacher_steps is not None:
             # its own grid, every other point of its teacher's, with the deterministic DDIM it learnt
-            steps = student_steps(teacher_steps)
+            steps = halving(teacher_steps)
             sample_cfg = replace(sample_cfg, eta=0.0, grid="uniform", sigma_max=None, sigma_min=None)
         elif recipe.reflows:
             # reflow learnt its teacher's deterministic coupling: its ODE, not fresh noise, keeps to it

@@ -22,19 +22,24 @@ from ..io import create_run_dir
 from ..metrics.fidelity import StandardInception
 from ..process.denoiser import Denoiser
 from ..training.checkpoint import load_checkpoint, save_checkpoint
-from ..training.noise_levels import check_training_design
-from ..training.objectives.consistency import ConsistencyObjective
-from ..training.objectives.progressive import ProgressiveObjective
+from ..training.objectives import (
+    Objective,
+    ObjectiveContext,
+    build_objective,
+    check_objective,
+    declaration,
+    needs_teacher,
+)
 from ..training.pairs import Pairs, Teacher, distillation_metrics, make_pairs
 from ..training.stopping import looking_at
 from ..training.train_log import TrainLog
-from ..training.trainer import NonFiniteLossError, Objective, Trainer
+from ..training.trainer import NonFiniteLossError, Trainer
 from .claims import ClaimedElsewhere, Holder, claim, release
 from .cost import run_cost
 from .experiment import Experiment, build_experiment, generate, resolve_sampler, sample_labels
 from .measure import evaluate, run_metrics, score_during_training, standard_inception
 from .run_folder import RunFolder
-from .teacher import TeacherError, load_teacher
+from .teacher import load_teacher
 from .tensorboard_log import TensorBoardLog, open_log, require
 
 
@@ -94,7 +99,7 @@ class Setup:
     sample_cfg: SampleConfig
     teacher: Teacher | None
     inception: StandardInception | None
-    objective: Objective | None = None
+    objective: Objective
     phases: dict[str, float] = field(default_factory=dict)
 
 
@@ -102,60 +107,39 @@ def prepare(config: RunConfig, *, download: bool) -> Setup:
     if config.tensorboard:
         require()
     exp = build_experiment(config, download=download)
-    check_training_design(exp.recipe, exp.diffusion, config.train)
+    check_objective(exp.recipe, exp.diffusion, config.train, conditional=config.conditional)
     sample_cfg = resolve_sampler(
         config.sample, exp.recipe, exp.diffusion, teacher_steps=config.distill.teacher_steps
     )
-    teacher = load_teacher(config.distill, exp) if exp.recipe.needs_teacher else None
-    objective = distillation_objective(config, exp, teacher)
-    return Setup(exp, sample_cfg, teacher, standard_inception(config, exp, download=download), objective)
+    teacher = load_teacher(config.distill, exp) if needs_teacher(exp.recipe) else None
+    context = ObjectiveContext(
+        config,
+        exp.recipe,
+        exp.model,
+        exp.diffusion,
+        tuple(exp.data.image_shape),
+        teacher.denoiser if teacher is not None else None,
+    )
+    objective = build_objective(context)  # a distilled student may start from the teacher's weights here
+    inception = standard_inception(config, exp, download=download)
+    return Setup(exp, sample_cfg, teacher, inception, objective)
 
 
 def check_extension(config: RunConfig, exp: Experiment, folder: RunFolder) -> None:
-    """Refuse to extend a consistency-training run's budget: iCT's N doubles in stretches of the planned
-    steps, so the steps already trained followed another schedule than the longer run's, and the result
-    would be neither run."""
-    if exp.recipe.objective != "consistency-training" or not folder.is_run():
+    """Refuse to extend the budget of a run whose objective follows a plan of its steps (iCT's N doubles in
+    stretches of the planned steps): the steps already trained followed another schedule than the longer
+    run's, and the result would be neither run."""
+    name = exp.recipe.objective
+    reason = declaration(name).fixed_plan
+    if reason is None or not folder.is_run():
         return
     planned = folder.read_config().train.steps
     if planned != config.train.steps:
         raise ValueError(
-            f"{folder.path} is a consistency-training run planned for {planned} steps: its number of noise "
-            f"levels doubles in stretches of that plan, so it cannot be extended to {config.train.steps} and "
-            "be the run its config describes; start a new run with --steps "
+            f"{folder.path} is a {name} run planned for {planned} steps: {reason}, so it cannot be extended "
+            f"to {config.train.steps} and be the run its config describes; start a new run with --steps "
             f"{config.train.steps}"
         )
-
-
-def distillation_objective(config: RunConfig, exp: Experiment, teacher: Teacher | None) -> Objective | None:
-    """The objective of a design not trained by regression (None for the others). A distilled student
-    starts from the teacher's weights (for consistency distillation unless ``consistency.student_init``
-    says otherwise; progressive distillation inherits the teacher's last step, so always), refused when the
-    networks differ."""
-    kind = exp.recipe.objective
-    if kind == "regression":
-        return None
-    from_teacher = kind == "progressive-distillation" or config.consistency.student_init == "teacher"
-    if teacher is not None and from_teacher:
-        try:
-            exp.model.load_state_dict(teacher.denoiser.net.state_dict())
-        except RuntimeError as exc:
-            raise TeacherError(
-                "the student cannot start from the teacher's weights, its network differs "
-                f"({str(exc)[:300]}); build it as the teacher was (the same --preset and -o options)"
-                + (", or pass --student-init random" if kind == "consistency-distillation" else "")
-            ) from None
-    if kind == "progressive-distillation":
-        assert teacher is not None
-        return ProgressiveObjective(exp.diffusion, teacher.denoiser, config.distill.teacher_steps)
-    return ConsistencyObjective(
-        kind,
-        config.consistency,
-        exp.diffusion,
-        total_steps=config.train.steps,
-        image_shape=tuple(exp.data.image_shape),
-        teacher=teacher.denoiser if teacher is not None else None,
-    )
 
 
 def claim_folder(
@@ -292,7 +276,7 @@ def train_and_finish(
                     student = Denoiser.of(trainer.ema.module, exp.diffusion, exp.recipe, clip_x0=True)
                     mean_image = exp.data.train_images.mean(0, keepdim=True)
                     report = distillation_metrics(teacher, pairs, student, mean_image, seed=config.seed)
-                cost = cost_inputs(config, teacher, pairs, setup.objective)
+                cost = cost_inputs(config, exp, teacher, pairs)
                 finish(
                     exp, trainer, log, sample_cfg, folder, phases, inception, report, cost,
                     progress=progress, tb=tb,
@@ -309,18 +293,14 @@ def train_and_finish(
         tb.close()
 
 
-def cost_inputs(
-    config: RunConfig, teacher: Teacher | None, pairs: Pairs | None, objective: Objective | None
-) -> dict:
-    """What :func:`bench.runs.cost.run_cost` needs beside the run's training metrics: an objective's extra
-    forward passes per image (a consistency target's), and the teacher's folder, forward FLOPs, calls
-    during training and pairs."""
-    inputs: dict = {"extra_forwards_per_image": objective.extra_forwards_per_image if objective else 0}
+def cost_inputs(config: RunConfig, exp: Experiment, teacher: Teacher | None, pairs: Pairs | None) -> dict:
+    """What :func:`bench.runs.cost.run_cost` needs beside the run's training metrics: the network calls per
+    example its objective declared, and the teacher's folder, forward FLOPs and pairs."""
+    inputs: dict = {"step_cost": declaration(exp.recipe.objective).cost(config)}
     if teacher is not None:
         inputs.update(
             teacher_dir=teacher.path,
             teacher_forward_flops=teacher.forward_flops,
-            teacher_calls_per_image=objective.teacher_calls_per_image if objective is not None else 0,
             pair_flops=(
                 pairs.x0.shape[0] * config.distill.teacher_steps * teacher.forward_flops
                 if pairs is not None

@@ -9,13 +9,10 @@ from ..config import DistillConfig
 from ..environment import configure_allocator, configure_tf32
 from ..evaluation.throughput import forward_flops_per_image
 from ..process.denoiser import Denoiser
-from ..training.pairs import Teacher
+from ..training.objectives import declaration
+from ..training.pairs import Teacher, TeacherError
 from .experiment import Experiment, load_run
 from .run_folder import RunFolder
-
-
-class TeacherError(ValueError):
-    """A --teacher that cannot teach: not a complete run, damaged, or for other images."""
 
 
 def load_teacher(config: DistillConfig, student: Experiment) -> Teacher:
@@ -81,7 +78,7 @@ def check_teacher(path: str, teacher: Experiment, student: Experiment) -> None:
             f"--teacher {path!r} is {classes(teacher)} and this run is {classes(student)}; a teacher must be "
             "conditioned as its student is (the one-step designs are unconditional)"
         )
-    follows_ode = recipe.objective == "consistency-distillation" or recipe.timesteps == "all"
+    follows_ode = declaration(recipe.objective).teacher == "ode-steps" or recipe.timesteps == "all"
     if follows_ode and teacher.config.diffusion != student.config.diffusion:
         t, s = teacher.config.diffusion, student.config.diffusion
         raise TeacherError(

@@ -1,6 +1,5 @@
-"""Which noise levels training draws: the recipe's uniform (or terminal) integer timesteps, EDM's log-normal
-sigma or SD3's logit-normal flow time as real-valued ones, and the checks of a weighting or distribution
-that means nothing for a design."""
+"""Which noise levels the regression objective draws: the recipe's uniform (or terminal) integer timesteps,
+EDM's log-normal sigma or SD3's logit-normal flow time as real-valued ones."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import torch
 from denoisers import Recipe
 
 from ..config import TrainConfig
-from ..process.denoiser import ImpossibleDesign
 from ..process.diffusion import Diffusion
 
 
@@ -36,29 +34,6 @@ def lognormal_timesteps(
     range is clamped to its ends, which the backbones were never asked to embed beyond)."""
     log_sigma = p_mean + p_std * torch.randn(batch, generator=generator, device=device, dtype=torch.float64)
     return diffusion.log_sigma_to_t(log_sigma)
-
-
-def check_training_design(recipe: Recipe, diffusion: Diffusion, config: TrainConfig) -> None:
-    """Refuse a loss weighting or noise-level distribution that means nothing for this design."""
-    if recipe.timesteps == "terminal" and (config.loss_weight, config.noise_levels) != ("uniform", "uniform"):
-        raise ValueError(
-            "this denoiser trains at t = T-1 only (pure noise): a loss weighting over noise levels or "
-            "another noise-level distribution does not apply there; use --loss-weight uniform "
-            "--noise-levels uniform"
-        )
-    if recipe.objective != "regression" and (config.loss_weight, config.noise_levels) != (
-        "uniform",
-        "uniform",
-    ):
-        raise ValueError(
-            f"the {recipe.objective} objective draws its own noise levels and weights its own loss; use "
-            "--loss-weight uniform --noise-levels uniform"
-        )
-    if diffusion.zero_terminal_snr and recipe.prediction == "eps" and config.loss_weight == "edm":
-        raise ImpossibleDesign(
-            "loss weight 'edm' on an eps target is 1 + 1 / (sigma_data^2 SNR), infinite where SNR = 0 (zero "
-            "terminal SNR); use target v, x0 or edm"
-        )
 
 
 def training_timesteps(

@@ -30,6 +30,10 @@ CHUNK = 250
 HELD_OUT = 500  # noises never trained on, for the student's distance to its teacher's map
 
 
+class TeacherError(ValueError):
+    """A --teacher that cannot teach: not a complete run, damaged, or for other images."""
+
+
 @dataclass(frozen=True)
 class Teacher:
     """A finished run's EMA model, ready to sample deterministically."""

@@ -1,7 +1,7 @@
-"""The one trainer every denoiser shares: AdamW with warm-up, gradient clipping, EMA, the timesteps and
-target the denoiser declares, the loss weighting and noise levels the config chooses, a budget in steps or
-minutes, optional autocast and ``torch.compile``, DistributedDataParallel when launched by ``torchrun``, and
-exact resume on CPU.
+"""The one trainer every denoiser shares: AdamW with warm-up, gradient clipping, EMA, the training objective
+the denoiser's recipe names (:mod:`bench.training.objectives`: the loss, and any state it keeps beside the
+model), a budget in steps or minutes, optional autocast and ``torch.compile``, DistributedDataParallel when
+launched by ``torchrun``, and exact resume on CPU. The trainer keeps no loss of its own.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Protocol
 
 import torch
 from torch import nn
@@ -21,33 +20,16 @@ from tqdm.auto import tqdm
 
 from denoisers import Recipe
 
-from ..config import TrainConfig
+from ..config import RunConfig, TrainConfig
 from ..distributed import DistInfo, all_objects, any_rank
-from ..process.denoiser import NULL_LABEL, Denoiser, training_loss
+from ..process.denoiser import Denoiser
 from ..process.diffusion import Diffusion
 from .checkpoint import CheckpointError
 from .ema import EMA
-from .noise_levels import check_training_design, training_timesteps
+from .objectives import Batch, Objective, ObjectiveContext, build_objective, check_objective
 from .train_log import Interval, TrainLog
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class Objective(Protocol):
-    """A loss that replaces the regression loss (:mod:`bench.training.objectives.consistency`,
-    :mod:`bench.training.objectives.progressive`), with the state it keeps beside the model (a target network)
-    and what each example costs beyond the student's forward and backward."""
-
-    extra_forwards_per_image: int
-    teacher_calls_per_image: int
-
-    def bind(self, model: nn.Module) -> None: ...
-    def loss(
-        self, student: Denoiser, x0: torch.Tensor, step: int, generator: torch.Generator
-    ) -> torch.Tensor: ...
-    def after_step(self) -> None: ...
-    def state_dict(self) -> dict: ...
-    def load_state_dict(self, state: dict) -> None: ...
 
 
 class NonFiniteLossError(RuntimeError):
@@ -84,10 +66,11 @@ class Trainer:
         recipe with ``pairs="teacher"``); otherwise x_t is drawn from q(x_t | x0) at every step. ``labels``,
         the class of each image, trains a conditional model (a fraction ``config.label_dropout`` of each
         batch with the null label). ``stop``, when set (by a scheduler's preemption signal, say), stops the
-        loop after a step as Ctrl-C does. ``objective`` replaces the regression loss for a recipe with
-        another objective (and only there)."""
+        loop after a step as Ctrl-C does. ``objective`` is the training objective, built by the caller (who
+        has the run's whole config and the teacher); by default the one the recipe names is built from
+        ``config`` alone."""
         self.config = config
-        check_training_design(recipe, diffusion, config)
+        check_objective(recipe, diffusion, config, conditional=labels is not None)
         self.recipe = recipe
         self.device = device
         self.seed = seed
@@ -107,13 +90,13 @@ class Trainer:
         if labels is not None and labels.shape != images.shape[:1]:
             raise ValueError(f"labels {tuple(labels.shape)} must give one class per image, {images.shape[0]}")
         self.labels = labels.to(device) if labels is not None else None
-        if (objective is None) != (recipe.objective == "regression"):
-            raise ValueError(
-                f"a recipe with the {recipe.objective} objective needs its objective, and only it"
+        if objective is None:
+            context = ObjectiveContext(
+                RunConfig(train=config), recipe, self.model, diffusion, tuple(images.shape[1:])
             )
+            objective = build_objective(context)
         self.objective = objective
-        if objective is not None:
-            objective.bind(self.model)
+        objective.bind(self.model)
         self.ema = EMA(self.model, config.ema_decay)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
@@ -178,31 +161,13 @@ class Trainer:
         cfg = self.config
         if cfg.hflip:
             x0 = random_hflip(x0, self.generator)
-        t = self.timesteps(x0.shape[0]) if self.objective is None else None
-        if y is not None:
-            y = self.drop_labels(y)
         autocast = (
             torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[cfg.precision])
             if cfg.precision in AUTOCAST_DTYPES
             else contextlib.nullcontext()
         )
         with autocast:
-            if self.objective is not None:
-                loss = self.objective.loss(self.denoiser, x0, self.step, self.generator).mean()
-            else:
-                # teacher pairs: x_T itself at t = T-1, or (reflow) the noise end of the path at every t
-                reflow = x_t is not None and self.recipe.reflows
-                loss = training_loss(
-                    self.denoiser,
-                    x0,
-                    t,
-                    eps=x_t if reflow else None,
-                    x_t=None if reflow else x_t,
-                    labels=y,
-                    generator=self.generator,
-                    weight=cfg.loss_weight,
-                    min_snr_gamma=cfg.min_snr_gamma,
-                ).mean()
+            loss = self.objective.loss(self.denoiser, Batch(x0, x_t, y), self.step, self.generator).mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
@@ -213,23 +178,9 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.ema.update()
-        if self.objective is not None:
-            self.objective.after_step()
+        self.objective.after_step()
         self.step += 1
         return loss.detach()
-
-    def drop_labels(self, y: torch.Tensor) -> torch.Tensor:
-        """Classifier-free guidance's training (Ho & Salimans 2022): each label replaced by the null label
-        with probability ``label_dropout``, drawn from the trainer's generator (so a resumed run drops the
-        same ones)."""
-        drop = torch.rand(y.shape[0], generator=self.generator, device=y.device) < self.config.label_dropout
-        return torch.where(drop, torch.full_like(y, NULL_LABEL), y)
-
-    def timesteps(self, batch: int) -> torch.Tensor:
-        """This step's training timesteps (:func:`bench.training.noise_levels.training_timesteps`)."""
-        return training_timesteps(
-            self.recipe, self.diffusion, self.config, batch, self.generator, self.device
-        )
 
     @contextlib.contextmanager
     def graceful_interrupt(self) -> Iterator[None]:
@@ -364,7 +315,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "log": self.log.totals(),
             "rng": all_objects(rng, self.dist),
-            **({"objective": self.objective.state_dict()} if self.objective is not None else {}),
+            "objective": self.objective.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -373,8 +324,7 @@ class Trainer:
         rng = rank_random_state(state["rng"], self.dist)
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
-        if self.objective is not None:
-            self.objective.load_state_dict(state["objective"])
+        self.objective.load_state_dict(state.get("objective", {}))  # none in a regression run's of before
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

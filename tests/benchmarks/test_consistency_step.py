@@ -18,11 +18,12 @@ import torch
 
 import denoisers
 import schedules
-from bench.config import ConsistencyConfig, TrainConfig
+from bench.config import ConsistencyConfig, RunConfig, TrainConfig
 from bench.environment import configure_allocator, device_name
 from bench.evaluation.throughput import forward_flops_per_image
 from bench.process.denoiser import Denoiser
 from bench.process.diffusion import Diffusion
+from bench.training.objectives import declaration
 from bench.training.objectives.consistency import ConsistencyObjective
 from bench.training.trainer import Trainer
 
@@ -87,7 +88,7 @@ def test_consistency_distillation_step(benchmark, preset, shape, cpu_batch, gpu_
             teacher=Denoiser.of(teacher_net, diffusion),
         )
         trainer = trainer_for(student, diffusion, images, batch, objective)
-        assert objective.teacher_calls_per_image == 2
+        assert declaration("consistency-distillation").cost(RunConfig()).teacher_calls == 2
     else:
         trainer = trainer_for(network("unet", shape, preset), diffusion, images, batch)
     x0 = trainer.images[:batch]

@@ -1,1 +1,50 @@
-"""The training objectives."""
+"""The training objectives, the fourth plugin registry beside schedules, denoisers and samplers: the loss a
+design trains with, named by its recipe (``Recipe.objective``) and built by the trainer from here.
+
+  base         the registry, what an objective declares (:class:`Declaration`) and the checks that read it;
+  regression   the loss on the prediction target (DDPM's L_simple, its weightings, teacher pairs, labels);
+  consistency  consistency distillation (CD) and improved consistency training (iCT);
+  progressive  progressive distillation (two teacher DDIM steps in one student step).
+
+A new objective is a module here (or in another package, through the ``bench.objectives`` entry points)
+that registers a factory with its declaration.
+"""
+
+from . import consistency as _consistency  # noqa: F401  (registers the consistency objectives)
+from . import progressive as _progressive  # noqa: F401  (registers "progressive-distillation")
+from . import regression as _regression  # noqa: F401  (registers "regression")
+from .base import (
+    OBJECTIVES,
+    TEACHER_USES,
+    Batch,
+    Declaration,
+    Objective,
+    ObjectiveContext,
+    ObjectiveFactory,
+    StatelessObjective,
+    StepCost,
+    build_objective,
+    check_network,
+    check_objective,
+    declaration,
+    needs_teacher,
+    start_from_teacher,
+)
+
+__all__ = [
+    "OBJECTIVES",
+    "TEACHER_USES",
+    "Batch",
+    "Declaration",
+    "Objective",
+    "ObjectiveContext",
+    "ObjectiveFactory",
+    "StatelessObjective",
+    "StepCost",
+    "build_objective",
+    "check_network",
+    "check_objective",
+    "declaration",
+    "needs_teacher",
+    "start_from_teacher",
+]

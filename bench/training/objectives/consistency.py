@@ -26,11 +26,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ...config import ConsistencyConfig
-from ...process.denoiser import Denoiser
+from ...config import ConsistencyConfig, RunConfig
+from ...process.denoiser import CONSISTENCY, Denoiser
 from ...process.diffusion import Diffusion
 from ...process.grids import RHO, Grid, get_sigmas_karras
 from ..ema import EMA
+from .base import OBJECTIVES, Batch, Declaration, ObjectiveContext, StepCost, start_from_teacher
 
 ICT_P_MEAN, ICT_P_STD = -1.1, 2.0
 """iCT's log-normal choice of levels (Song & Dhariwal 2023, section 3.5)."""
@@ -124,8 +125,9 @@ class Levels:
 
 class ConsistencyObjective:
     """The loss of one training step of CD (``teacher`` given) or iCT (none), and the state it keeps (the
-    CD target network, an EMA of the student). The trainer calls :meth:`loss` in place of the regression
-    loss and :meth:`after_step` after each optimiser step; :meth:`state_dict` travels in the checkpoint."""
+    CD target network, an EMA of the student, which :meth:`state_dict` puts in the checkpoint). Beside the
+    student's forward and backward, each example costs the target's forward and, for CD, the teacher's
+    calls of its ODE step (:func:`consistency_cost`)."""
 
     def __init__(
         self,
@@ -157,14 +159,6 @@ class ConsistencyObjective:
         if self.distilled:
             self.target = EMA(model, self.config.target_ema, warmup=False)
 
-    extra_forwards_per_image = 1
-    """The target network's call on each example, beside the student's forward and backward."""
-
-    @property
-    def teacher_calls_per_image(self) -> int:
-        """Teacher network calls per training example: those of the ODE step (none for iCT)."""
-        return TEACHER_CALLS[self.config.teacher_solver] if self.distilled else 0
-
     def levels_at(self, step: int) -> int:
         """N at training step ``step``: fixed for CD, iCT's doubling schedule for CT."""
         if self.distilled:
@@ -193,10 +187,9 @@ class ConsistencyObjective:
             return squared_l2(a, b)
         return pseudo_huber(a, b, self.huber_c)
 
-    def loss(
-        self, student: Denoiser, x0: torch.Tensor, step: int, generator: torch.Generator
-    ) -> torch.Tensor:
+    def loss(self, student: Denoiser, batch: Batch, step: int, generator: torch.Generator) -> torch.Tensor:
         """The per-example loss lambda(sigma_n) d(f(y_{n+1}, sigma_{n+1}), f^-(y_n, sigma_n))."""
+        x0 = batch.x0
         lv = self.draw_levels(step, x0.shape[0], generator, x0.device)
         z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         y_next = x0 + as_column(lv.sigma_next, x0) * z
@@ -232,3 +225,53 @@ class ConsistencyObjective:
     def load_state_dict(self, state: dict) -> None:
         if self.target is not None:
             self.target.load_state_dict(state["target"])
+
+
+def consistency_cost(config: RunConfig) -> StepCost:
+    """The target's forward on each example, and for CD the teacher's calls of its ODE step (none for
+    iCT, whose target is the student itself)."""
+    return StepCost(extra_forwards=1)
+
+
+def distillation_cost(config: RunConfig) -> StepCost:
+    return StepCost(extra_forwards=1, teacher_calls=TEACHER_CALLS[config.consistency.teacher_solver])
+
+
+@OBJECTIVES.register(
+    "consistency-distillation",
+    declares=Declaration(
+        predictions=(CONSISTENCY,), teacher="ode-steps", own_noise=True, cost=distillation_cost
+    ),
+)
+def consistency_distillation(context: ObjectiveContext) -> ConsistencyObjective:
+    """Consistency distillation (CD, Song et al. 2023): f agrees across one teacher ODE step; needs --teacher.
+
+    The student starts from the teacher's weights unless ``--student-init random``."""
+    if context.config.consistency.student_init == "teacher":
+        start_from_teacher(context, hint=", or pass --student-init random")
+    return consistency_objective("consistency-distillation", context)
+
+
+@OBJECTIVES.register(
+    "consistency-training",
+    declares=Declaration(
+        predictions=(CONSISTENCY,),
+        own_noise=True,
+        fixed_plan="its number of noise levels doubles in stretches of that plan",
+        cost=consistency_cost,
+    ),
+)
+def consistency_training(context: ObjectiveContext) -> ConsistencyObjective:
+    """Improved consistency training (iCT, Song & Dhariwal 2023): f agrees across levels, no teacher."""
+    return consistency_objective("consistency-training", context)
+
+
+def consistency_objective(kind: str, context: ObjectiveContext) -> ConsistencyObjective:
+    return ConsistencyObjective(
+        kind,
+        context.config.consistency,
+        context.diffusion,
+        total_steps=context.config.train.steps,
+        image_shape=context.image_shape,
+        teacher=context.teacher,
+    )

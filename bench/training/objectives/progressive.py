@@ -22,9 +22,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...process.denoiser import Denoiser
+from ...process.denoiser import PREDICTIONS, Denoiser
 from ...process.diffusion import Diffusion
 from ...process.grids import ddim_timesteps
+from .base import (
+    OBJECTIVES,
+    Batch,
+    Declaration,
+    ObjectiveContext,
+    StatelessObjective,
+    StepCost,
+    start_from_teacher,
+)
 
 CLEAN = -1
 """The end of the last DDIM step: the image itself (alpha_bar = 1), not a timestep."""
@@ -66,12 +75,9 @@ def ddim_step(teacher: Denoiser, z: torch.Tensor, t: torch.Tensor, t_next: torch
     return a * x0 + b * eps
 
 
-class ProgressiveObjective:
-    """The loss of one round of progressive distillation, in place of the regression loss. It keeps no
-    state of its own (the teacher is fixed), so the checkpoint holds nothing for it."""
-
-    extra_forwards_per_image = 0
-    teacher_calls_per_image = 2
+class ProgressiveObjective(StatelessObjective):
+    """The loss of one round of progressive distillation: two teacher calls per example (its two DDIM
+    steps), and no state of its own (the teacher is fixed), so the checkpoint holds nothing for it."""
 
     def __init__(self, diffusion: Diffusion, teacher: Denoiser, teacher_steps: int) -> None:
         self.diffusion = diffusion
@@ -93,10 +99,9 @@ class ProgressiveObjective:
         ratio = b_end / b
         return (z_end - ratio * z_t) / (a_end - ratio * a)
 
-    def loss(
-        self, student: Denoiser, x0: torch.Tensor, step: int, generator: torch.Generator
-    ) -> torch.Tensor:
+    def loss(self, student: Denoiser, batch: Batch, step: int, generator: torch.Generator) -> torch.Tensor:
         """max(SNR, 1) ||x0_hat(z_t) - x~||^2 per example, at a student step drawn uniformly."""
+        x0 = batch.x0
         k = torch.randint(0, self.steps.shape[1], (x0.shape[0],), generator=generator, device=x0.device)
         t, t_mid, t_end = self.steps[:, k]
         z_t = self.diffusion.q_sample(x0, t, torch.randn(x0.shape, generator=generator, device=x0.device))
@@ -105,11 +110,22 @@ class ProgressiveObjective:
         weight = self.diffusion.snr_at(t).clamp(min=1.0).to(x0.device, torch.float32)
         return weight * (x0_hat.float() - target.float()).pow(2).flatten(1).mean(1)
 
-    def after_step(self) -> None:
-        pass
 
-    def state_dict(self) -> dict:
-        return {}
+@OBJECTIVES.register(
+    "progressive-distillation",
+    declares=Declaration(
+        # eps cannot give x0 where SNR is about 0, at the first step from pure noise
+        predictions=tuple(p for p in PREDICTIONS if p != "eps"),
+        teacher="ode-steps",
+        own_noise=True,
+        cost=lambda config: StepCost(teacher_calls=2),
+        student_steps=student_steps,
+    ),
+)
+def progressive_distillation(context: ObjectiveContext) -> ProgressiveObjective:
+    """Progressive distillation (Salimans & Ho 2022): one student DDIM step learns two of the teacher's.
 
-    def load_state_dict(self, state: dict) -> None:
-        pass
+    The student starts from the teacher's weights."""
+    start_from_teacher(context)
+    assert context.teacher is not None
+    return ProgressiveObjective(context.diffusion, context.teacher, context.config.distill.teacher_steps)
