@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import sys
 import textwrap
 from pathlib import Path
 
@@ -174,8 +177,11 @@ def make_trainer(steps: int, seed: int = 0, **cfg) -> Trainer:
     )
 
 
-TINY_RUN = [*TINY_UNET, "--no-tensorboard"]
-"""TINY_UNET without TensorBoard's event files: 6 steps of 16 images of the 8-channel U-Net, 8x8 digits."""
+_STEPS = TINY_UNET.index("--sample-steps")
+TINY_RUN = [*TINY_UNET[:_STEPS], *TINY_UNET[_STEPS + 2 :], "--no-tensorboard"]
+"""TINY_UNET without TensorBoard's event files and without ``--sample-steps``, so that each design samples as
+it chooses (a consistency model in one call, a progressive student on its own grid): 6 steps of 16 images of
+the 8-channel U-Net, 8x8 digits."""
 
 
 def tiny_run(out: Path, run_id: str, *args: str):
@@ -216,3 +222,56 @@ def stop_after(monkeypatch, step: int) -> None:
         return loss
 
     monkeypatch.setattr(Trainer, "train_step", train_step)
+
+
+YOUR_OWN = ROOT / "docs" / "your-own.md"
+"""The newcomer page whose plugin package and commands tests/test_your_own.py runs."""
+
+
+def doc_blocks(page: Path, fence: str) -> list[str]:
+    """The text of each ``fence`` code block of ``page`` (``python``, ``toml``, ``bash``)."""
+    blocks, current = [], None
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            if current is None and line[3:].strip() == fence:
+                current = []
+            elif current is not None:
+                blocks.append("\n".join(current) + "\n")
+                current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+@contextlib.contextmanager
+def your_own_plugins(folder: Path, monkeypatch):
+    """docs/your-own.md's plugin module and entry points, installed as a distribution in ``folder`` (as
+    ``pip install -e .`` of that package would leave it), for as long as the context lasts; the registries
+    forget its plugins afterwards."""
+    import denoisers
+    import schedules
+    from bench import datasets
+    from bench.process.sampling import SAMPLERS
+    from bench.training.objectives import OBJECTIVES
+
+    (module,) = [b for b in doc_blocks(YOUR_OWN, "python") if b.startswith("# my_plugins.py")]
+    (folder / "my_plugins.py").write_text(module)
+    (toml,) = doc_blocks(YOUR_OWN, "toml")
+    entry_points = re.sub(r'^\[project\.entry-points\."([^"]+)"\]$', r"[\1]", toml, flags=re.M)
+    entry_points = re.sub(r'^(\S+) = "([^"]+)"$', r"\1 = \2", entry_points, flags=re.M)
+    info = folder / "my_plugins-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-plugins\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    monkeypatch.syspath_prepend(str(folder))
+    registries = [schedules.REGISTRY, datasets.DATASETS, denoisers.REGISTRY, SAMPLERS, OBJECTIVES]
+    names = ["constant", "blobs", "three-convs", "plain-ddim", "middle-l1"]
+    for registry in registries:
+        registry.reload_entry_points()
+    try:
+        yield names
+    finally:
+        for registry, name in zip(registries, names, strict=True):
+            registry._plugins.pop(name, None)
+            registry.reload_entry_points()
+        sys.modules.pop("my_plugins", None)

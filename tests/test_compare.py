@@ -8,20 +8,21 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.config import RunConfig
+from bench.config import ConsistencyConfig, DistillConfig, RunConfig, TrainConfig
 from bench.images import save_grid
 from bench.reports import compare
+from bench.runs.row import COLUMN_FIELDS, NON_DESIGN, leaves
 from bench.runs.run_folder import RunFolder, RunMetrics, SampleMetrics, TrainMetrics
 
 FD = {("unet", 0): 10.0, ("unet", 1): 12.0, ("unet", 2): 14.0, ("direct", 0): 90.0, ("direct", 1): 92.0}
 
 
-def make_run(root, name, denoiser, seed, fd=None, *, metrics=True, damaged=False, size=None):
+def make_run(root, name, denoiser, seed, fd=None, *, metrics=True, damaged=False, size=None, **fields):
     import torch
 
     run = root / name
     run.mkdir(parents=True)
-    config = RunConfig(denoiser=denoiser, seed=seed, image_size=size).to_dict()
+    config = RunConfig(denoiser=denoiser, seed=seed, image_size=size, **fields).to_dict()
     (run / "config.json").write_text(json.dumps(config))
     (run / "status.json").write_text(json.dumps({"state": "complete" if metrics else "training"}))
     (run / "loss.csv").write_text(
@@ -209,3 +210,41 @@ def test_the_terminal_shows_the_headline_and_the_csv_everything(results, tmp_pat
     assert {"parameters", "forward_gflops", "fd", "dataset"} <= csv_columns
     every = CliRunner().invoke(main, ["compare", str(results), "--out", str(out), "--columns", "all"])
     assert "parameters" in every.output and "every row" not in every.output
+
+
+# ------------------------------------------------------------------------------ what makes a design
+SETTINGS = {
+    *("train.lr", "train.warmup_steps", "train.weight_decay", "train.grad_clip", "train.ema_decay"),
+    *("train.precision", "train.hflip", "train.label_dropout", "diffusion.timesteps"),
+    *("sample.variance", "sample.clip_x0", "sample.use_ema"),
+    *("distill.teacher", "distill.teacher_steps", "distill.pairs", "distill.teacher_clip_x0"),
+    *("consistency.levels", "consistency.levels_start", "consistency.levels_end"),
+    *("consistency.teacher_solver", "consistency.target_ema", "consistency.distance", "consistency.huber_c"),
+    "consistency.student_init",
+}
+"""The config fields that change the trained weights or the samples and have no column of their own."""
+
+
+def test_every_config_field_is_a_design_column_a_setting_or_named_as_no_design():
+    """A field added to the config fails here until it is placed: a column of its own, one of the settings
+    column (both part of the design, so runs that differ in it are never averaged as seeds), or a field
+    that changes neither the weights nor the samples."""
+    fields = set(leaves(RunConfig().to_dict()))
+    columns = {path for paths in COLUMN_FIELDS.values() for path in paths if path in fields}
+    assert not columns & SETTINGS and not columns & set(NON_DESIGN) and not SETTINGS & set(NON_DESIGN)
+    placed = columns | SETTINGS | set(NON_DESIGN)
+    assert fields == placed, sorted(fields ^ placed)
+
+
+def test_runs_that_differ_only_in_a_setting_are_two_designs_not_two_seeds(tmp_path):
+    """CD with Heun and with DDIM as its teacher's step, sharing a seed, are two rows with one seed each;
+    so are two learning rates, and two teachers (named by their run folder)."""
+    make_run(tmp_path, "heun", "unet", 0, 20.0)
+    make_run(tmp_path, "ddim", "unet", 0, 30.0, consistency=ConsistencyConfig(teacher_solver="ddim"))
+    make_run(tmp_path, "lr", "unet", 0, 40.0, train=TrainConfig(lr=5e-4))
+    teacher = DistillConfig(teacher="/x/results/unet-edm", pairs=8)
+    make_run(tmp_path, "teacher", "unet", 0, 50.0, distill=teacher)
+    table = compare.summarize(compare.collect([tmp_path]).runs)
+    assert sorted(table["settings"]) == ["", "lr=0.0005", "pairs=8, teacher=unet-edm", "teacher_solver=ddim"]
+    assert list(table["seeds"]) == [1, 1, 1, 1]
+    assert sorted(table["fd"]) == [20.0, 30.0, 40.0, 50.0]

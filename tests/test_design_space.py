@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from bench.config import RunConfig, SampleConfig, TrainConfig
+from bench.reports import compare
 from bench.reports.compare import format_value
 from bench.studies.design import (
     STUDY_TARGETS,
@@ -235,3 +236,25 @@ def test_the_flow_study_names_each_designs_best_sampler_at_about_10_calls(tmp_pa
     row = designs[designs["noise levels"] == "logit-normal(0, 1)"].iloc[0]
     assert row["best sampler at about 10 NFE"] == min(at_10, key=at_10.get)
     assert row["FD at about 10"] == format_value(min(at_10.values()))
+
+
+def test_bench_eval_measures_each_deterministic_samplers_distance_to_the_odes_solution(tmp_path):
+    """--solver-error: each deterministic sampling's RMS distance to Heun's solution from the same noises
+    (256 steps, 511 calls; on this run's 50-step schedule 50 steps, 99 calls), recorded in its entry and a
+    column of bench compare; the reference made once per run and kept; none for a stochastic sampler (DDIM
+    with eta 1)."""
+    run_dir = run_ok(tmp_path)
+    for args in (["--method", "dpmpp-2m", "--grid", "karras", "--steps", "2,8"],
+                 ["--method", "ddim", "--eta", "0", "--steps", "4"], ["--method", "ddim", "--steps", "4"]):
+        result = invoke("eval", str(run_dir), "--n", "8", *args, "--solver-error", "--quiet")
+        assert result.exit_code == 0, result.output
+    entries = json.loads((run_dir / "metrics.json").read_text())["evaluations"]
+    errors = [entry.get("solver_error") for entry in entries]
+    assert [e["reference"] for e in errors[:3]] == ["heun 50 steps (99 calls), karras grid rho 7"] * 3
+    assert all(e["images"] == 8 and e["rms"] > 0 for e in errors[:3])
+    assert errors[1]["rms"] < errors[0]["rms"]  # 8 DPM-Solver++ steps land nearer than 2
+    assert errors[3] is None  # eta 1 follows no ODE
+    assert len(list((run_dir / "samples").glob("reference-heun50-karras-n8-*.pt"))) == 1
+    rows = compare.collect([run_dir]).runs
+    measured = rows.dropna(subset=["solver_rms"])
+    assert sorted(measured["solver_rms"]) == sorted(e["rms"] for e in errors[:3])

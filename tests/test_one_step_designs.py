@@ -246,17 +246,29 @@ def test_ict_levels_double_in_equal_stretches():
     assert [ict_levels(k, 6, 2, 4) for k in range(6)] == [3, 3, 3, 5, 5, 5]
 
 
+def test_ict_levels_reach_s1_when_the_ratio_is_not_a_power_of_two():
+    """The paper's K' does not round log2: s0 = 10, s1 = 1000, K = 70,000 give log2(100) + 1 = 7.6439, K' =
+    floor(70,000 / 7.6439) = 9,157, and at the last step floor(69,999 / 9,157) = 7 doublings, min(10 x 128,
+    1000) + 1 = 1001 levels from step 7 x 9,157 = 64,099 (rounding log2 down to 6 gives K' = 10,000, and N
+    ends at 10 x 64 + 1 = 641)."""
+    assert [ict_levels(k, 70_000, 10, 1000) for k in (0, 9_156, 9_157, 18_314, 64_098, 64_099, 69_999)] == [
+        11, 11, 21, 41, 641, 1001, 1001,
+    ]  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------- CLI: the runs
 STEPS, BATCH = 6, 16
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    """Each teacher trained once: an eps U-Net, a class-conditional one, a flow on rectified flow; and
-    the designs that learn from them (a reflow of the flow and the reflow's one-call student)."""
+    """Each teacher trained once: an eps U-Net, an EDM one (a consistency student's), a class-conditional
+    one, a flow on rectified flow; and the designs that learn from them (a reflow of the flow and the
+    reflow's one-call student)."""
     out = tmp_path_factory.mktemp("runs")
     folders = {
         "teacher": run_ok(out, "teacher"),
+        "edm": run_ok(out, "edm", "--target", "edm"),
         "conditional": run_ok(out, "conditional", "--conditional"),
         "flow": run_ok(out, "flow", "--target", "flow", "--schedule", "rectified-flow"),
     }
@@ -285,8 +297,13 @@ def runs(tmp_path_factory) -> dict[str, Path]:
          "so give this run --schedule linear --timesteps 50"),
         ("conditional", ["--denoiser", "consistency-distilled"],
          "is class-conditional (10 classes) and this run is unconditional"),
-        ("teacher", ["--denoiser", "consistency-distilled", "-o", "base_channels=16"],
+        ("edm", ["--denoiser", "consistency-distilled", "-o", "base_channels=16"],
          "the student cannot start from the teacher's weights"),
+        ("teacher", ["--denoiser", "consistency-distilled"],
+         "the teacher predicts 'eps' (sigma_data 0.5) and this student 'consistency' (sigma_data 0.5): the "
+         "student starts from the teacher's weights and would read their output as its own; use a teacher "
+         "trained with --target edm (sigma_data 0.5), or pass --student-init random"),
+        ("teacher", ["--denoiser", "consistency-distilled", "--student-init", "random"], None),
         ("teacher", ["--denoiser", "reflow"],
          "predicts 'eps': reflow trains on a flow's own (noise, image) pairs"),
         ("flow", ["--denoiser", "reflow"],  # a flow teacher, but the student left on the linear schedule
@@ -295,7 +312,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         ("reflow", ["--denoiser", "consistency-distilled", "--schedule", "rectified-flow",
                     "--student-init", "random"], None),  # a reflow run is a teacher: accepted (below)
     ],
-    ids=["no-teacher", "image-size", "schedule", "timesteps", "classes", "network", "reflow-of-eps",
+    ids=["no-teacher", "image-size", "schedule", "timesteps", "classes", "network", "eps-weights",
+         "eps-random-init", "reflow-of-eps",
          "reflow-schedule", "reflow-no-teacher", "reflow-teaches"],
 )  # fmt: skip
 def test_a_teacher_that_cannot_teach_is_a_usage_error_and_nothing_is_written(
@@ -359,9 +377,9 @@ def test_consistency_training_runs_samples_in_one_call_and_pays_its_target_forwa
 
 @pytest.mark.parametrize(("solver", "calls"), [("heun", 2), ("ddim", 1)])
 def test_consistency_distillation_counts_its_teacher_and_the_teachers_calls(runs, tmp_path, solver, calls):
-    teacher = metrics(runs["teacher"])
+    teacher = metrics(runs["edm"])
     run_dir = run_ok(
-        tmp_path, "cd", "--denoiser", "consistency-distilled", "--teacher", str(runs["teacher"]),
+        tmp_path, "cd", "--denoiser", "consistency-distilled", "--teacher", str(runs["edm"]),
         "--teacher-solver", solver, "--sampler", "consistency", "--sample-steps", "2",
     )  # fmt: skip
     data = metrics(run_dir)
@@ -433,7 +451,7 @@ def test_a_run_stopped_part_way_and_resumed_ends_bit_identical_to_a_straight_run
 ):
     args, parts = DESIGNS[design]
     if design == "consistency-distilled":
-        args = [*args, "--teacher", str(runs["teacher"])]
+        args = [*args, "--teacher", str(runs["edm"])]
     straight = run_ok(tmp_path, "straight", *args)
     stop_after(monkeypatch, 2)  # not a checkpoint step (every 3)
     cut = run(tmp_path, "cut", *args)
@@ -446,7 +464,7 @@ def test_a_run_stopped_part_way_and_resumed_ends_bit_identical_to_a_straight_run
 
 def test_consistency_distillation_cut_by_its_budget_and_extended_ends_bit_identical(runs, tmp_path):
     """The existing pattern (tests/test_resume_exact.py): a run of N steps, resumed with --steps 2N."""
-    args = ["--denoiser", "consistency-distilled", "--teacher", str(runs["teacher"])]
+    args = ["--denoiser", "consistency-distilled", "--teacher", str(runs["edm"])]
     straight = run_ok(tmp_path, "straight", *args)
     run_ok(tmp_path, "cut", *args, "--steps", str(STEPS // 2))
     resumed = invoke("run", "--resume", str(tmp_path / "cut"), "--steps", str(STEPS), "--quiet")

@@ -65,6 +65,10 @@ def test_two_process_resume_ends_bit_identical_to_a_straight_run(two_process_run
         for key in ("torch", "generator"):
             assert torch.equal(straight["rng"][rank][key], resumed["rng"][rank][key]), (rank, key)
     assert not torch.equal(resumed["rng"][0]["generator"], resumed["rng"][1]["generator"])
+    # and the global stream dropout draws from is each process's own too (the same masks on every rank
+    # would be one process's worth of dropout noise)
+    assert not torch.equal(resumed["rng"][0]["torch"], resumed["rng"][1]["torch"])
+    assert not torch.equal(straight["rng"][0]["torch"], straight["rng"][1]["torch"])
     # throughput over both segments, each less its first (warm-up) interval of 2 steps: 2 x 2 steps x 8 x 2
     assert resumed["log"]["timed_images"] == 2 * 2 * 8 * 2
 

@@ -196,7 +196,8 @@ def test_bench_list_shows_every_kind_with_descriptions():
         "mnist5k",
     ):
         assert f"  {name} " in result.output
-    assert "1.06M params  predicts eps" in result.output and "predicts x0, one_shot" in result.output
+    assert "1.06M params  predicts eps, samples with ddim" in result.output
+    assert "predicts x0, samples with one_shot" in result.output
     assert "unet presets: small, ddpm-cifar10" in result.output
     assert "  rectified-flow  Rectified flow's path" in result.output
     # the design choices that are not plugins: every one the code knows, described

@@ -140,3 +140,45 @@ def test_solvers_reproduce_the_data_distribution(linear, method, steps):
     out = sample(denoiser, (8000, 1), method=method, steps=steps, generator=torch.Generator().manual_seed(2))
     assert out.mean().item() == pytest.approx(M, abs=0.02)
     assert out.std().item() == pytest.approx(S, rel=0.03)
+
+
+# ------------------------------------------------------------------ the solver error bench eval measures
+SOLVER_ERROR_STEPS = {"ddim": [25, 50, 100], "euler": [25, 50, 100], "heun": [16, 32, 64],
+                      "dpmpp-2m": [16, 32, 64]}  # fmt: skip
+
+
+@pytest.mark.parametrize("method", list(SOLVER_ERROR_STEPS))
+def test_the_solver_error_shrinks_at_each_solvers_order(linear, method):
+    """bench eval --solver-error's measure, through the library's own reference (Heun, 511 calls, karras)
+    and distance, with the exact denoiser of Gaussian data: the reference is within 1e-4 of the exact ODE
+    endpoint, and each solver's RMS distance to it from the same noises falls with its network calls at its
+    order on the karras grid (log-log slope 1 for DDIM and Euler, 2 for Heun and DPM-Solver++(2M); we see
+    0.98, 0.98, 2.16 and 2.01)."""
+    from bench.evaluation.solver_error import reference_noise, solution, solver_rms
+
+    denoiser = Denoiser(gaussian_oracle(linear, "eps"), linear, "eps")
+    x_T = reference_noise(64, (4,), seed=0).double()
+    reference = solution(denoiser, x_T)
+    assert solver_rms(reference, GAUSSIAN.ode_endpoint(linear, x_T)) < 1e-4
+    settings = {"eta": 0.0} if method == "ddim" else {}
+    steps = SOLVER_ERROR_STEPS[method]
+    errors = [
+        solver_rms(sample(denoiser, tuple(x_T.shape), method=method, steps=n, x_T=x_T, grid="karras",
+                          **settings), reference)
+        for n in steps
+    ]  # fmt: skip
+    assert all(a > b for a, b in zip(errors, errors[1:], strict=False)), errors
+    slope = -np.polyfit(np.log([network_calls(method, n) for n in steps]), np.log(errors), 1)[0]
+    assert slope == pytest.approx(ORDER[method], abs=0.25), errors
+
+
+def test_only_a_sampler_that_follows_the_ode_has_a_solver_error():
+    from bench.config import SampleConfig
+    from bench.evaluation.solver_error import has_solver_error
+
+    assert has_solver_error(SampleConfig(method="ddim", eta=0.0))
+    assert has_solver_error(SampleConfig(method="heun")) and has_solver_error(SampleConfig(method="dpmpp-2m"))
+    assert not has_solver_error(SampleConfig(method="ddim", eta=1.0))
+    assert not has_solver_error(SampleConfig(method="heun", s_churn=40.0))
+    assert not has_solver_error(SampleConfig(method="ancestral"))
+    assert not has_solver_error(SampleConfig(method="consistency"))

@@ -29,8 +29,8 @@ def consistency_options() -> list:
 
     return [
         option("--levels", "Consistency distillation's N: noise levels of its rho = 7 grid (>= 2)."),
-        option("--levels-start", "Consistency training's N at the start of training (iCT's s0)."),
-        option("--levels-end", "Consistency training's N at the end, doubling from --levels-start (s1)."),
+        option("--levels-start", "Consistency training's s0: N = s0 + 1 noise levels at the start."),
+        option("--levels-end", "Consistency training's s1: N doubles from s0 + 1 up to s1 + 1 levels."),
         option(
             "--teacher-solver",
             "Consistency distillation's ODE step of the teacher: heun (2 calls) or ddim (1, Euler's step).",

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from ..config import AUTO_SAMPLER, POSITIVE_INT, Rule, rule_of
+from ..config.sampling import DESIGN_CHOSEN
 
 InputErrors = (ValueError, FileExistsError, FileNotFoundError, PermissionError)
 """What the library raises for bad input (CheckpointError and UnknownPluginError are ValueErrors)."""
@@ -172,9 +173,18 @@ def from_options(kind: type, values: dict[str, Any], prefix: str = "", **overrid
 
 
 def command_line_given(name: str) -> bool:
-    """Whether the option ``name`` of the current command was typed on the command line (not defaulted)."""
-    ctx = click.get_current_context()
-    return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    """Whether the option ``name`` of the current command was typed on the command line (not defaulted);
+    False outside a command."""
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+
+
+def given_sampling(prefix: str = "", steps: str = "steps") -> tuple[str, ...]:
+    """The settings a design may choose for itself (:data:`bench.config.sampling.DESIGN_CHOSEN`) that were
+    typed on the command line, by field name; their options are ``prefix`` + the field's name, the steps'
+    ``steps``."""
+    options = {name: prefix + name for name in DESIGN_CHOSEN} | {"steps": steps}
+    return tuple(name for name, option in options.items() if command_line_given(option))
 
 
 def usage_errors(fn: Callable | None = None, *, interrupted: str = "interrupted: {exc}") -> Callable:

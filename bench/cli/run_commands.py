@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ..config import Rule, SampleConfig
+from ..process.sampling import SAMPLERS
 from .cluster_options import executor_from_options, executor_options
 from .group import main
 from .options import (
@@ -19,6 +20,7 @@ from .options import (
     GuidanceInterval,
     RuleType,
     config_option,
+    given_sampling,
     positive_int,
     usage_errors,
 )
@@ -28,6 +30,7 @@ from .run_options import (
     config_from_options,
     device_option,
     extend_budget,
+    given_design_settings,
     quiet_option,
     run_options,
 )
@@ -63,6 +66,7 @@ def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **value
     (on --nodes N with --gpus-per-node G: N x G processes), requeued from its checkpoint when preempted.
     """
     from ..runs import run as runner
+    from ..runs.given_settings import check_given_settings
     from ..runs.row import design_line
     from ..runs.run_folder import RunFolder
     from ..runs.run_summary import summary
@@ -73,6 +77,7 @@ def run(out: Path, run_id: str | None, resume: Path | None, quiet: bool, **value
     else:
         check_sigma_data_applies(values)
         config = config_from_options(values)
+        check_given_settings(config, given_design_settings())
     if execution.in_process:
         try:
             run_dir = runner.execute(
@@ -125,14 +130,14 @@ def run_as_job(config, out: Path, run_id: str | None, resume: Path | None, execu
     type=SAMPLER,
     default=DEFAULTS.sample.method,
     show_default=True,
-    help="A sampler plugin (bench list: ancestral, ddim, euler, heun, dpmpp-2m, one_shot) or auto.",
+    help=f"A sampler plugin (bench list: {', '.join(SAMPLERS.names())}) or auto (the design's own).",
 )
 @config_option(
     "--steps",
     kind=SampleConfig,
     field="steps",
     default=50,
-    help="Sampler steps (heun makes 2 network calls per step, the last one).",
+    help="Sampler steps (heun makes 2 network calls per step but the last).",
 )
 @config_option("--eta", kind=SampleConfig, field="eta", default=DEFAULTS.sample.eta)
 @with_stepping_options
@@ -193,6 +198,7 @@ def sample_cmd(
         progress=not quiet,
         conditioning=resample.Conditioning(guidance_scale, guidance_interval, class_label),
         stepping=stepping_from_options(stepping),
+        given=given_sampling(),
     )
     for path in paths:
         click.echo(str(path))
@@ -251,6 +257,12 @@ def sample_cmd(
     "download].",
 )
 @click.option("--download-inception", is_flag=True, help="Fetch the --fid weights once into the cache.")
+@click.option(
+    "--solver-error",
+    is_flag=True,
+    help="Also each deterministic sampler's RMS distance to the ODE's converged solution from the same 100 "
+    "noises (Heun, 511 calls, karras grid): its own error, whatever FD says.",
+)
 @device_option
 @quiet_option
 @usage_errors
@@ -269,6 +281,7 @@ def eval_cmd(
     fid: bool,
     inception_weights: Path | None,
     download_inception: bool,
+    solver_error: bool,
     device: str,
     quiet: bool,
     **stepping: Any,
@@ -310,6 +323,8 @@ def eval_cmd(
         guidance_scales=guidance_scales,
         guidance_interval=guidance_interval,
         stepping=stepping_from_options(stepping),
+        given=given_sampling(),
+        solver_error=solver_error,
     )
     for entry in entries:
         q, ref = entry.quality, entry.references
@@ -327,4 +342,5 @@ def eval_cmd(
                 if entry.fid is not None
                 else ""
             )
+            + (f"; RMS to the ODE's solution {entry.solver_error['rms']:.4g}" if entry.solver_error else "")
         )

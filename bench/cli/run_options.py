@@ -5,6 +5,7 @@ here: no validation or mapping line of its own."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from typing import Any
 
@@ -23,6 +24,7 @@ from .options import (
     command_line_given,
     config_option,
     from_options,
+    given_sampling,
 )
 from .sampling_options import sampling_options
 from .training_options import training_options
@@ -246,8 +248,21 @@ def config_from_options(values: dict[str, Any]) -> RunConfig:
             values,
             prefix="sample_",
             batch_size=min(DEFAULTS.sample.batch_size, values["sample_n"]),
+            given=given_sampling(prefix="sample_", steps="sample_steps"),
         ),
     )
+
+
+def given_design_settings() -> list[str]:
+    """The teacher's and the consistency objectives' settings typed on the command line, as config paths
+    (``consistency.target_ema``), for :func:`bench.runs.given_settings.check_given_settings`."""
+    sections = {"distill": (DistillConfig, ""), "consistency": (ConsistencyConfig, "consistency_")}
+    return [
+        f"{section}.{field.name}"
+        for section, (kind, prefix) in sections.items()
+        for field in dataclasses.fields(kind)
+        if command_line_given(prefix + field.name)
+    ]
 
 
 def label_dropout(values: dict[str, Any]) -> float:

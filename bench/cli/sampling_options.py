@@ -9,7 +9,9 @@ from typing import Any
 import click
 
 from ..config import DistillConfig, RunConfig, SampleConfig, Stepping
+from ..config.sampling import samplers_that
 from ..process.grids import GRIDS
+from ..process.sampling import SAMPLERS
 from .options import SAMPLER, GuidanceInterval, config_option, from_options
 
 DEFAULTS = RunConfig()
@@ -34,7 +36,7 @@ def stepping_options(prefix: str = "") -> list:
             type=click.Choice(GRIDS),
             default=defaults.grid,
             show_default=True,
-            help="Where ddim, euler, heun and dpmpp-2m step: DDIM's uniform timesteps, EDM's karras (rho) "
+            help=f"Where {samplers_that(grid=True)} step: DDIM's uniform timesteps, EDM's karras (rho) "
             "or evenly spaced in log SNR (log-snr).",
         ),
         option("rho", "rho of --grid karras (EDM's eq. 5)."),
@@ -78,8 +80,8 @@ def sampling_options() -> list:
             type=SAMPLER,
             default=sample.method,
             show_default=True,
-            help="A sampler plugin (ancestral, ddim, euler, heun, dpmpp-2m, one_shot) or auto (one_shot for "
-            "pure-noise designs, else ddim).",
+            help=f"A sampler plugin ({', '.join(SAMPLERS.names())}) or auto (the design's own: one_shot for "
+            "pure-noise designs, consistency for consistency models, else ddim).",
         ),
         config_option(
             "--sample-steps",
@@ -143,5 +145,13 @@ def sampling_options() -> list:
             field="pairs",
             default=DEFAULTS.distill.pairs,
             help="Teacher pairs to make (once, cached in the run folder).",
+        ),
+        config_option(
+            "--teacher-clip-x0/--no-teacher-clip-x0",
+            kind=DistillConfig,
+            field="teacher_clip_x0",
+            default=DEFAULTS.distill.teacher_clip_x0,
+            help="Clip the teacher's x0 estimate to [-1, 1] in its pairs and ODE steps (off: the "
+            "probability-flow ODE itself, as the papers distil it).",
         ),
     ]

@@ -112,7 +112,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Rebuild a config saved by :meth:`to_dict`; unknown keys are an error, not silently dropped."""
-        data = dict(data)
+        data = upgrade(data)
         nested = {
             "diffusion": DiffusionConfig,
             "train": TrainConfig,
@@ -124,6 +124,23 @@ class RunConfig:
             if key in data:
                 data[key] = _build(kind, data[key])
         return _build(cls, data)
+
+
+LEGACY = {("distill", "teacher_clip_x0"): True}
+"""What a config.json written before a field existed meant by its absence, where that is not the field's
+default: a teacher's x0 was clipped in its pairs and ODE steps."""
+
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the fields it predates set to what it was run with (:data:`LEGACY`), for a run
+    that had a teacher; the fields of a run without one keep their defaults, which change nothing."""
+    data = dict(data)
+    distill = data.get("distill")
+    if isinstance(distill, dict) and distill.get("teacher") is not None:
+        for (section, name), value in LEGACY.items():
+            if section == "distill" and name not in distill:
+                data["distill"] = {**data["distill"], name: value}
+    return data
 
 
 def _build(kind: type, data: dict[str, Any]) -> Any:

@@ -42,6 +42,23 @@ def churn_label(churn: dict[str, Any]) -> list[str]:
     return [f"{short[k]}{v:g}" for k, v in churn.items() if k == "s_churn" or v != CHURN_DEFAULTS[k]]
 
 
+DESIGN_CHOSEN = ("steps", "eta", "grid", "rho", "sigma_max", "sigma_min")
+"""The sampling settings a design's own sampling sets under ``method="auto"`` (a consistency model's one
+call, a progressive student's halved grid, reflow's deterministic DDIM) unless they were given."""
+
+
+def samplers_that(*, grid: bool = False, setting: str | None = None) -> str:
+    """The registered samplers that walk any grid (``grid``) or take ``setting``, as ``a, b and c``."""
+    from ..process.sampling import SAMPLERS, sampler_settings, takes_grid
+
+    names = [
+        name
+        for name in SAMPLERS.names()
+        if (not grid or takes_grid(name)) and (setting is None or setting in sampler_settings(name))
+    ]
+    return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else "".join(names)
+
+
 @dataclass(frozen=True)
 class SampleConfig(Stepping):
     """How a run is sampled for its grid and its metrics.
@@ -61,6 +78,10 @@ class SampleConfig(Stepping):
     ``guidance_interval`` (the noise levels (lo, hi] where guidance applies; everywhere when None) and
     ``class_label`` (every sample of that class; None draws the classes balanced: sample i is of class
     i mod K).
+
+    ``given`` names the settings of :data:`DESIGN_CHOSEN` that the user gave (typed on the command line):
+    with ``method="auto"`` a design's own sampling replaces the others, never these, so that what was asked
+    is what runs (``bench eval RUN --steps 1,2,4`` of a consistency model samples 1, 2 and 4 steps).
     """
 
     method: str = AUTO_SAMPLER
@@ -74,6 +95,7 @@ class SampleConfig(Stepping):
     guidance_scale: float = ruled(1.0, Rule(float, low=0))
     guidance_interval: tuple[float, float] | None = None
     class_label: int | None = ruled(None, Rule(int, low=0, optional=True))
+    given: tuple[str, ...] = ()
 
     @property
     def guided(self) -> bool:
@@ -135,19 +157,23 @@ class SampleConfig(Stepping):
         if not self.grid_choice().is_default and not self.takes("grid"):
             raise ValueError(
                 f"sampler {self.method!r} walks no grid but its own; grid, rho, sigma_max and sigma_min are "
-                "for ddim, euler, heun and dpmpp-2m"
+                f"for {samplers_that(grid=True)}"
             )
         changed = [f for f in CHURN_DEFAULTS if getattr(self, f) != CHURN_DEFAULTS[f]]
         if changed and not self.takes("s_churn"):
             raise ValueError(
                 f"sampler {self.method!r} takes no {', '.join(changed)}: EDM's stochastic churn is a setting "
-                "of euler and heun"
+                f"of {samplers_that(setting='s_churn')}"
             )
         if self.s_tmax is not None and self.s_tmin > self.s_tmax:
             raise ValueError(f"s_tmin must be at most s_tmax, got s_tmin={self.s_tmin!r} > {self.s_tmax!r}")
 
     def __post_init__(self) -> None:
         check_rules(self, prefix="sample ")
+        object.__setattr__(self, "given", tuple(self.given))  # a list when read back from JSON
+        if unknown := sorted(set(self.given) - set(DESIGN_CHOSEN)):
+            known = ", ".join(DESIGN_CHOSEN)
+            raise ValueError(f"given names settings a design chooses ({known}), not {unknown}")
         self.check_stepping()
         if self.guidance_interval is not None:  # a list when read back from JSON
             check_guidance(self.guidance_scale, self.guidance_interval)

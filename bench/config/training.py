@@ -62,13 +62,18 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """Where a design trained on a teacher's pairs (``direct-distilled``) gets them: ``teacher`` is a complete
-    run folder whose EMA model maps ``pairs`` seeded noises x_T to images with deterministic DDIM (eta = 0)
-    in ``teacher_steps`` steps. Ignored by designs trained on independent pairs."""
+    """What a design that learns from a teacher takes from it: ``teacher`` is a complete run folder whose
+    EMA model maps ``pairs`` seeded noises x_T to images with deterministic DDIM (eta = 0) in
+    ``teacher_steps`` steps (``direct-distilled``, ``reflow``), or takes ODE steps during training
+    (``consistency-distilled``; ``progressive-distilled``, whose ``teacher_steps`` is the grid it halves).
+    ``teacher_clip_x0`` clips the teacher's x0 estimate to the data range in those steps and pairs; off by
+    default, so that a student learns the teacher's probability-flow ODE itself, as the papers distil it
+    (the teacher's own sampling, like any run's, clips by default: ``SampleConfig.clip_x0``)."""
 
     teacher: str | None = None
     teacher_steps: int = ruled(50, POSITIVE_INT)
     pairs: int = ruled(4000, POSITIVE_INT)
+    teacher_clip_x0: bool = False
 
     def __post_init__(self) -> None:
         check_rules(self)
@@ -84,7 +89,8 @@ class ConsistencyConfig:
     other design.
 
     ``levels`` is CD's N (the rho = 7 grid of noise levels; 18 in Song et al.'s CIFAR-10 runs), and
-    ``levels_start`` / ``levels_end`` iCT's s0 and s1, between which N doubles over training.
+    ``levels_start`` / ``levels_end`` iCT's s0 and s1: its grid starts with N = s0 + 1 levels and N doubles
+    over training up to s1 + 1.
     ``teacher_solver`` is CD's ODE step (``heun``: two teacher calls, ``ddim``: one, Euler's step in y),
     ``target_ema`` CD's target-network rate mu, ``distance`` the metric d (LPIPS, CD's choice in the paper,
     needs ImageNet-trained VGG weights, which cannot be had offline; pseudo-Huber is iCT's replacement for

@@ -31,6 +31,13 @@ def takes_grid(method: str) -> bool:
     return bool(SAMPLERS.metadata(method).get("grid", False))
 
 
+def follows_the_ode(method: str, eta: float = 1.0) -> bool:
+    """Whether ``method`` steps along the probability-flow ODE, whose slope (x - x0_hat) / sigma needs the
+    denoiser E[x0 | x_t]: a sampler that declared ``ode=True`` (euler, heun, dpmpp-2m), or DDIM with
+    ``eta`` 0."""
+    return bool(SAMPLERS.metadata(method).get("ode", False)) or (method == "ddim" and eta == 0)
+
+
 def network_calls(method: str, steps: int) -> int:
     """Network function evaluations (NFE) per image of ``method`` with ``steps`` steps, as it declared at
     registration (``nfe=``); one per step for a sampler that declares nothing."""

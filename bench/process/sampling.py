@@ -50,6 +50,7 @@ from .sampler_registry import (  # noqa: F401  (the registry's helpers are part 
     Sampler,
     called_timesteps,
     check_steps,
+    follows_the_ode,
     grid_points,
     guided_network_calls,
     network_calls,
@@ -238,7 +239,7 @@ def churn(
     return y_hat, sigma_hat, t_hat
 
 
-@SAMPLERS.register("euler", settings=CHURN_SETTINGS, grid=True, finite_start=True)
+@SAMPLERS.register("euler", settings=CHURN_SETTINGS, grid=True, finite_start=True, ode=True)
 def euler(
     denoiser: Denoiser,
     x: torch.Tensor,
@@ -271,6 +272,7 @@ def euler(
     settings=CHURN_SETTINGS,
     grid=True,
     finite_start=True,
+    ode=True,
     nfe=lambda steps: 2 * steps - 1,
     calls=lambda grid: grid + grid[1:],
     min_steps=2,
@@ -310,7 +312,7 @@ def heun(
     return y
 
 
-@SAMPLERS.register("dpmpp-2m", grid=True)
+@SAMPLERS.register("dpmpp-2m", grid=True, ode=True)
 def dpmpp_2m(
     denoiser: Denoiser,
     x: torch.Tensor,

@@ -143,48 +143,65 @@ def quality_vs_compute(runs: pd.DataFrame, metric: str, path: Path) -> Path | No
     return save_figure(fig, path)
 
 
-def quality_vs_nfe(runs: pd.DataFrame, metric: str, path: Path) -> Path | None:
-    """``metric`` against network calls per image, one line per design, sampler and grid (and churn) (from
-    the run's own sampling and ``bench eval`` entries), and per guidance scale and interval, which change
-    the NFE too;
-    None unless some line has two or more points."""
-    data = runs.dropna(subset=[metric, "nfe"])
+def nfe_lines(data: pd.DataFrame, column: str) -> list[tuple[str, pd.Series]]:
+    """``column`` against network calls per image, one line per design, sampler and grid (and churn) and per
+    guidance scale and interval (which change the NFE too): only the lines with two or more points."""
+    data = data.dropna(subset=[column, "nfe"])
     if data.empty:
-        return None
+        return []
     data = data.assign(model=data.apply(model_label, axis=1), eta=data.get("eta", math.nan))
     shared = ("dataset", "image", "model", "sampler", "eta", "grid", "churn", "guidance", "interval")
     shared += ("class_label",)
     keys = [k for k in shared if k in data.columns]
     lines = []
     for key, group in data.groupby(keys, dropna=False, sort=False):
-        mean = group.groupby("nfe")[metric].mean()
+        mean = group.groupby("nfe")[column].mean()
         if len(mean) > 1:
             values = dict(zip(keys, key, strict=True))
             label = f"{values['model']} / {values['sampler']}" + ddim_label(values["eta"])
             label += stepping_label(values.get("grid", ""), values.get("churn", ""))
             label += guidance_label(values.get("guidance"), values.get("interval"))
             lines.append((label + class_label(values.get("class_label")), mean))
-    if not lines:
+    return lines
+
+
+def quality_vs_nfe(runs: pd.DataFrame, metric: str, path: Path) -> Path | None:
+    """``metric`` against network calls per image (:func:`nfe_lines`, from the run's own sampling and
+    ``bench eval`` entries) and, where ``bench eval --solver-error`` measured it, beside it each
+    deterministic sampler's RMS distance to the ODE's converged solution, which judges the solver rather than
+    the images; None unless some line has two or more points."""
+    panels = [(metric, f"{metric} (lower is better)", "Sample quality against network calls")]
+    if "solver_rms" in runs:
+        panels.append(("solver_rms", "RMS to the ODE's solution (lower is better)", "Solver error"))
+    drawn = [(column, label, title, nfe_lines(runs, column)) for column, label, title in panels]
+    drawn = [panel for panel in drawn if panel[3]]
+    if not drawn or drawn[0][0] != metric:
         return None
-    many = len(lines) > 8  # a study's dozens of lines: the legend beside the axes, not over the lines
-    fig, ax = plt.subplots(figsize=(11, 5) if many else (7, 4.5))
+    many = len(drawn[0][3]) > 8  # a study's dozens of lines: the legend beside the axes, not over the lines
+    width = (11 if many else 7) + 5 * (len(drawn) - 1)
+    fig, axes = plt.subplots(1, len(drawn), figsize=(width, 5 if many else 4.5), squeeze=False)
     colours = plt.get_cmap("tab20").colors
-    for i, (label, mean) in enumerate(lines):
-        style = ("-", "--", ":")[i // len(colours) % 3]
-        ax.plot(mean.index, mean.values, marker="o", linestyle=style, color=colours[i % len(colours)],
-                label=label)  # fmt: skip
-    ax.set_xscale("log")
-    if data[metric].min() > 0 and data[metric].max() > 10 * data[metric].min():
-        ax.set_yscale("log")  # a tenfold spread: the good designs would be a flat line at the bottom
-    ax.set_xticks(*spaced_ticks(sorted({nfe for _, mean in lines for nfe in mean.index})))
-    ax.minorticks_off()
-    ax.set_xlabel("network function evaluations per image (NFE)")
-    ax.set_ylabel(f"{metric} (lower is better)")
-    ax.set_title("Sample quality against network calls")
+    styles = {label: i for i, (label, _) in enumerate(drawn[0][3])}
+    for ax, (column, ylabel, title, lines) in zip(axes[0], drawn, strict=True):
+        for label, mean in lines:
+            i = styles.setdefault(label, len(styles))
+            style = ("-", "--", ":")[i // len(colours) % 3]
+            ax.plot(mean.index, mean.values, marker="o", linestyle=style, color=colours[i % len(colours)],
+                    label=label)  # fmt: skip
+        values = runs.dropna(subset=[column, "nfe"])[column]
+        ax.set_xscale("log")
+        if values.min() > 0 and values.max() > 10 * values.min():
+            ax.set_yscale("log")  # a tenfold spread: the good designs would be a flat line at the bottom
+        ax.set_xticks(*spaced_ticks(sorted({nfe for _, mean in lines for nfe in mean.index})))
+        ax.minorticks_off()
+        ax.set_xlabel("network function evaluations per image (NFE)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+    last = axes[0][-1]
     if many:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        last.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     else:
-        ax.legend(fontsize=7)
+        last.legend(fontsize=7)
     return save_figure(fig, path)
 
 

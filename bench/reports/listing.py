@@ -15,6 +15,7 @@ from ..process.denoiser import LOSS_WEIGHTS, PREDICTIONS
 from ..process.grids import GRIDS
 from ..process.sampling import SAMPLERS
 from ..registry import Registry
+from ..runs.experiment import auto_method
 from ..training.objectives import OBJECTIVES, TEACHER_USES, Declaration, StepCost, declaration, needs_teacher
 
 DESIGN_CHOICES = {
@@ -75,7 +76,7 @@ def denoiser_rows(image_shape: tuple[int, int, int]) -> list[tuple[str, str, str
                 net = plugin.obj(image_shape)
             params = f"{count_parameters(net) / 1e6:.2f}M params"
             recipe = denoisers.recipe_of(net)
-            target = f"predicts {recipe.prediction}, {recipe.sampler}"
+            target = f"predicts {recipe.prediction}, samples with {auto_method(recipe)}"
             if denoisers.accepts_labels(plugin.name):
                 target += ", takes labels"
             if needs_teacher(recipe):

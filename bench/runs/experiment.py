@@ -17,9 +17,9 @@ from denoisers.kernels.group_norm import use_fused_kernels
 from .. import datasets
 from ..config import AUTO_SAMPLER, RunConfig, SampleConfig
 from ..environment import configure_allocator, configure_tf32, resolve_device
-from ..process.denoiser import Denoiser
+from ..process.denoiser import CONSISTENCY, Denoiser
 from ..process.diffusion import Diffusion
-from ..process.sampling import check_start, check_steps, sample
+from ..process.sampling import check_start, check_steps, follows_the_ode, sample
 from ..training.checkpoint import identity, load_checkpoint, norm_groups
 from ..training.objectives import declaration
 from .run_folder import RunFolder
@@ -117,6 +117,14 @@ def sample_labels(exp: Experiment, sample_cfg: SampleConfig, n: int, first: int 
     return torch.arange(first, first + n) % exp.num_classes
 
 
+def auto_method(recipe: denoisers.Recipe) -> str:
+    """The sampler ``method="auto"`` gives a design: its own for a design trained only on pure noise
+    (one_shot) and for a consistency model, DDIM (with ``steps`` steps) for every other."""
+    if recipe.timesteps == "terminal" or recipe.sampler == "consistency":
+        return recipe.sampler
+    return "ddim"
+
+
 def resolve_sampler(
     sample_cfg: SampleConfig,
     recipe: denoisers.Recipe,
@@ -124,37 +132,49 @@ def resolve_sampler(
     *,
     teacher_steps: int | None = None,
 ) -> SampleConfig:
-    """Turn ``method="auto"`` into a concrete sampler: one shot for a denoiser trained only at t = T-1, one
-    consistency call for a consistency model, DDIM with ``steps`` steps otherwise (deterministic for reflow,
-    which learnt its teacher's deterministic coupling, and for a progressive student given its
-    ``teacher_steps``, on its own grid); refuse iterative sampling
-    of a model that never saw t < T-1, and a sampling that cannot start on this schedule
-    (:func:`bench.process.sampling.check_start`)."""
-    method = sample_cfg.method
-    steps = sample_cfg.steps
+    """Turn ``method="auto"`` into a concrete sampler: one shot for a denoiser trained only at t = T-1,
+    consistency sampling for a consistency model (one call), DDIM with ``steps`` steps otherwise
+    (deterministic for reflow, which learnt its teacher's deterministic coupling, and for a progressive
+    student given its ``teacher_steps``, on its own grid). The design's choices replace only the settings
+    the user did not give (``sample_cfg.given``); what was given stands, or is refused where the sampler
+    cannot take it. Refuse iterative sampling of a model that never saw t < T-1, and a sampling that
+    cannot start on this schedule (:func:`bench.process.sampling.check_start`)."""
+    method, steps = sample_cfg.method, sample_cfg.steps
     if method == AUTO_SAMPLER:
-        method = recipe.sampler if recipe.timesteps == "terminal" else "ddim"
-        if recipe.sampler == "consistency":  # a consistency model is meant for one call ...
-            method, steps = "consistency", 1
+        method = auto_method(recipe)
+        chosen: dict = {}
+        if method == "consistency":  # a consistency model is meant for one call ...
+            chosen = {"steps": 1}
             if diffusion.zero_terminal_snr and sample_cfg.grid_choice().is_default:
-                # ... at the largest noise level it was trained at, not at pure noise
-                sample_cfg = replace(sample_cfg, grid="karras")
+                chosen["grid"] = "karras"  # ... at the largest noise level it was trained at, not pure noise
         elif (halving := declaration(recipe.objective).student_steps) and teacher_steps is not None:
             # its own grid, every other point of its teacher's, with the deterministic DDIM it learnt
-            steps = halving(teacher_steps)
-            sample_cfg = replace(sample_cfg, eta=0.0, grid="uniform", sigma_max=None, sigma_min=None)
+            chosen = {"steps": halving(teacher_steps), "eta": 0.0, "grid": "uniform"}
+            chosen.update(sigma_max=None, sigma_min=None)
         elif recipe.reflows:
             # reflow learnt its teacher's deterministic coupling: its ODE, not fresh noise, keeps to it
-            sample_cfg = replace(sample_cfg, eta=0.0)
+            chosen = {"eta": 0.0}
+        chosen = {name: value for name, value in chosen.items() if name not in sample_cfg.given}
+        steps = chosen.pop("steps", steps)
+        sample_cfg = replace(sample_cfg, **chosen)
     if recipe.timesteps == "terminal" and method != "one_shot":
         raise ValueError(
             f"this denoiser is trained only on pure noise (t = T-1), so it can only be sampled with "
             f"method 'one_shot', not {method!r}"
         )
-    if method == "one_shot":
-        steps = 1
-    elif method == "ancestral":
-        steps = None
+    if recipe.prediction == CONSISTENCY and follows_the_ode(method, sample_cfg.eta):
+        raise ValueError(
+            f"a consistency model's f(x_t) is where its ODE ends, not the denoiser E[x0 | x_t] whose slope "
+            f"{method}{' with eta 0' if method == 'ddim' else ''} follows, so its numbers would not measure "
+            "that solver; sample it with --method consistency (or ddim with eta 1, or ancestral, which "
+            "re-noise its estimate as consistency sampling does)"
+        )
+    if method in ("one_shot", "ancestral"):
+        takes = "one network call" if method == "one_shot" else "all T steps of the schedule"
+        named = sample_cfg.method != AUTO_SAMPLER  # asked for by name, with a step count given beside it
+        if named and "steps" in sample_cfg.given and steps != (1 if method == "one_shot" else None):
+            raise ValueError(f"sampler {method!r} takes {takes}: a number of steps ({steps}) does not apply")
+        steps = 1 if method == "one_shot" else None
     if steps is not None:
         check_steps(method, steps)
     check_start(diffusion, recipe.prediction, method, sample_cfg.grid_choice())
@@ -170,10 +190,12 @@ def generate(
     seed: int,
     progress: bool,
     first: int = 0,
+    x_T: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, float]:
     """``n`` samples in [-1, 1] (on CPU) in batches, and the seconds it took (device synchronised); a
     conditional run's samples are of the classes :func:`sample_labels` gives samples ``first`` onwards,
-    guided as ``sample_cfg`` says."""
+    guided as ``sample_cfg`` says. ``x_T``, when given, is the noise of each sample (else drawn from a
+    generator seeded with ``seed``, which a stochastic sampler draws its fresh noise from either way)."""
     gen = torch.Generator().manual_seed(seed)
     model.eval()
     denoiser = Denoiser.of(model, exp.diffusion, exp.recipe, clip_x0=sample_cfg.clip_x0)
@@ -193,6 +215,7 @@ def generate(
             generator=gen,
             device=exp.device,
             progress=progress,
+            x_T=x_T[i : i + b] if x_T is not None else None,
             **sample_cfg.settings(),
         )
         chunks.append(x.float().cpu())

@@ -6,22 +6,61 @@ the same way."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
-from ..config import TrainConfig
+from ..config import RunConfig, TrainConfig
+from ..config.run import upgrade
 from ..process.grids import RHO, Grid
 from .cost import own_training_flops
 from .run_folder import EvalSample, Evaluation, RunFolder, RunMetrics, SampleMetrics, TrainMetrics
 
 DESIGN = [
     *("dataset", "image", "denoiser", "target", "loss_weight", "noise_levels", "schedule", "conditional"),
-    *("sampler", "nfe", "eta", "grid", "churn", "guidance", "interval", "class_label", "budget"),
+    *("sampler", "nfe", "eta", "grid", "churn", "guidance", "interval", "class_label", "budget", "settings"),
 ]
 """What makes a design: runs that share all of these are seeds of one design. The sampler's cost is its
 network calls per image (NFE), which its step count and kind fix (a guided call counts twice); where it
 steps is its ``grid`` ("" for a sampler that walks none) and EDM's ``churn`` its noise ("" for none). A
 class-conditional model's samples differ by their guidance scale (NaN for an unconditional model), the
 noise levels it applies in (``interval``, "" where it applies everywhere) and the class asked for
-(``class_label``, "" for samples of every class in turn)."""
+(``class_label``, "" for samples of every class in turn). ``settings`` names every other setting that
+changes the trained weights or the samples where it is not its default (:func:`settings_label`)."""
+COLUMN_FIELDS = {
+    "dataset": ("dataset",),
+    "image": ("image_size",),
+    "denoiser": ("denoiser", "denoiser_options.preset"),
+    "target": ("denoiser_options.target", "denoiser_options.sigma_data"),
+    "loss_weight": ("train.loss_weight", "train.min_snr_gamma"),
+    "noise_levels": (
+        *("train.noise_levels", "train.p_mean", "train.p_std", "train.logit_mean", "train.logit_std"),
+    ),
+    "schedule": ("diffusion.schedule", "diffusion.zero_terminal_snr"),
+    "conditional": ("conditional",),
+    "sampler": ("sample.method",),
+    "nfe": ("sample.steps",),
+    "eta": ("sample.eta",),
+    "grid": ("sample.grid", "sample.rho", "sample.sigma_max", "sample.sigma_min"),
+    "churn": ("sample.s_churn", "sample.s_tmin", "sample.s_tmax", "sample.s_noise"),
+    "guidance": ("sample.guidance_scale",),
+    "interval": ("sample.guidance_interval",),
+    "class_label": ("sample.class_label",),
+    "budget": ("train.steps", "train.minutes", "train.budget_flops", "train.batch_size"),
+}
+"""The config fields (dotted paths into config.json) that each design column of their own is made from."""
+NON_DESIGN = (
+    *("seed", "data_root", "device", "channels_last", "fused_norm", "tune_malloc", "tf32", "tensorboard"),
+    *("evaluate", "eval_every", "fid", "inception_weights"),
+    *("train.compile", "train.checkpoint_every", "train.log_every", "sample.n", "sample.batch_size"),
+    "sample.given",
+)
+"""The config fields that change neither the trained weights nor the samples' distribution: the seed (the
+axis a design's runs are averaged over), where data lives, how fast the same computation runs (the device,
+memory layout, fused kernels, TF32, compilation: floating-point rounding only), what is logged, how
+many samples are scored and in which batches, and which sampling settings were typed rather than left to
+the design (the sampling itself is in the columns). Every other field is part of the design: a column of its
+own (:data:`COLUMN_FIELDS`) or named in ``settings``."""
+DEFAULTS = RunConfig().to_dict()
 HEADLINE = [
     "fid",
     "inception_score",
@@ -78,6 +117,7 @@ def run_rows(folder: RunFolder) -> list[dict]:
                     entry.sample.guidance_scale, entry.sample.guidance_interval, entry.sample.class_label
                 ),
                 "sample_images_per_s": entry.sample.images_per_s,
+                "solver_rms": (entry.solver_error or {}).get("rms", math.nan),
                 **numbers(entry.quality),
                 **standard_columns(entry),
             }
@@ -95,6 +135,46 @@ def standard_columns(scores: Evaluation) -> dict[str, float]:
         "inception_score": (scores.inception_score or {}).get("mean", math.nan),
         "kid_inception": (scores.kid_inception or {}).get("mean", math.nan),
     }
+
+
+def leaves(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The config's fields by dotted path (``train.lr``); the denoiser's options are leaves each."""
+    found: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            found.update(leaves(value, f"{prefix}{key}."))
+        else:
+            found[f"{prefix}{key}"] = value
+    return found
+
+
+def settings_label(config: dict[str, Any]) -> str:
+    """Every design field without a column of its own where the run's value is not the default, by its
+    name (``lr=0.0005, ema_decay=0.9999, teacher=unet-edm, teacher_solver=ddim``; a teacher by its run
+    folder's name); "" when all are at their defaults. A field missing from an older config.json had its
+    default."""
+    defaults = leaves(DEFAULTS)
+    own = {path for paths in COLUMN_FIELDS.values() for path in paths} | set(NON_DESIGN)
+    parts = []
+    for path, value in sorted(leaves(upgrade(config)).items()):
+        default = defaults.get(path, None if path.startswith("denoiser_options.") else value)
+        if path in own or value == default:
+            continue
+        name = path.rsplit(".", 1)[-1]
+        if path == "distill.teacher" and value is not None:
+            value = Path(value).name
+        parts.append(f"{name}={format_setting(value)}")
+    return ", ".join(parts)
+
+
+def format_setting(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "(" + ",".join(format_setting(v) for v in value) + ")"
+    return str(value)
 
 
 def run_row(folder: RunFolder, metrics: RunMetrics, config: dict) -> dict:
@@ -122,6 +202,7 @@ def run_row(folder: RunFolder, metrics: RunMetrics, config: dict) -> dict:
         **stepping_columns(sample),
         **guidance_columns(sample.guidance_scale, sample.guidance_interval, sample.class_label),
         "budget": budget_label(config["train"]),
+        "settings": settings_label(config),
         "seed": config["seed"],
         "parameters": metrics.parameters,
         "forward_gflops": (train.forward_flops_per_image or math.nan) / 1e9,

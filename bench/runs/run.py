@@ -22,6 +22,7 @@ from ..io import create_run_dir
 from ..metrics.fidelity import StandardInception
 from ..process.denoiser import Denoiser
 from ..training.checkpoint import load_checkpoint, save_checkpoint
+from ..training.noise_levels import concentration_warning
 from ..training.objectives import (
     Objective,
     ObjectiveContext,
@@ -108,6 +109,8 @@ def prepare(config: RunConfig, *, download: bool) -> Setup:
         require()
     exp = build_experiment(config, download=download)
     check_objective(exp.recipe, exp.diffusion, config.train, conditional=config.conditional)
+    if warning := concentration_warning(config.train):
+        warnings.warn(warning, stacklevel=2)
     sample_cfg = resolve_sampler(
         config.sample, exp.recipe, exp.diffusion, teacher_steps=config.distill.teacher_steps
     )

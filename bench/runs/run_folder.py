@@ -133,9 +133,11 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class EvaluationEntry(Evaluation):
-    """One later ``bench eval`` of a finished run with another sampler or step count."""
+    """One later ``bench eval`` of a finished run with another sampler or step count; ``solver_error`` its
+    RMS distance to the ODE's converged solution from the same noises (``bench eval --solver-error``)."""
 
     sample: EvalSample | None = None
+    solver_error: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _without_empty(dataclasses.asdict(self))

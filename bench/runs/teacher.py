@@ -49,7 +49,7 @@ def load_teacher(config: DistillConfig, student: Experiment) -> Teacher:
     exp.model.load_state_dict(ckpt["ema"]["module"])
     model = exp.model.to(exp.device).eval()
     flops = forward_flops_per_image(model, exp.data.image_shape, exp.device)
-    denoiser = Denoiser.of(model, exp.diffusion, exp.recipe, clip_x0=exp.config.sample.clip_x0)
+    denoiser = Denoiser.of(model, exp.diffusion, exp.recipe, clip_x0=config.teacher_clip_x0)
     return Teacher(folder.path, denoiser, int(ckpt["step"]), flops, tuple(exp.data.image_shape), exp.device)
 
 

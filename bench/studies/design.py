@@ -12,7 +12,8 @@ training budget on one backbone:
 matching's velocity on that schedule (the parametrisation alone), rectified flow (the rectified-flow
 schedule, velocity, uniform t) and SD3's recipe (the same with logit-normal t), each also with its best
 sampler at about 10 calls. It is a study of its own rather than three more rows here because it asks another
-question (which noise path) and costs four trainings, not twelve.
+question (which noise path): four trainings, the first of which is this study's eps row (uniform weight),
+to every digit.
 
 Every design is the ``small`` U-Net trained for the same steps on the same data and seed(s); the runs land
 in ``OUT/<denoiser>-<target>[-<weight>]-<schedule>[-<noise levels>]-s<seed>`` and the same command again
@@ -108,7 +109,8 @@ def flow_configs(base: RunConfig, seeds: list[int]) -> list[RunConfig]:
 
 def score_missing(run_dir: Path, base: RunConfig, *, progress: bool) -> None:
     """Score the run with each of FEW_CALLS and MANY_CALLS that its metrics.json does not hold yet, one
-    ``bench eval`` per sampler setting (so its reference rows and NLL bound are measured once)."""
+    ``bench eval`` per sampler setting (so its reference rows and NLL bound are measured once), each
+    deterministic one with its distance to the ODE's converged solution (``--solver-error``)."""
     from ..runs.resample import evaluate_run
     from ..runs.run_folder import RunFolder
 
@@ -124,7 +126,7 @@ def score_missing(run_dir: Path, base: RunConfig, *, progress: bool) -> None:
             missing.setdefault((scoring.method, scoring.eta, scoring.grid), []).append(scoring.steps)
     for (method, eta, grid), steps in missing.items():
         evaluate_run(run_dir, n=n, method=method, steps=steps, eta=eta, seed=seed, device=base.device,
-                     progress=progress, stepping=Stepping(grid=grid))  # fmt: skip
+                     progress=progress, stepping=Stepping(grid=grid), solver_error=True)  # fmt: skip
 
 
 def key(scoring: Scoring) -> tuple:

@@ -3,6 +3,8 @@ EDM's log-normal sigma or SD3's logit-normal flow time as real-valued ones."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from denoisers import Recipe
@@ -58,3 +60,37 @@ def training_timesteps(
             p_std=config.logit_std if logit else config.p_std,
         )
     return sample_timesteps(recipe, diffusion.num_timesteps, batch, generator, device)
+
+
+SPREAD_EDGES = (0.01, 0.99)
+"""The flow times t = sigma / (1 + sigma) between which a useful share of the training draws should fall."""
+
+
+def spread(config: TrainConfig) -> float | None:
+    """The fraction of the log-normal (or logit-normal) draws whose flow time t falls in (0.01, 0.99), that
+    is ln sigma = logit(t) within +-ln 99, from the normal CDF; None for uniform timesteps."""
+    if config.noise_levels == "uniform":
+        return None
+    logit = config.noise_levels == "logit-normal"
+    mean, std = (config.logit_mean, config.logit_std) if logit else (config.p_mean, config.p_std)
+    low, high = (math.log(t / (1 - t)) for t in SPREAD_EDGES)
+    cdf = lambda x: 0.5 * (1.0 + math.erf((x - mean) / (std * math.sqrt(2.0))))  # noqa: E731
+    return cdf(high) - cdf(low)
+
+
+def concentration_warning(config: TrainConfig) -> str | None:
+    """A warning when fewer than half of the draws fall in (0.01, 0.99): training then sees essentially one
+    end of the noise levels (``--logit-mean 1e9`` trains on pure noise only); None otherwise."""
+    fraction = spread(config)
+    if fraction is None or fraction >= 0.5:
+        return None
+    logit = config.noise_levels == "logit-normal"
+    given = (
+        f"--logit-mean {config.logit_mean:g} --logit-std {config.logit_std:g}"
+        if logit
+        else f"--p-mean {config.p_mean:g} --p-std {config.p_std:g}"
+    )
+    return (
+        f"{given}: only {fraction:.3%} of the training noise levels have t in (0.01, 0.99) (sigma in "
+        "(0.0101, 99)); training will see essentially one end of the noise levels"
+    )

@@ -77,6 +77,7 @@ def make_pairs(
         "teacher_step": teacher.step,
         "teacher_steps": config.teacher_steps,
         "eta": 0.0,
+        "clip_x0": teacher.denoiser.clip_x0,
         "pairs": config.pairs,
         "seed": seed,
         "chunk": CHUNK,
@@ -85,10 +86,11 @@ def make_pairs(
     x_T, x0, seconds = [], [], 0.0
     if path.is_file():
         saved = load_tensors(path)
-        if saved["settings"] != settings:
+        made_with = {"clip_x0": True, **saved["settings"]}  # pairs of before the setting were clipped
+        if made_with != settings:
             raise ValueError(
-                f"{path} holds pairs made with other settings ({saved['settings']}), not {settings}; remove "
-                "it to make them again"
+                f"{path} holds pairs made with other settings ({made_with}), not {settings}; remove it to "
+                "make them again"
             )
         x_T, x0, seconds = list(saved["x_T"]), list(saved["x0"]), float(saved["seconds"])
     chunks = math.ceil(config.pairs / CHUNK)

@@ -108,8 +108,13 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0
         # Timesteps and noise come from a generator of their own (one stream per process), so that
-        # resuming restores them exactly; dropout uses the global RNG, which is saved too.
+        # resuming restores them exactly; dropout uses the global RNG, which is saved too. Every process
+        # seeded the global RNG alike to draw the same initial weights; each but the first now takes a
+        # stream of its own, so that no two draw the same dropout masks (the first continues its stream,
+        # so a one-process run draws what it always did).
         self.generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + self.dist.rank)
+        if self.dist.rank > 0:
+            torch.manual_seed((seed * 1_000_003 + self.dist.rank) * 7_919)
         self.net = self._wrap(self.model)
         self.denoiser = Denoiser.of(self.net, diffusion, recipe)
         self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)

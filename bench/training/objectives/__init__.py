@@ -14,7 +14,9 @@ from . import consistency as _consistency  # noqa: F401  (registers the consiste
 from . import progressive as _progressive  # noqa: F401  (registers "progressive-distillation")
 from . import regression as _regression  # noqa: F401  (registers "regression")
 from .base import (
+    DESIGN_SETTINGS,
     OBJECTIVES,
+    PAIRS_SETTINGS,
     TEACHER_USES,
     Batch,
     Declaration,
@@ -27,12 +29,15 @@ from .base import (
     check_network,
     check_objective,
     declaration,
+    design_settings,
     needs_teacher,
     start_from_teacher,
 )
 
 __all__ = [
+    "DESIGN_SETTINGS",
     "OBJECTIVES",
+    "PAIRS_SETTINGS",
     "TEACHER_USES",
     "Batch",
     "Declaration",
@@ -45,6 +50,7 @@ __all__ = [
     "check_network",
     "check_objective",
     "declaration",
+    "design_settings",
     "needs_teacher",
     "start_from_teacher",
 ]

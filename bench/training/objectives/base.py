@@ -18,6 +18,7 @@ and another package registers the same way through the ``bench.objectives`` entr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -27,8 +28,8 @@ from torch import nn
 
 from denoisers import Recipe
 
-from ...config import RunConfig, TrainConfig
-from ...process.denoiser import Denoiser
+from ...config import ConsistencyConfig, DistillConfig, RunConfig, TrainConfig
+from ...process.denoiser import CONSISTENCY, Denoiser
 from ...process.diffusion import Diffusion
 from ...registry import Registry
 from ..pairs import TeacherError
@@ -58,6 +59,16 @@ class StepCost:
     teacher_calls: int = 0  # forwards of the teacher
 
 
+DESIGN_SETTINGS = tuple(
+    f"{section}.{field.name}"
+    for section, kind in (("distill", DistillConfig), ("consistency", ConsistencyConfig))
+    for field in dataclasses.fields(kind)
+)
+"""The settings only some designs read: a teacher's (``distill``) and the consistency objectives'."""
+PAIRS_SETTINGS = ("distill.teacher", "distill.teacher_steps", "distill.pairs", "distill.teacher_clip_x0")
+"""What a design trained on a teacher's (noise, image) pairs reads (``Recipe.pairs == "teacher"``)."""
+
+
 def no_extra_cost(config: RunConfig) -> StepCost:
     return StepCost()
 
@@ -79,6 +90,9 @@ class Declaration:
     student_steps: for a student that learns two of its teacher's DDIM steps in one, the steps it samples
                   with for a teacher of so many steps.
     check:        its own check of a design (recipe, diffusion, training config), before anything is built.
+    settings:     the design-specific settings it reads (config paths such as ``consistency.target_ema``,
+                  of :data:`DESIGN_SETTINGS`): given to a design whose objective does not read them, they
+                  are a usage error rather than ignored.
     """
 
     predictions: tuple[str, ...]
@@ -92,6 +106,7 @@ class Declaration:
     cost: Callable[[RunConfig], StepCost] = no_extra_cost
     student_steps: Callable[[int], int] | None = None
     check: Callable[[Recipe, Diffusion, TrainConfig], None] | None = None
+    settings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.teacher is not None and self.teacher not in TEACHER_USES:
@@ -99,6 +114,8 @@ class Declaration:
             raise ValueError(f"teacher must be one of {known} or None, got {self.teacher!r}")
         if not self.predictions:
             raise ValueError("an objective trains at least one prediction")
+        if unknown := sorted(set(self.settings) - set(DESIGN_SETTINGS)):
+            raise ValueError(f"settings must be among {', '.join(DESIGN_SETTINGS)}; not {unknown}")
 
 
 class Objective(Protocol):
@@ -162,6 +179,13 @@ def needs_teacher(recipe: Recipe) -> bool:
     return recipe.pairs == "teacher" or declaration(recipe.objective).teacher is not None
 
 
+def design_settings(recipe: Recipe) -> set[str]:
+    """The design-specific settings (:data:`DESIGN_SETTINGS`) a design reads: its objective's, and a
+    teacher's pairs' for a design trained on them."""
+    pairs = set(PAIRS_SETTINGS) if recipe.pairs == "teacher" else set()
+    return set(declaration(recipe.objective).settings) | pairs
+
+
 def check_objective(
     recipe: Recipe, diffusion: Diffusion, config: TrainConfig, *, conditional: bool = False
 ) -> None:
@@ -212,10 +236,12 @@ def build_objective(context: ObjectiveContext) -> Objective:
 
 def start_from_teacher(context: ObjectiveContext, *, hint: str = "") -> None:
     """Load the teacher's weights into the student (a distilled student's start), refused with the reason
-    when the two networks differ; ``hint`` ends the message with what else the user may do."""
+    when the two networks differ or read their output as different things (:func:`check_same_output`);
+    ``hint`` ends the message with what else the user may do."""
     if context.teacher is None:
         name = context.recipe.objective
         raise ValueError(f"the {name} objective starts from a teacher: give --teacher RUN_DIR")
+    check_same_output(context, hint)
     try:
         context.model.load_state_dict(context.teacher.net.state_dict())
     except RuntimeError as exc:
@@ -223,3 +249,34 @@ def start_from_teacher(context: ObjectiveContext, *, hint: str = "") -> None:
             "the student cannot start from the teacher's weights, its network differs "
             f"({str(exc)[:300]}); build it as the teacher was (the same --preset and -o options){hint}"
         ) from None
+
+
+def same_output(teacher: str, student: str) -> bool:
+    """Whether a student predicting ``student`` reads a teacher's network output (predicting ``teacher``)
+    as the same quantity: the same prediction, or EDM's F for the consistency function's F (both are
+    the network behind c_skip y + c_out F with EDM's c_in; they differ only in c_skip and c_out near
+    sigma_min, so a consistency model starts from an EDM teacher, as Song et al. 2023 do)."""
+    return teacher == student or (teacher, student) == ("edm", CONSISTENCY)
+
+
+def check_same_output(context: ObjectiveContext, hint: str = "") -> None:
+    """Refuse to start a student from a teacher whose network predicts something else (an eps network's
+    output read as EDM's F would start the student from nonsense), saying what the teacher predicts and
+    what to pass instead."""
+    assert context.teacher is not None
+    teacher, student = context.teacher, context.recipe
+    scaled = student.prediction in ("edm", CONSISTENCY)  # the predictions whose output sigma_data scales
+    if same_output(teacher.prediction, student.prediction) and (
+        not scaled or teacher.sigma_data == student.sigma_data
+    ):
+        return
+    fixes = []
+    if student.prediction != CONSISTENCY and teacher.prediction in declaration(student.objective).predictions:
+        fixes.append(f"-o target={teacher.prediction} for the student")
+    wanted = "edm" if student.prediction == CONSISTENCY else student.prediction
+    fixes.append(f"a teacher trained with --target {wanted} (sigma_data {student.sigma_data:g})")
+    raise TeacherError(
+        f"the teacher predicts {teacher.prediction!r} (sigma_data {teacher.sigma_data:g}) and this student "
+        f"{student.prediction!r} (sigma_data {student.sigma_data:g}): the student starts from the teacher's "
+        f"weights and would read their output as its own; use {' or '.join(fixes)}{hint}"
+    )

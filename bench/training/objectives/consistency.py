@@ -51,10 +51,10 @@ def consistency_levels(diffusion: Diffusion, n: int, rho: float = RHO) -> torch.
 
 
 def ict_levels(step: int, total_steps: int, start: int, end: int) -> int:
-    """iCT's N(k) = min(s0 2^floor(k / K'), s1) + 1 with K' = floor(K / (log2 floor(s1 / s0) + 1)): N doubles
-    from s0 + 1 to s1 + 1 in equal stretches of training."""
-    stages = int(math.log2(max(end // start, 1))) + 1
-    stretch = max(total_steps // stages, 1)
+    """iCT's N(k) = min(s0 2^floor(k / K'), s1) + 1 with K' = floor(K / (log2 floor(s1 / s0) + 1)) (Song &
+    Dhariwal 2023, eq. 8): N doubles from s0 + 1 in equal stretches of training and reaches s1 + 1 by the end,
+    whether or not s1 / s0 is a power of two (the logarithm is not rounded)."""
+    stretch = max(math.floor(total_steps / (math.log2(max(end // start, 1)) + 1)), 1)
     return min(start * 2 ** (step // stretch), end) + 1
 
 
@@ -240,7 +240,15 @@ def distillation_cost(config: RunConfig) -> StepCost:
 @OBJECTIVES.register(
     "consistency-distillation",
     declares=Declaration(
-        predictions=(CONSISTENCY,), teacher="ode-steps", own_noise=True, cost=distillation_cost
+        predictions=(CONSISTENCY,),
+        teacher="ode-steps",
+        own_noise=True,
+        cost=distillation_cost,
+        settings=(
+            *("distill.teacher", "distill.teacher_clip_x0", "consistency.levels"),
+            *("consistency.teacher_solver", "consistency.target_ema", "consistency.distance"),
+            *("consistency.huber_c", "consistency.student_init"),
+        ),
     ),
 )
 def consistency_distillation(context: ObjectiveContext) -> ConsistencyObjective:
@@ -259,6 +267,10 @@ def consistency_distillation(context: ObjectiveContext) -> ConsistencyObjective:
         own_noise=True,
         fixed_plan="its number of noise levels doubles in stretches of that plan",
         cost=consistency_cost,
+        settings=(
+            *("consistency.levels_start", "consistency.levels_end"),
+            *("consistency.distance", "consistency.huber_c"),
+        ),
     ),
 )
 def consistency_training(context: ObjectiveContext) -> ConsistencyObjective:

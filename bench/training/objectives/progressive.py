@@ -6,9 +6,13 @@ The student's DDIM grid must be every other point of the teacher's. DDIM's unifo
 (:func:`bench.process.grids.ddim_timesteps`) is followed by one last call at t = 0 that returns the image, so:
 
 - a teacher of S = 2N - 1 steps (odd, >= 3) has, at its even points, exactly the student's grid of N steps;
-  each student step but the last is two teacher steps, and the last (t = 0 to the image) is the teacher's
-  own, which the student, started from the teacher's weights, already takes; N = (S + 1) / 2 calls;
+  each student step but the last is two teacher steps, and the last (t = 0 to the image) is one, the
+  teacher's own; N = (S + 1) / 2 calls;
 - a teacher of S = 2 steps (T-1 and 0) halves to one call from T-1 straight to the image.
+
+Every student step is trained, the last one too (Salimans & Ho's Algorithm 2 draws from all of them): the
+student starts from its teacher's weights, but its network is shared across timesteps, so training the
+other steps would move its step at t = 0 away from the teacher's unless that step is trained as well.
 
 So the rounds from a 33-step teacher are 33 -> 17 -> 9 -> 5 -> 3 -> 2 -> 1 calls. The student's target is
 the x0 that makes its DDIM step from z_t land where the teacher's two steps do, x~ = (z_t'' - (sigma_t'' /
@@ -52,13 +56,14 @@ def student_steps(teacher_steps: int) -> int:
 
 
 def halving_steps(num_timesteps: int, teacher_steps: int) -> tuple[list[int], list[int], list[int]]:
-    """(start, middle, end) timesteps of each student step that is two teacher steps; ``CLEAN`` for the
-    image."""
+    """(start, middle, end) timesteps of each student step, ``CLEAN`` for the image: two teacher steps
+    through the middle, or for the student's last step of an odd teacher (t = 0 to the image) the teacher's
+    one step, written with ``CLEAN`` as its middle."""
     student_steps(teacher_steps)
     grid = ddim_timesteps(num_timesteps, teacher_steps)
     if teacher_steps == 2:
         return [grid[0]], [grid[1]], [CLEAN]
-    return grid[0:-1:2], grid[1::2], grid[2::2]
+    return [*grid[0:-1:2], grid[-1]], [*grid[1::2], CLEAN], [*grid[2::2], CLEAN]
 
 
 def coefficients(diffusion: Diffusion, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,9 +96,14 @@ class ProgressiveObjective(StatelessObjective):
     def target(
         self, z_t: torch.Tensor, t: torch.Tensor, t_mid: torch.Tensor, t_end: torch.Tensor
     ) -> torch.Tensor:
-        """The x0 whose DDIM step from (z_t, t) to t_end lands where the teacher's two steps do."""
+        """The x0 whose DDIM step from (z_t, t) to t_end lands where the teacher's two steps do (its one
+        step, where the middle is ``CLEAN``: its image). Every example makes two teacher calls, so that a
+        batch is one shape; the second call of a one-step example is not used."""
         with torch.no_grad():
-            z_end = ddim_step(self.teacher, ddim_step(self.teacher, z_t, t, t_mid), t_mid, t_end)
+            z_mid = ddim_step(self.teacher, z_t, t, t_mid)
+            z_end = ddim_step(self.teacher, z_mid, t_mid.clamp(min=0), t_end)
+            one_step = (t_mid == CLEAN).view(-1, *[1] * (z_t.ndim - 1))
+            z_end = torch.where(one_step, z_mid, z_end)
         a, b = self.diffusion.coefficients(t, z_t)
         a_end, b_end = coefficients(self.diffusion, t_end, z_t)
         ratio = b_end / b
@@ -120,6 +130,7 @@ class ProgressiveObjective(StatelessObjective):
         own_noise=True,
         cost=lambda config: StepCost(teacher_calls=2),
         student_steps=student_steps,
+        settings=("distill.teacher", "distill.teacher_steps", "distill.teacher_clip_x0"),
     ),
 )
 def progressive_distillation(context: ObjectiveContext) -> ProgressiveObjective:
