@@ -126,21 +126,14 @@ class RunConfig:
         return _build(cls, data)
 
 
-LEGACY = {("distill", "teacher_clip_x0"): True}
-"""What a config.json written before a field existed meant by its absence, where that is not the field's
-default: a teacher's x0 was clipped in its pairs and ODE steps."""
-
-
 def upgrade(data: dict[str, Any]) -> dict[str, Any]:
-    """A saved config with the fields it predates set to what it was run with (:data:`LEGACY`), for a run
-    that had a teacher; the fields of a run without one keep their defaults, which change nothing."""
-    data = dict(data)
+    """A saved config read as what it was run with where a field it predates would say otherwise: a run with
+    a teacher from before ``distill.teacher_clip_x0`` clipped its teacher's x0 (a run without a teacher
+    keeps the default, which changes nothing)."""
     distill = data.get("distill")
-    if isinstance(distill, dict) and distill.get("teacher") is not None:
-        for (section, name), value in LEGACY.items():
-            if section == "distill" and name not in distill:
-                data["distill"] = {**data["distill"], name: value}
-    return data
+    if isinstance(distill, dict) and distill.get("teacher") is not None and "teacher_clip_x0" not in distill:
+        return {**data, "distill": {**distill, "teacher_clip_x0": True}}
+    return dict(data)
 
 
 def _build(kind: type, data: dict[str, Any]) -> Any:

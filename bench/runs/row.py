@@ -61,6 +61,8 @@ many samples are scored and in which batches, and which sampling settings were t
 the design (the sampling itself is in the columns). Every other field is part of the design: a column of its
 own (:data:`COLUMN_FIELDS`) or named in ``settings``."""
 DEFAULTS = RunConfig().to_dict()
+OWN_COLUMN_OR_NONE = {path for paths in COLUMN_FIELDS.values() for path in paths} | set(NON_DESIGN)
+"""The config fields the settings column leaves out: they have a column of their own, or change nothing."""
 HEADLINE = [
     "fid",
     "inception_score",
@@ -148,17 +150,18 @@ def leaves(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return found
 
 
+DEFAULT_LEAVES = leaves(DEFAULTS)
+
+
 def settings_label(config: dict[str, Any]) -> str:
     """Every design field without a column of its own where the run's value is not the default, by its
     name (``lr=0.0005, ema_decay=0.9999, teacher=unet-edm, teacher_solver=ddim``; a teacher by its run
     folder's name); "" when all are at their defaults. A field missing from an older config.json had its
     default."""
-    defaults = leaves(DEFAULTS)
-    own = {path for paths in COLUMN_FIELDS.values() for path in paths} | set(NON_DESIGN)
     parts = []
     for path, value in sorted(leaves(upgrade(config)).items()):
-        default = defaults.get(path, None if path.startswith("denoiser_options.") else value)
-        if path in own or value == default:
+        default = DEFAULT_LEAVES.get(path, None if path.startswith("denoiser_options.") else value)
+        if path in OWN_COLUMN_OR_NONE or value == default:
             continue
         name = path.rsplit(".", 1)[-1]
         if path == "distill.teacher" and value is not None:

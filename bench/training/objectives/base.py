@@ -222,12 +222,10 @@ def check_network(name: str, model: nn.Module) -> None:
 
 
 def build_objective(context: ObjectiveContext) -> Objective:
-    """The objective the recipe names, built by its plugin, after the checks of :func:`check_objective` and
-    :func:`check_network` and a teacher present exactly when it declared one."""
+    """The objective the recipe names, built by its plugin, for a design :func:`check_objective` accepted
+    (the caller checks it first, before anything costly such as loading a teacher): its network checked
+    (:func:`check_network`) and a teacher present where it declared one."""
     name = context.recipe.objective
-    check_objective(
-        context.recipe, context.diffusion, context.config.train, conditional=context.config.conditional
-    )
     check_network(name, context.model)
     if declaration(name).teacher is not None and context.teacher is None:
         raise ValueError(f"the {name} objective learns from a teacher: give --teacher RUN_DIR")
