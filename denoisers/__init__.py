@@ -22,6 +22,7 @@ from bench.process.denoiser import PREDICTIONS
 # Importing a plugin module registers its factory.
 from . import consistency as _consistency  # noqa: F401
 from . import direct as _direct  # noqa: F401
+from . import flow_map as _flow_map  # noqa: F401
 from . import transformer as _transformer  # noqa: F401
 from . import unet as _unet  # noqa: F401
 from ._base import REGISTRY, DenoiserFactory, Recipe, check_image_shape, recipe_of, register

@@ -69,6 +69,49 @@ def add_class(
     return emb + class_embedding(y, emb.shape[0], emb.device)
 
 
+class SecondTimeEmbedding(nn.Module):
+    """A flow map's second time (MeanFlow's t - r, a shortcut model's step d), embedded as the first time is
+    (sinusoids, then an MLP) and added to its embedding. The MLP's last layer starts at zero, so a network
+    that takes a second time starts as the same network without it: a flow model at every step length."""
+
+    def __init__(self, frequencies: int, dim: int) -> None:
+        super().__init__()
+        self.frequencies = frequencies
+        self.mlp = nn.Sequential(nn.Linear(frequencies, dim), nn.SiLU(), nn.Linear(dim, dim))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, gap: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_embedding(gap, self.frequencies))  # (N, dim)
+
+
+def second_time_or_none(second_time: bool, frequencies: int, dim: int) -> SecondTimeEmbedding | None:
+    """The second time's embedding of a network built to take one, None otherwise (built after every other
+    layer, so a network without it has the parameters, and draws the random numbers, it always had)."""
+    try:
+        wanted = flag(second_time)
+    except ValueError:
+        raise ValueError(
+            f"option second_time={second_time!r} is not allowed: must be True or False"
+        ) from None
+    return SecondTimeEmbedding(frequencies, dim) if wanted else None
+
+
+def add_second_time(
+    emb: torch.Tensor, embedding: nn.Module | None, gap: torch.Tensor | None, plugin: str
+) -> torch.Tensor:
+    """``emb`` plus the embedding of the second time ``gap``; None is a gap of zero (the call every sampler
+    makes: a flow map at r = t is the flow's velocity), and a gap given to a network without the second
+    time is an error."""
+    if embedding is None:
+        if gap is not None:
+            raise ValueError(f"this {plugin} network takes no second time: build it with -o second_time=True")
+        return emb
+    if gap is None:
+        gap = torch.zeros(emb.shape[0], device=emb.device)
+    return emb + embedding(gap)
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of parameters (buffers such as fixed position embeddings are not parameters)."""
     return sum(p.numel() for p in module.parameters())

@@ -55,7 +55,7 @@ def direct(
 ) -> nn.Module:
     """Pure noise -> image in one call, trained with MSE (the seed's question); `unet` backbone by default."""
     recipe = design_recipe("direct", target, sigma_data, allowed=TARGETS, **PURE_NOISE)
-    return _build("direct", recipe, image_shape, backbone, options)
+    return build_on_backbone("direct", recipe, image_shape, backbone, options)
 
 
 @register("direct-distilled", presets=UNET_PRESETS)
@@ -71,12 +71,14 @@ def direct_distilled(
     recipe = design_recipe(
         "direct-distilled", target, sigma_data, allowed=TARGETS, pairs="teacher", **PURE_NOISE
     )
-    return _build("direct-distilled", recipe, image_shape, backbone, options)
+    return build_on_backbone("direct-distilled", recipe, image_shape, backbone, options)
 
 
-def _build(
+def build_on_backbone(
     name: str, recipe: Recipe, image_shape: tuple[int, int, int], backbone: str, options: dict
 ) -> nn.Module:
+    """The design ``name`` on the ``unet`` or ``transformer`` backbone, built by that backbone's builder with
+    the design's recipe; a bad option's error names the design and the backbone."""
     if backbone not in BACKBONES:
         raise ValueError(
             f"{name} option backbone={backbone!r} is not allowed: must be one of {', '.join(BACKBONES)}"

@@ -30,11 +30,13 @@ from bench.process.denoiser import SIGMA_DATA
 from ._base import Recipe, check_image_shape, register
 from .common import (
     add_class,
+    add_second_time,
     class_embedding_or_none,
     design_recipe,
     positive_float,
     positive_int,
     resolve_options,
+    second_time_or_none,
     timestep_embedding,
 )
 
@@ -148,6 +150,7 @@ class DiT(nn.Module):
         mlp_ratio: float,
         recipe: Recipe | None = None,
         num_classes: int | None = None,
+        second_time: bool = False,
     ) -> None:
         super().__init__()
         channels, height, width = image_shape
@@ -162,6 +165,10 @@ class DiT(nn.Module):
         self.initialize_weights()
         # After the other layers, so that an unconditional DiT draws its initial weights as it always did.
         self.y_embedder = class_embedding_or_none(num_classes, hidden_size, init_std=0.02)
+        # a flow map's second time: 256 frequencies like t's, added to the conditioning (drawn last likewise)
+        frequencies = self.t_embedder.frequency_embedding_size
+        self.gap_embedder = second_time_or_none(second_time, frequencies, hidden_size)
+        self.second_time = self.gap_embedder is not None
 
     def initialize_weights(self) -> None:
         # Transformer layers: xavier-uniform weights, zero biases.
@@ -193,9 +200,17 @@ class DiT(nn.Module):
         p = self.patch_size
         return rearrange(x, "n (h w) (p q c) -> n c (h p) (w q)", h=self.grid[0], p=p, q=p)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        gap: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         x = self.x_embedder(x) + self.pos_embed  # (N, T, D), T = H*W / p^2
         c = add_class(self.t_embedder(t), self.y_embedder, y, "transformer")  # (N, D)
+        c = add_second_time(c, self.gap_embedder, gap, "transformer")  # (N, D)
         for block in self.blocks:
             x = block(x, c)  # (N, T, D)
         x = self.final_layer(x, c)  # (N, T, p*p*C)
@@ -235,16 +250,19 @@ def build_transformer(
     *,
     preset: str = "small",
     num_classes: int | None = None,
+    second_time: bool = False,
     **options: Any,
 ) -> DiT:
     """The DiT of a preset and options, trained and sampled as ``recipe`` says (reused by ``direct``);
-    class-conditional with ``num_classes``."""
+    class-conditional with ``num_classes``, and with ``second_time`` taking a flow map's second time."""
     channels, height, width = check_image_shape(image_shape)
     opts = resolve_options("transformer", PRESETS, preset, options, CHECKS)
     if opts["patch_size"] == "auto":
         opts["patch_size"] = auto_patch_size(height, width)
     check_architecture(height, width, opts)
-    return DiT((channels, height, width), recipe=recipe, num_classes=num_classes, **opts)
+    return DiT(
+        (channels, height, width), recipe=recipe, num_classes=num_classes, second_time=second_time, **opts
+    )
 
 
 @register("transformer", presets=PRESETS, labels=True)
@@ -255,8 +273,11 @@ def transformer(
     target: str = "eps",
     sigma_data: float = SIGMA_DATA,
     num_classes: int | None = None,
+    second_time: bool = False,
     **options: Any,
 ) -> DiT:
     """DiT (Peebles & Xie 2023): patch transformer with adaLN-Zero timestep conditioning; predicts eps."""
     recipe = design_recipe("transformer", target, sigma_data)
-    return build_transformer(image_shape, recipe, preset=preset, num_classes=num_classes, **options)
+    return build_transformer(
+        image_shape, recipe, preset=preset, num_classes=num_classes, second_time=second_time, **options
+    )

@@ -31,6 +31,7 @@ from bench.process.denoiser import SIGMA_DATA
 from ._base import Recipe, check_image_shape, register
 from .common import (
     add_class,
+    add_second_time,
     class_embedding_or_none,
     design_recipe,
     flag,
@@ -39,6 +40,7 @@ from .common import (
     positive_ints,
     probability,
     resolve_options,
+    second_time_or_none,
     timestep_embedding,
 )
 from .kernels.group_norm import GroupNorm
@@ -186,6 +188,7 @@ class UNet(nn.Module):
         scale_shift_norm: bool = False,
         recipe: Recipe | None = None,
         num_classes: int | None = None,
+        second_time: bool = False,
     ) -> None:
         super().__init__()
         channels, height, width = image_shape
@@ -236,10 +239,21 @@ class UNet(nn.Module):
         # improved-diffusion's class conditioning: a learned class vector added to the timestep embedding
         # (drawn last, so that the other weights are those of the unconditional network of the same seed)
         self.label_emb = class_embedding_or_none(num_classes, temb_dim)
+        # a flow map's second time, embedded like t and added (drawn after the class embedding likewise)
+        self.gap_emb = second_time_or_none(second_time, ch, temb_dim)
+        self.second_time = self.gap_emb is not None
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        gap: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         temb = self.temb(timestep_embedding(t, self.base_channels))  # (N, 4ch)
         temb = add_class(temb, self.label_emb, y, "unet")  # (N, 4ch)
+        temb = add_second_time(temb, self.gap_emb, gap, "unet")  # (N, 4ch)
         hs = [self.conv_in(x)]  # (N, ch, H, W)
         for layer in self.down:
             hs.append(layer(hs[-1], temb))  # (N, ch * mult, H_level, W_level)
@@ -258,13 +272,15 @@ def build_unet(
     *,
     preset: str = "small",
     num_classes: int | None = None,
+    second_time: bool = False,
     **options: Any,
 ) -> UNet:
     """The U-Net of a preset and options, trained and sampled as ``recipe`` says (other designs, such as
-    ``direct``, reuse the backbone with a recipe of their own); class-conditional with ``num_classes``."""
+    ``direct``, reuse the backbone with a recipe of their own); class-conditional with ``num_classes``,
+    and with ``second_time`` taking a flow map's second time (``net(x, t, gap=...)``)."""
     shape = check_image_shape(image_shape)
     opts = resolve_options("unet", PRESETS, preset, options, CHECKS)
-    return UNet(shape, recipe=recipe, num_classes=num_classes, **opts)
+    return UNet(shape, recipe=recipe, num_classes=num_classes, second_time=second_time, **opts)
 
 
 @register("unet", presets=PRESETS, labels=True)
@@ -275,8 +291,11 @@ def unet(
     target: str = "eps",
     sigma_data: float = SIGMA_DATA,
     num_classes: int | None = None,
+    second_time: bool = False,
     **options: Any,
 ) -> UNet:
     """DDPM U-Net (Ho et al. 2020): Wide-ResNet blocks, timestep embedding, self-attention; predicts eps."""
     recipe = design_recipe("unet", target, sigma_data)
-    return build_unet(image_shape, recipe, preset=preset, num_classes=num_classes, **options)
+    return build_unet(
+        image_shape, recipe, preset=preset, num_classes=num_classes, second_time=second_time, **options
+    )

@@ -224,6 +224,18 @@ def stop_after(monkeypatch, step: int) -> None:
     monkeypatch.setattr(Trainer, "train_step", train_step)
 
 
+def stop_at_two_and_resume(tmp_path: Path, monkeypatch, *args: str) -> Path:
+    """A tiny run of ``args`` into ``tmp_path/cut`` stopped after step 2 (not a checkpoint step: every 3), as
+    Ctrl-C stops it, then resumed to its end; the run folder."""
+    stop_after(monkeypatch, 2)
+    cut = tiny_run(tmp_path, "cut", *args)
+    assert cut.exit_code == 130 and "stopped at step 2" in cut.output, cut.output
+    monkeypatch.undo()
+    resumed = invoke("run", "--resume", str(tmp_path / "cut"), "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    return tmp_path / "cut"
+
+
 YOUR_OWN = ROOT / "docs" / "your-own.md"
 """The newcomer page whose plugin package and commands tests/test_your_own.py runs."""
 

@@ -221,6 +221,8 @@ SETTINGS = {
     *("consistency.levels", "consistency.levels_start", "consistency.levels_end"),
     *("consistency.teacher_solver", "consistency.target_ema", "consistency.distance", "consistency.huber_c"),
     "consistency.student_init",
+    *("flow_map.equal_fraction", "flow_map.time_mean", "flow_map.time_std", "flow_map.derivative"),
+    *("flow_map.adaptive_power", "flow_map.consistency_fraction", "flow_map.shortcut_steps"),
 }
 """The config fields that change the trained weights or the samples and have no column of their own."""
 

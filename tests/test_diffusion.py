@@ -233,7 +233,9 @@ def test_bad_shapes_and_names(diffusion):
         diffusion.q_sample(x, [1, 2])
     with pytest.raises(ValueError, match="eps must have the shape"):
         diffusion.q_sample(x, long(1, 2), torch.randn(3, 3))
-    with pytest.raises(ValueError, match="prediction must be one of eps, x0, v, edm, flow, consistency, got"):
+    with pytest.raises(
+        ValueError, match="prediction must be one of eps, x0, v, edm, flow, consistency, flow-map, got"
+    ):
         Denoiser(lambda xt, tt: xt, diffusion, "score")
     with pytest.raises(ValueError, match="variance must be one of beta, posterior"):
         diffusion.p_mean_variance(Denoiser(lambda xt, tt: xt, diffusion), x, long(1, 2), variance="learned")

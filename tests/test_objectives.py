@@ -12,12 +12,15 @@ import pytest
 import torch
 
 import denoisers
-from bench.config import ConsistencyConfig, RunConfig
+from bench.config import ConsistencyConfig, FlowMapConfig, RunConfig
 from bench.training.objectives import OBJECTIVES, Declaration, StatelessObjective, declaration
 from denoisers.unet import build_unet
 from tests.helpers import invoke, refused_run
 
-BUILT_IN = ("consistency-distillation", "consistency-training", "progressive-distillation", "regression")
+BUILT_IN = (
+    *("consistency-distillation", "consistency-training", "meanflow", "progressive-distillation"),
+    *("regression", "shortcut"),
+)
 
 TINY_ARGS = [
     "-o", "base_channels=8", "-o", "channel_mult=(1,)", "-o", "num_res_blocks=1",
@@ -121,6 +124,8 @@ def test_bench_list_shows_every_objective_with_what_it_trains_needs_and_costs():
         "consistency-distillation": ("trains consistency, teacher's ODE steps", "+1 forward, +2 teacher"),
         "consistency-training": ("trains consistency", "+1 forward"),
         "progressive-distillation": ("trains x0/v/edm/flow, teacher's ODE steps", "+2 teacher"),
+        "meanflow": ("trains flow-map, a second time input, forward-mode AD (JVP)", "+3 forwards"),
+        "shortcut": ("trains flow-map, a second time input", "+0.5 forward"),
     }
     for name, (needs, calls) in expected.items():
         columns = [c.strip() for c in lines[name].split("  ") if c.strip()]
@@ -236,3 +241,19 @@ def test_each_built_in_objective_declares_its_network_calls(name, solver, extra,
     Heun's two or DDIM's one per CD step, the two DDIM steps a progressive student learns in one."""
     cost = declaration(name).cost(RunConfig(consistency=ConsistencyConfig(teacher_solver=solver)))
     assert (cost.extra_forwards, cost.teacher_calls) == (extra, teacher)
+
+
+@pytest.mark.parametrize(
+    ("name", "settings", "extra"),
+    [
+        ("meanflow", {"derivative": "jvp"}, 3),
+        ("meanflow", {"derivative": "finite-difference"}, 2),
+        ("shortcut", {"consistency_fraction": 0.25}, 0.5),
+        ("shortcut", {"consistency_fraction": 1.0}, 2),
+    ],
+)
+def test_the_flow_map_objectives_declare_their_extra_forwards(name, settings, extra):
+    """MeanFlow's du/dt: a JVP (three forwards' FLOPs as counted on the U-Net) or two more forwards;
+    shortcut's two half steps on its self-consistency share of the batch; no teacher for either."""
+    cost = declaration(name).cost(RunConfig(flow_map=FlowMapConfig(**settings)))
+    assert (cost.extra_forwards, cost.teacher_calls) == (extra, 0)

@@ -22,10 +22,9 @@ from bench.process.grids import Grid
 from bench.process.sampling import called_timesteps, grid_points, network_calls, sample
 from bench.training.objectives import needs_teacher
 from bench.training.objectives.consistency import ict_levels
-from tests.helpers import invoke, stop_after
+from tests.helpers import invoke, stop_at_two_and_resume
 from tests.helpers import refused_run as refused
 from tests.helpers import run_metrics as metrics
-from tests.helpers import tiny_run as run
 from tests.helpers import tiny_run_ok as run_ok
 
 SD = 0.5  # EDM's sigma_data, the designs' default
@@ -453,13 +452,7 @@ def test_a_run_stopped_part_way_and_resumed_ends_bit_identical_to_a_straight_run
     if design == "consistency-distilled":
         args = [*args, "--teacher", str(runs["edm"])]
     straight = run_ok(tmp_path, "straight", *args)
-    stop_after(monkeypatch, 2)  # not a checkpoint step (every 3)
-    cut = run(tmp_path, "cut", *args)
-    assert cut.exit_code == 130 and "stopped at step 2" in cut.output, cut.output
-    monkeypatch.undo()
-    resumed = invoke("run", "--resume", str(tmp_path / "cut"), "--quiet")
-    assert resumed.exit_code == 0, resumed.output
-    assert_same_weights(straight, tmp_path / "cut", parts=parts)
+    assert_same_weights(straight, stop_at_two_and_resume(tmp_path, monkeypatch, *args), parts=parts)
 
 
 def test_consistency_distillation_cut_by_its_budget_and_extended_ends_bit_identical(runs, tmp_path):

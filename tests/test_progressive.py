@@ -32,10 +32,9 @@ from bench.training.objectives.progressive import (
     halving_steps,
     student_steps,
 )
-from tests.helpers import invoke, stop_after
 from tests.helpers import refused_run as refused
 from tests.helpers import run_metrics as metrics
-from tests.helpers import tiny_run as run
+from tests.helpers import stop_at_two_and_resume
 from tests.helpers import tiny_run_ok as run_ok
 
 
@@ -343,14 +342,9 @@ def test_a_student_stopped_part_way_and_resumed_ends_bit_identical_to_a_straight
 ):
     """The straight run is the fixture's round 1, made with the same arguments."""
     args = [*PROGRESSIVE, "--teacher", str(runs["teacher"]), "--teacher-steps", "5"]
-    stop_after(monkeypatch, 2)  # not a checkpoint step (every 3)
-    cut = run(tmp_path, "cut", *args)
-    assert cut.exit_code == 130 and "stopped at step 2" in cut.output, cut.output
-    monkeypatch.undo()
-    resumed = invoke("run", "--resume", str(tmp_path / "cut"), "--quiet")
-    assert resumed.exit_code == 0, resumed.output
+    cut = stop_at_two_and_resume(tmp_path, monkeypatch, *args)
     straight = torch.load(runs["round1"] / "checkpoint.pt", weights_only=True)
-    again = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    again = torch.load(cut / "checkpoint.pt", weights_only=True)
     assert straight["step"] == again["step"] == STEPS
     for first, second in (
         (straight["model"], again["model"]),

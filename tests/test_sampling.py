@@ -193,7 +193,7 @@ def test_zero_terminal_snr_needs_x0_or_v(diffusion):
         (
             {"method": "eulr"},
             r"unknown sampler 'eulr'; known samplers: ancestral, consistency, ddim, dpmpp-2m, euler, "
-            r"heun, one_shot\. Did you mean 'euler'\?",
+            r"flow-map, heun, one_shot\. Did you mean 'euler'\?",
         ),
         ({"prediction": "score"}, "prediction must be one of eps, x0, v, edm, flow"),
         ({"method": "ancestral", "steps": 50}, "ancestral sampler runs all T=1000 steps"),
@@ -260,4 +260,6 @@ def test_bad_shape_and_x_T(diffusion):
 
 
 def test_samplers_are_a_registry():
-    assert SAMPLERS.names() == ["ancestral", "consistency", "ddim", "dpmpp-2m", "euler", "heun", "one_shot"]
+    assert SAMPLERS.names() == [
+        *("ancestral", "consistency", "ddim", "dpmpp-2m", "euler", "flow-map", "heun", "one_shot"),
+    ]

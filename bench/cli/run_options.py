@@ -11,10 +11,18 @@ from typing import Any
 
 import click
 
-from ..config import ConsistencyConfig, DiffusionConfig, DistillConfig, RunConfig, SampleConfig, TrainConfig
+from ..config import (
+    ConsistencyConfig,
+    DiffusionConfig,
+    DistillConfig,
+    FlowMapConfig,
+    RunConfig,
+    SampleConfig,
+    TrainConfig,
+)
 from ..environment import DEVICES
 from ..process.denoiser import LOSS_WEIGHTS, PREDICTIONS
-from .consistency_options import consistency_options
+from .objective_options import SECTIONS, consistency_options, flow_map_options
 from .options import (
     DATASET,
     DENOISER,
@@ -179,6 +187,7 @@ def run_options(fn=None, *, grid: bool = False):
         *training_options(),
         *sampling_options(),
         *consistency_options(),
+        *flow_map_options(),
         config_option(
             "--eval-every",
             kind=RunConfig,
@@ -243,6 +252,7 @@ def config_from_options(values: dict[str, Any]) -> RunConfig:
         train=from_options(TrainConfig, values, label_dropout=label_dropout(values)),
         distill=from_options(DistillConfig, values),
         consistency=from_options(ConsistencyConfig, values, prefix="consistency_"),
+        flow_map=from_options(FlowMapConfig, values, prefix="flow_map_"),
         sample=from_options(
             SampleConfig,
             values,
@@ -254,9 +264,9 @@ def config_from_options(values: dict[str, Any]) -> RunConfig:
 
 
 def given_design_settings() -> list[str]:
-    """The teacher's and the consistency objectives' settings typed on the command line, as config paths
+    """The teacher's and the objectives' own settings typed on the command line, as config paths
     (``consistency.target_ema``), for :func:`bench.runs.given_settings.check_given_settings`."""
-    sections = {"distill": (DistillConfig, ""), "consistency": (ConsistencyConfig, "consistency_")}
+    sections = {"distill": (DistillConfig, ""), **SECTIONS}
     return [
         f"{section}.{field.name}"
         for section, (kind, prefix) in sections.items()

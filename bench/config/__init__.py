@@ -8,8 +8,9 @@ The defaults are sized so that ``bench run --denoiser unet --schedule linear`` t
 evaluates on the embedded 5,000-digit MNIST subset in a few minutes on a 2-core CPU.
 
 The configs live beside each other by what they configure: ``run`` (the whole run and its schedule),
-``training`` (the trainer, a teacher's pairs, the consistency objectives), ``sampling`` (the sampler, its
-grid and guidance), and ``rules`` (a field's rule). Every name is importable from ``bench.config``.
+``training`` (the trainer, a teacher's pairs, the consistency and flow-map objectives), ``sampling`` (the
+sampler, its grid and guidance), and ``rules`` (a field's rule). Every name is importable from
+``bench.config``.
 """
 
 from .rules import POSITIVE, POSITIVE_INT, Rule, check_choice, check_rules, rule_of, ruled
@@ -24,11 +25,13 @@ from .sampling import (
 )
 from .training import (
     CONSISTENCY_SOLVERS,
+    DERIVATIVES,
     DISTANCES,
     NOISE_LEVELS,
     PRECISIONS,
     ConsistencyConfig,
     DistillConfig,
+    FlowMapConfig,
     TrainConfig,
 )
 
@@ -36,6 +39,7 @@ __all__ = [
     "AUTO_SAMPLER",
     "CHURN_DEFAULTS",
     "CONSISTENCY_SOLVERS",
+    "DERIVATIVES",
     "DISTANCES",
     "NOISE_LEVELS",
     "POSITIVE",
@@ -45,6 +49,7 @@ __all__ = [
     "ConsistencyConfig",
     "DiffusionConfig",
     "DistillConfig",
+    "FlowMapConfig",
     "Rule",
     "RunConfig",
     "SampleConfig",

@@ -11,7 +11,7 @@ from typing import Any
 
 from .rules import POSITIVE_INT, check_rules, ruled
 from .sampling import SampleConfig
-from .training import ConsistencyConfig, DistillConfig, TrainConfig
+from .training import ConsistencyConfig, DistillConfig, FlowMapConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class RunConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
+    flow_map: FlowMapConfig = field(default_factory=FlowMapConfig)
     evaluate: bool = True
     # score the EMA model every N training steps on a small sample (eval.csv); None: only at the end
     eval_every: int | None = ruled(None, replace(POSITIVE_INT, optional=True))
@@ -119,6 +120,7 @@ class RunConfig:
             "sample": SampleConfig,
             "distill": DistillConfig,
             "consistency": ConsistencyConfig,
+            "flow_map": FlowMapConfig,
         }
         for key, kind in nested.items():
             if key in data:

@@ -1,5 +1,6 @@
 """How a run trains: the shared trainer's recipe (:class:`TrainConfig`), a teacher's pairs
-(:class:`DistillConfig`) and the consistency objectives' settings (:class:`ConsistencyConfig`)."""
+(:class:`DistillConfig`), the consistency objectives' settings (:class:`ConsistencyConfig`) and the flow-map
+objectives' (:class:`FlowMapConfig`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ NOISE_LEVELS = ("uniform", "lognormal", "logit-normal")
 """Which noise levels training draws: DDPM's uniform timesteps, EDM's log-normal sigma, or SD3's logit-normal
 flow time (Esser et al. 2024): t = sigmoid(n), n ~ N(m, s^2). As sigma = t / (1 - t), logit(t) = ln sigma, so
 SD3's logit-normal t is a log-normal sigma with mean m and std s, drawn the same way."""
-
 
 
 @dataclass(frozen=True)
@@ -114,4 +114,41 @@ class ConsistencyConfig:
         if self.levels_end < self.levels_start:
             raise ValueError(
                 f"levels_end ({self.levels_end}) must be at least levels_start ({self.levels_start})"
+            )
+
+
+DERIVATIVES = ("jvp", "finite-difference")
+"""How MeanFlow takes du/dt along the path: forward-mode differentiation (``torch.func.jvp``) or a central
+finite difference of two more forwards (FastGen's and TiM's option, for networks the JVP cannot run)."""
+UNIT = Rule(float, low=0, high=1)
+
+
+@dataclass(frozen=True)
+class FlowMapConfig:
+    """The flow-map designs' settings (:mod:`bench.training.objectives.flow_map`); ignored by every other
+    design.
+
+    MeanFlow (``meanflow``) draws its two flow times t and r from a logit-normal (``time_mean``,
+    ``time_std``; the larger is t) and sets r = t on ``equal_fraction`` of them (there the loss is flow
+    matching's), takes du/dt by ``derivative``, and weights each example's squared error e by
+    1 / (e + 0.001)^``adaptive_power`` under stop-gradient (the paper's adaptive loss, p = 1; 0 is plain l2).
+    Shortcut models (``shortcut``) train flow matching on most of the batch and the self-consistency target
+    on ``consistency_fraction`` of it, at steps that are powers of two of 1 / ``shortcut_steps``."""
+
+    equal_fraction: float = ruled(0.75, UNIT)
+    time_mean: float = ruled(-0.4, Rule(float))
+    time_std: float = ruled(1.0, POSITIVE)
+    derivative: str = "jvp"
+    adaptive_power: float = ruled(1.0, Rule(float, low=0))
+    consistency_fraction: float = ruled(0.25, UNIT)
+    shortcut_steps: int = ruled(128, Rule(int, low=2))
+
+    def __post_init__(self) -> None:
+        check_rules(self, prefix="flow-map ")
+        check_choice("derivative", self.derivative, DERIVATIVES)
+        if self.shortcut_steps & (self.shortcut_steps - 1):
+            lower = 1 << (self.shortcut_steps.bit_length() - 1)
+            raise ValueError(
+                f"shortcut_steps must be a power of two (the steps halve down to 1 / shortcut_steps), got "
+                f"{self.shortcut_steps}; {lower} or {2 * lower} would do"
             )

@@ -31,6 +31,15 @@ CONSISTENCY = "consistency"
 c_in and c_skip, c_out shifted by the schedule's smallest noise level sigma_min, so that f(y, sigma_min) = y
 exactly. It has no regression target: the consistency objectives
 (:mod:`bench.training.objectives.consistency`) train it."""
+FLOW_MAP = "flow-map"
+"""A flow map (MeanFlow, Geng et al. 2025; shortcut models, Frans et al. 2024): a network that takes a second
+time and predicts the average velocity u(x, r, t) of the rectified-flow path over [r, t] in flow time, so that
+x_r = x_t - (t - r) u (:meth:`Denoiser.flow_map`). At r = t it is flow matching's velocity, so every other
+sampler, and the likelihood, use it as the ``flow`` prediction. Its objectives
+(:mod:`bench.training.objectives.flow_map`) train it."""
+FLOW_TIME_SCALE = 1000.0
+"""A flow map's network sees flow time times this (and the gap t - r likewise): the range of timesteps the
+backbones' sinusoidal embeddings were made for, whatever the schedule's T."""
 SIGMA_DATA = 0.5
 """EDM's sigma_data: the standard deviation of the data, 0.5 for images in [-1, 1]."""
 LOSS_WEIGHTS = ("uniform", "min-snr", "edm")
@@ -59,8 +68,8 @@ class ImpossibleDesign(ValueError):
 
 
 def check_prediction(prediction: str) -> str:
-    if prediction not in (*PREDICTIONS, CONSISTENCY):
-        known = ", ".join((*PREDICTIONS, CONSISTENCY))
+    if prediction not in (*PREDICTIONS, CONSISTENCY, FLOW_MAP):
+        known = ", ".join((*PREDICTIONS, CONSISTENCY, FLOW_MAP))
         raise ValueError(f"prediction must be one of {known}, got {prediction!r}")
     return prediction
 
@@ -206,7 +215,7 @@ class Denoiser:
         if self.prediction in ("edm", CONSISTENCY):
             c_in, _, _ = self._edm(t, x_t)
             return c_in * x_t
-        if self.prediction == "flow":
+        if self.prediction in ("flow", FLOW_MAP):
             r, _ = self.flow_variables(t, x_t)
             return r * x_t
         return x_t
@@ -221,7 +230,7 @@ class Denoiser:
             return x0
         if self.prediction == "v":
             return self.diffusion.v_from(x0, eps, t)
-        if self.prediction == "flow":
+        if self.prediction in ("flow", FLOW_MAP):  # a flow map's at r = t: the velocity
             return eps - x0
         if self.prediction == CONSISTENCY:
             raise ValueError(
@@ -243,7 +252,7 @@ class Denoiser:
             x0, eps = output, None
         elif self.prediction == "v":
             x0, eps = d.x0_from_v(x_t, t, output), d.eps_from_v(x_t, t, output)
-        elif self.prediction == "flow":  # x0 = x - t u and eps = x + (1 - t) u on the path x = r x_t
+        elif self.prediction in ("flow", FLOW_MAP):  # x0 = x - t u, eps = x + (1 - t) u on the path x = r x_t
             r, t_flow = self.flow_variables(t, x_t)
             x = r * x_t
             x0, eps = x - t_flow * output, x + (1.0 - t_flow) * output
@@ -268,10 +277,32 @@ class Denoiser:
         output = self.output(self.net_input(x_t, t), t).to(x_t.dtype)
         return self.split(output, x_t, t)
 
+    # ---------------------------------------------------------------------------------- flow maps
+    def average_velocity(self, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """A flow map's u(z, r, t) on the rectified-flow path z = (1 - t) x0 + t eps, at flow times ``t``
+        and ``r`` (one each per item, r <= t): the network called on (z, scale t, scale (t - r))."""
+        if self.prediction != FLOW_MAP:
+            raise ValueError(f"a {self.prediction!r} prediction is not a flow map: it takes no second time")
+        return self.net(z, FLOW_TIME_SCALE * t, gap=FLOW_TIME_SCALE * (t - r))
+
+    def flow_map(self, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """Where the flow takes ``z`` from flow time ``t`` to ``r`` <= t in one call: z - (t - r) u(z, r,
+        t); times outside 0 <= r <= t <= 1 are an error."""
+        if bool((r > t).any()) or bool((r < 0).any()) or bool((t > 1).any()):
+            raise ValueError("a flow map goes from flow time t to r with 0 <= r <= t <= 1")
+        gap = (t - r).to(z.dtype).reshape(-1, *[1] * (z.ndim - 1))
+        return z - gap * self.average_velocity(z, t, r).to(z.dtype)
+
     def output(self, net_input: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The network's output at ``net_input``: unconditional without labels (the call unconditional
         networks always had), conditional with them, and with guidance where it applies ``uncond + s (cond -
-        uncond)`` from one batched call of twice the batch (the null label in its second half)."""
+        uncond)`` from one batched call of twice the batch (the null label in its second half). A flow map's
+        network sees flow time (:data:`FLOW_TIME_SCALE` t_flow) and no gap: the flow's velocity."""
+        if self.prediction == FLOW_MAP:
+            if self.labels is not None:
+                raise ValueError("a flow map here is unconditional: it takes no labels")
+            _, t_flow = self.flow_variables(t, net_input)
+            return self.net(net_input, FLOW_TIME_SCALE * t_flow.reshape(-1))
         if self.labels is None:
             return self.net(net_input, t)
         labels = self.labels.to(net_input.device)
@@ -301,7 +332,7 @@ class Denoiser:
         """k such that, with x_t fixed, ``||output - target||^2 = k ||x0_hat - x0||^2``: SNR for eps, 1 for
         x0, SNR + 1 for v, SNR + 1 / sd^2 for EDM's F (= 1 / c_out^2) and (1 + sqrt(SNR))^2 for the flow's
         velocity (x0_hat - x0 = -t_flow (u_hat - u), and 1 / t_flow = 1 + sqrt(SNR))."""
-        if self.prediction == "flow":
+        if self.prediction in ("flow", FLOW_MAP):
             return (1.0 + snr.sqrt()).pow(2)
         if self.prediction == CONSISTENCY:
             raise ValueError("a consistency model is not trained by regression: it has no loss weighting")

@@ -18,6 +18,15 @@ Sampler = Callable[..., torch.Tensor]
 
 SAMPLERS: Registry[Sampler] = Registry("sampler", "bench.samplers")
 
+TO_THE_DATA = {
+    "grid": True,
+    "default_steps": 1,
+    "grid_points": lambda steps: steps + 1,
+    "calls": lambda grid: grid[:-1],
+}
+"""The registration of a sampler meant for one call or a few that ends at the data (consistency sampling,
+a flow map's jumps): N calls walk a grid of N + 1 points, whose last is not called."""
+
 
 def sampler_settings(method: str) -> tuple[str, ...]:
     """The settings (keyword arguments) the sampler ``method`` declared at registration, and the grid's when

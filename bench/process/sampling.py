@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from .denoiser import Denoiser, ImpossibleDesign
 from .diffusion import Diffusion
+from .flow_map import check_flow_map  # importing it registers the flow-map sampler
 from .grids import (
     CHURN_SETTINGS,
     Grid,
@@ -47,6 +48,7 @@ from .grids import (
 )
 from .sampler_registry import (  # noqa: F401  (the registry's helpers are part of this module's API)
     SAMPLERS,
+    TO_THE_DATA,
     Sampler,
     called_timesteps,
     check_steps,
@@ -137,11 +139,8 @@ def one_shot(
 
 @SAMPLERS.register(
     "consistency",
-    grid=True,
     finite_start=True,
-    default_steps=1,
-    grid_points=lambda steps: steps + 1,
-    calls=lambda grid: grid[:-1],
+    **TO_THE_DATA,
 )
 def consistency(
     denoiser: Denoiser,
@@ -213,6 +212,7 @@ def check_start(diffusion: Diffusion, prediction: str, method: str, grid: Grid) 
             "a zero-terminal-SNR schedule (rectified-flow, or --zero-terminal-snr) has alpha_bar[T-1] = 0, "
             "where x0 cannot be recovered from an eps prediction; use target v, x0, edm or flow"
         )
+    check_flow_map(prediction, method)
     if SAMPLERS.metadata(method).get("finite_start") and grid.kind == "uniform":
         check_finite_start(method, float(diffusion.sigmas[-1]))
 

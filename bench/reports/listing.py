@@ -111,9 +111,9 @@ def calls(cost: StepCost) -> str:
     """Network calls per example beyond the student's forward and backward: ``+1 forward, +2 teacher``."""
     parts = []
     if cost.extra_forwards:
-        parts.append(f"+{cost.extra_forwards} forward{'s' if cost.extra_forwards > 1 else ''}")
+        parts.append(f"+{cost.extra_forwards:g} forward{'s' if cost.extra_forwards > 1 else ''}")
     if cost.teacher_calls:
-        parts.append(f"+{cost.teacher_calls} teacher")
+        parts.append(f"+{cost.teacher_calls:g} teacher")
     return ", ".join(parts) or "none"
 
 

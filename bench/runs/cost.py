@@ -19,7 +19,7 @@ from .run_folder import RunFolder, TrainMetrics
 NO_EXTRA_CALLS = StepCost()
 
 
-def own_training_flops(train: TrainMetrics, *, extra_forwards_per_image: int = 0) -> float | None:
+def own_training_flops(train: TrainMetrics, *, extra_forwards_per_image: float = 0) -> float | None:
     """The run's own training FLOPs: each image seen costs a forward and backward pass of the network, and
     ``extra_forwards_per_image`` more forward passes of it (a consistency model's target network)."""
     if train.training_flops_per_image is None:

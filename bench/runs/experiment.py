@@ -19,6 +19,7 @@ from ..config import AUTO_SAMPLER, RunConfig, SampleConfig
 from ..environment import configure_allocator, configure_tf32, resolve_device
 from ..process.denoiser import CONSISTENCY, Denoiser
 from ..process.diffusion import Diffusion
+from ..process.flow_map import FLOW_MAP_SAMPLER
 from ..process.sampling import check_start, check_steps, follows_the_ode, sample
 from ..training.checkpoint import identity, load_checkpoint, norm_groups
 from ..training.objectives import declaration
@@ -117,10 +118,14 @@ def sample_labels(exp: Experiment, sample_cfg: SampleConfig, n: int, first: int 
     return torch.arange(first, first + n) % exp.num_classes
 
 
+ONE_CALL_SAMPLERS = ("consistency", FLOW_MAP_SAMPLER)
+"""The samplers of designs meant for one call (and a few): ``method="auto"`` samples them with one step."""
+
+
 def auto_method(recipe: denoisers.Recipe) -> str:
     """The sampler ``method="auto"`` gives a design: its own for a design trained only on pure noise
-    (one_shot) and for a consistency model, DDIM (with ``steps`` steps) for every other."""
-    if recipe.timesteps == "terminal" or recipe.sampler == "consistency":
+    (one_shot), for a consistency model and for a flow map, DDIM (with ``steps`` steps) for every other."""
+    if recipe.timesteps == "terminal" or recipe.sampler in ONE_CALL_SAMPLERS:
         return recipe.sampler
     return "ddim"
 
@@ -143,9 +148,10 @@ def resolve_sampler(
     if method == AUTO_SAMPLER:
         method = auto_method(recipe)
         chosen: dict = {}
-        if method == "consistency":  # a consistency model is meant for one call ...
+        if method in ONE_CALL_SAMPLERS:  # a consistency model or a flow map is meant for one call ...
             chosen = {"steps": 1}
-            if diffusion.zero_terminal_snr and sample_cfg.grid_choice().is_default:
+            at_pure_noise = diffusion.zero_terminal_snr and sample_cfg.grid_choice().is_default
+            if method == "consistency" and at_pure_noise:
                 chosen["grid"] = "karras"  # ... at the largest noise level it was trained at, not pure noise
         elif (halving := declaration(recipe.objective).student_steps) and teacher_steps is not None:
             # its own grid, every other point of its teacher's, with the deterministic DDIM it learnt

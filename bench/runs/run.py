@@ -30,6 +30,7 @@ from ..training.objectives import (
     check_objective,
     declaration,
     needs_teacher,
+    step_cost,
 )
 from ..training.pairs import Pairs, Teacher, distillation_metrics, make_pairs
 from ..training.stopping import looking_at
@@ -298,8 +299,10 @@ def train_and_finish(
 
 def cost_inputs(config: RunConfig, exp: Experiment, teacher: Teacher | None, pairs: Pairs | None) -> dict:
     """What :func:`bench.runs.cost.run_cost` needs beside the run's training metrics: the network calls per
-    example its objective declared, and the teacher's folder, forward FLOPs and pairs."""
-    inputs: dict = {"step_cost": declaration(exp.recipe.objective).cost(config)}
+    example its objective declared (or measured on the network), and the teacher's folder, forward FLOPs
+    and pairs."""
+    shape = tuple(exp.data.image_shape)
+    inputs: dict = {"step_cost": step_cost(exp.recipe.objective, config, exp.model, shape)}
     if teacher is not None:
         inputs.update(
             teacher_dir=teacher.path,

@@ -4,13 +4,15 @@ design trains with, named by its recipe (``Recipe.objective``) and built by the 
   base         the registry, what an objective declares (:class:`Declaration`) and the checks that read it;
   regression   the loss on the prediction target (DDPM's L_simple, its weightings, teacher pairs, labels);
   consistency  consistency distillation (CD) and improved consistency training (iCT);
-  progressive  progressive distillation (two teacher DDIM steps in one student step).
+  progressive  progressive distillation (two teacher DDIM steps in one student step);
+  flow_map     flow maps from scratch: MeanFlow and shortcut models.
 
 A new objective is a module here (or in another package, through the ``bench.objectives`` entry points)
 that registers a factory with its declaration.
 """
 
 from . import consistency as _consistency  # noqa: F401  (registers the consistency objectives)
+from . import flow_map as _flow_map  # noqa: F401  (registers "meanflow" and "shortcut")
 from . import progressive as _progressive  # noqa: F401  (registers "progressive-distillation")
 from . import regression as _regression  # noqa: F401  (registers "regression")
 from .base import (
@@ -32,6 +34,7 @@ from .base import (
     design_settings,
     needs_teacher,
     start_from_teacher,
+    step_cost,
 )
 
 __all__ = [
@@ -53,4 +56,5 @@ __all__ = [
     "design_settings",
     "needs_teacher",
     "start_from_teacher",
+    "step_cost",
 ]

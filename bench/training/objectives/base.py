@@ -28,7 +28,7 @@ from torch import nn
 
 from denoisers import Recipe
 
-from ...config import ConsistencyConfig, DistillConfig, RunConfig, TrainConfig
+from ...config import ConsistencyConfig, DistillConfig, FlowMapConfig, RunConfig, TrainConfig
 from ...process.denoiser import CONSISTENCY, Denoiser
 from ...process.diffusion import Diffusion
 from ...registry import Registry
@@ -55,16 +55,21 @@ class Batch:
 class StepCost:
     """Network calls per training example of one step, beyond the student's one forward and backward."""
 
-    extra_forwards: int = 0  # forwards of a student-sized network without backward (a target network)
-    teacher_calls: int = 0  # forwards of the teacher
+    extra_forwards: float = 0  # forwards of a student-sized network without backward (a target network)
+    teacher_calls: float = 0  # forwards of the teacher
 
 
 DESIGN_SETTINGS = tuple(
     f"{section}.{field.name}"
-    for section, kind in (("distill", DistillConfig), ("consistency", ConsistencyConfig))
+    for section, kind in (
+        ("distill", DistillConfig),
+        ("consistency", ConsistencyConfig),
+        ("flow_map", FlowMapConfig),
+    )
     for field in dataclasses.fields(kind)
 )
-"""The settings only some designs read: a teacher's (``distill``) and the consistency objectives'."""
+"""The settings only some designs read: a teacher's (``distill``), the consistency objectives' and the
+flow-map objectives'."""
 PAIRS_SETTINGS = ("distill.teacher", "distill.teacher_steps", "distill.pairs", "distill.teacher_clip_x0")
 """What a design trained on a teacher's (noise, image) pairs reads (``Recipe.pairs == "teacher"``)."""
 
@@ -87,6 +92,9 @@ class Declaration:
                   ``--loss-weight`` and ``--noise-levels`` mean nothing to it.
     fixed_plan:   why a run cannot be extended past the steps it was planned for (None: it can).
     cost:         its :class:`StepCost` for a run's config.
+    measured_cost: where its cost depends on the network beyond a count of calls (a JVP's FLOPs), its
+                  :class:`StepCost` measured on the run's network (config, model, image shape); the run
+                  records that one, ``bench list`` shows ``cost``.
     student_steps: for a student that learns two of its teacher's DDIM steps in one, the steps it samples
                   with for a teacher of so many steps.
     check:        its own check of a design (recipe, diffusion, training config), before anything is built.
@@ -104,6 +112,7 @@ class Declaration:
     own_noise: bool = False
     fixed_plan: str | None = None
     cost: Callable[[RunConfig], StepCost] = no_extra_cost
+    measured_cost: Callable[[RunConfig, nn.Module, tuple[int, ...]], StepCost] | None = None
     student_steps: Callable[[int], int] | None = None
     check: Callable[[Recipe, Diffusion, TrainConfig], None] | None = None
     settings: tuple[str, ...] = ()
@@ -172,6 +181,15 @@ def declaration(name: str) -> Declaration:
     if not isinstance(declared, Declaration):
         raise TypeError(f"objective {name!r} was registered without declares=Declaration(...)")
     return declared
+
+
+def step_cost(name: str, config: RunConfig, model: nn.Module, image_shape: tuple[int, ...]) -> StepCost:
+    """The objective ``name``'s cost per step of a run: measured on its network where it declared how,
+    else its declared count."""
+    declared = declaration(name)
+    if declared.measured_cost is not None:
+        return declared.measured_cost(config, model, image_shape)
+    return declared.cost(config)
 
 
 def needs_teacher(recipe: Recipe) -> bool:

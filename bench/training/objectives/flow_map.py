@@ -1,0 +1,326 @@
+"""Flow maps trained from scratch, without a teacher: MeanFlow (Geng et al. 2025) and shortcut models (Frans
+et al. 2024), on a network wrapped with the ``flow-map`` prediction: u(z, r, t) is the average velocity of the
+rectified-flow path z_t = (1 - t) x0 + t eps over [r, t], so that z_r = z_t - (t - r) u
+(:meth:`bench.process.denoiser.Denoiser.flow_map`).
+
+- MeanFlow: differentiating (t - r) u(z_t, r, t) = int_r^t v ds in t gives the MeanFlow identity
+  u = v - (t - r) du/dt, with du/dt the total derivative along the path, (dz/dt, dr/dt, dt/dt) = (v, 0, 1).
+  The target is v - (t - r) du/dt under stop-gradient, with the conditional velocity v = eps - x0 for v;
+  du/dt by one forward-mode JVP, or by a central finite difference of two more forwards.
+- Shortcut models: u at r = t is flow matching's velocity (regressed on eps - x0); for a step of 2h the target
+  is the mean of two steps of h taken by the model itself under stop-gradient (its self-consistency), the
+  steps powers of two of 1 / M down to the smallest, whose halves are velocities (a gap of 0).
+
+The target's pieces (the derivative, the identity, the two half steps) are separate functions, so the oracle
+tests can break each (a flipped sign, the stop-gradient removed) and watch the training fail.
+
+The JVP and the targets run on the bare model (the trainer's ``bind``), in float32, outside autocast and
+without gradients: under DistributedDataParallel a forward-mode pass through the wrapper would not take part
+in its gradient sync, so only the student's own forward, which the loss differentiates, goes through the
+wrapper. Forward-mode AD is not implemented for PyTorch's fused attention kernels nor for the fused CPU
+GroupNorm, so the JVP runs with SDPA's math kernel (``sdpa_kernel(MATH)``, which timm's attention uses too)
+and PyTorch's GroupNorm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import torch
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from denoisers.kernels.group_norm import GroupNorm
+
+from ...config import FlowMapConfig, RunConfig
+from ...process.denoiser import FLOW_MAP, Denoiser
+from .base import OBJECTIVES, Batch, Declaration, ObjectiveContext, StatelessObjective, StepCost
+
+ADAPTIVE_C = 1e-3
+"""MeanFlow's adaptive loss weight 1 / (e + c)^p: its c."""
+DIFFERENCE_STEP = 1e-3
+"""The finite difference's step in flow time: its truncation error is O(h^2) = 1e-6 of the curvature, its
+float32 rounding about 1e-7 / h = 1e-4 of u."""
+JVP_FORWARDS = 3
+"""A JVP's FLOPs in forwards of the network, as PyTorch's FlopCounterMode counts them (3.0 for both
+backbones and presets): what ``bench list`` shows. A run records the count measured on its own network
+(:func:`jvp_forwards`)."""
+
+Velocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""u(z, t, r): a flow map's average velocity at flow times t >= r."""
+
+
+def column(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-item values shaped (B, 1, ..., 1) to broadcast against ``like``."""
+    return values.to(like.dtype).reshape(-1, *[1] * (like.ndim - 1))
+
+
+@contextlib.contextmanager
+def differentiable_forward(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` so that forward-mode AD works: SDPA's math kernel, PyTorch's GroupNorm, float32."""
+    norms = [m for m in model.modules() if isinstance(m, GroupNorm)]
+    fused = [m.fused for m in norms]
+    for m in norms:
+        m.fused = False
+    try:
+        with sdpa_kernel([SDPBackend.MATH]), torch.autocast(_device_type(model), enabled=False):
+            yield
+    finally:
+        for m, was in zip(norms, fused, strict=True):
+            m.fused = was
+
+
+def _device_type(model: nn.Module) -> str:
+    parameter = next(model.parameters(), None)
+    return parameter.device.type if parameter is not None else "cpu"
+
+
+def total_derivative(
+    u: Velocity, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, v: torch.Tensor, method: str
+) -> torch.Tensor:
+    """du/dt along the path: the derivative of u(z, t, r) in the direction (v, 1, 0) of (z, t, r), by
+    ``torch.func.jvp`` or by the central difference (u(z + h v, t + h, r) - u(z - h v, t - h, r)) / 2h."""
+    if method == "jvp":
+        with warnings.catch_warnings():  # PyTorch's first JVP loads its decompositions with torch.jit.script
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+            _, dudt = torch.func.jvp(u, (z, t, r), (v, torch.ones_like(t), torch.zeros_like(r)))
+        return dudt
+    if method == "finite-difference":
+        h = DIFFERENCE_STEP
+        ahead, behind = u(z + h * v, t + h, r), u(z - h * v, t - h, r)
+        return (ahead - behind) / (2 * h)
+    raise ValueError(f"derivative must be jvp or finite-difference, got {method!r}")
+
+
+def meanflow_target(v: torch.Tensor, dudt: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """The MeanFlow identity's right-hand side: u = v - (t - r) du/dt."""
+    return v - column(t - r, v) * dudt
+
+
+def adaptive_loss(error: torch.Tensor, power: float) -> torch.Tensor:
+    """Per example: the squared error e (summed over pixels) weighted by 1 / (e + c)^p under stop-gradient,
+    divided by the pixel count so that p = 0 is the mean squared error of every other objective here."""
+    squared = error.float().pow(2).flatten(1).sum(1)
+    weight = (squared.detach() + ADAPTIVE_C).pow(-power) if power else 1.0
+    return weight * squared / error[0].numel()
+
+
+def logit_normal(n: int, mean: float, std: float, generator: torch.Generator, device) -> torch.Tensor:
+    """Flow times sigmoid(mean + std n), n ~ N(0, 1) (SD3's and MeanFlow's draw), float32."""
+    noise = torch.randn(n, generator=generator, device=device)
+    return torch.sigmoid(mean + std * noise)
+
+
+def meanflow_times(
+    n: int, config: FlowMapConfig, generator: torch.Generator, device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t, r): two logit-normal draws, t the larger, and r = t on a random ``equal_fraction`` of them."""
+    a = logit_normal(n, config.time_mean, config.time_std, generator, device)
+    b = logit_normal(n, config.time_mean, config.time_std, generator, device)
+    t, r = torch.maximum(a, b), torch.minimum(a, b)
+    equal = torch.rand(n, generator=generator, device=device) < config.equal_fraction
+    return t, torch.where(equal, t, r)
+
+
+class FlowMapObjective(StatelessObjective):
+    """What MeanFlow and shortcut share: the bare model for the targets, and the path's draws."""
+
+    def __init__(self, config: FlowMapConfig) -> None:
+        self.config = config
+        self.model: nn.Module | None = None
+
+    def bind(self, model: nn.Module) -> None:
+        self.model = model
+
+    def bare(self, student: Denoiser) -> Denoiser:
+        """The student's wrapper around the bare model (no DDP, no compile), for targets without gradient."""
+        return student if self.model is None else replace(student, net=self.model)
+
+    @staticmethod
+    def path(
+        x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_t, v): a point of the path (1 - t) x0 + t eps and its conditional velocity eps - x0."""
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        return x0 + column(t, x0) * (eps - x0), eps - x0
+
+
+class MeanFlow(FlowMapObjective):
+    """MeanFlow (Geng et al. 2025): u regressed on v - (t - r) du/dt under stop-gradient, adaptive weight."""
+
+    stop_gradient = True  # the tests turn it off once, to see the oracle fail without it
+
+    def loss(self, student: Denoiser, batch: Batch, step: int, generator: torch.Generator) -> torch.Tensor:
+        x0 = batch.x0
+        t, r = meanflow_times(x0.shape[0], self.config, generator, x0.device)
+        z, v = self.path(x0, t, generator)
+        target_net = self.bare(student) if self.stop_gradient else student
+        grad = contextlib.nullcontext() if not self.stop_gradient else torch.no_grad()
+        with grad, differentiable_forward(target_net.net):
+            dudt = total_derivative(
+                target_net.average_velocity, z.float(), t, r, v.float(), self.config.derivative
+            )
+        target = meanflow_target(v.float(), dudt.float(), t, r)
+        u = student.average_velocity(z, t, r)
+        return adaptive_loss(u.float() - target, self.config.adaptive_power)
+
+
+def shortcut_draws(
+    n: int, steps: int, generator: torch.Generator, device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t, d) of the self-consistency examples: a step d = 2^k / M (k = 0 .. log2 M, uniform), and t a
+    uniform multiple of d in [d, 1], so that the two half steps stay on the grid the sampler walks."""
+    levels = int(math.log2(steps)) + 1
+    k = torch.randint(0, levels, (n,), generator=generator, device=device)
+    d = (2.0**k) / steps
+    multiples = torch.floor(torch.rand(n, generator=generator, device=device) / d) + 1  # 1 .. 1/d
+    return (multiples * d).clamp(max=1.0), d
+
+
+def half_gap(d: torch.Tensor, steps: int) -> torch.Tensor:
+    """The gap the network is given for each half step of d: d / 2, or 0 (the velocity) for the smallest d,
+    whose halves lie below the grid."""
+    half = d / 2
+    return torch.where(d <= 1.0 / steps, torch.zeros_like(half), half)
+
+
+def shortcut_target(
+    model: Denoiser, z: torch.Tensor, t: torch.Tensor, d: torch.Tensor, steps: int
+) -> torch.Tensor:
+    """The self-consistency target for a step d from z at t: the mean of the model's own two half steps,
+    u1 = u(z, t, t - d/2), z' = z - d/2 u1, u2 = u(z', t - d/2, t - d), target (u1 + u2) / 2."""
+    half, gap = d / 2, half_gap(d, steps)
+    u1 = model.average_velocity(z, t, t - gap)
+    z_mid = z - column(half, z) * u1
+    u2 = model.average_velocity(z_mid, t - half, t - half - gap)
+    return (u1 + u2) / 2
+
+
+class Shortcut(FlowMapObjective):
+    """Shortcut models (Frans et al. 2024): flow matching at a gap of 0 on the batch's first part, the
+    self-consistency target for a step d on the rest (``consistency_fraction``)."""
+
+    def loss(self, student: Denoiser, batch: Batch, step: int, generator: torch.Generator) -> torch.Tensor:
+        x0, cfg = batch.x0, self.config
+        n = x0.shape[0]
+        consistent = round(cfg.consistency_fraction * n)
+        t_flow = torch.rand(n - consistent, generator=generator, device=x0.device)
+        t_self, d = shortcut_draws(consistent, cfg.shortcut_steps, generator, x0.device)
+        t = torch.cat([t_flow, t_self])
+        r = torch.cat([t_flow, t_self - d])
+        z, v = self.path(x0, t, generator)
+        target = v.float().clone()
+        if consistent:
+            with torch.no_grad():
+                bare = self.bare(student)
+                target[n - consistent :] = shortcut_target(
+                    bare, z[n - consistent :], t_self, d, cfg.shortcut_steps
+                ).float()
+        u = student.average_velocity(z, t, r)
+        return (u.float() - target).pow(2).flatten(1).mean(1)
+
+
+def meanflow_cost(config: RunConfig) -> StepCost:
+    """The derivative's forwards on every example: a JVP (:data:`JVP_FORWARDS`) or two forwards."""
+    return StepCost(extra_forwards=JVP_FORWARDS if config.flow_map.derivative == "jvp" else 2)
+
+
+def measured_meanflow_cost(config: RunConfig, model: nn.Module, image_shape: tuple[int, ...]) -> StepCost:
+    """The derivative's forwards on every example, the JVP's counted on the run's own network."""
+    if config.flow_map.derivative != "jvp":
+        return meanflow_cost(config)
+    return StepCost(extra_forwards=jvp_forwards(model, image_shape))
+
+
+def jvp_forwards(model: nn.Module, image_shape: tuple[int, ...], batch: int = 2) -> float:
+    """FLOPs of MeanFlow's JVP over FLOPs of a forward of the same network, both counted by PyTorch's
+    FlopCounterMode on a probe batch."""
+    with probe(model, image_shape, batch=batch) as (student, z, t):
+        with FlopCounterMode(display=False) as forward:
+            student.average_velocity(z, t, t / 2)
+        with FlopCounterMode(display=False) as jvp:
+            total_derivative(student.average_velocity, z, t, t / 2, z, "jvp")
+    return jvp.get_total_flops() / forward.get_total_flops()
+
+
+@contextlib.contextmanager
+def probe(
+    model: nn.Module, image_shape: tuple[int, ...], *, batch: int
+) -> Iterator[tuple[Denoiser, torch.Tensor, torch.Tensor]]:
+    """(the model as a flow map, zero images, t = 0.5) for a look at the network before training: in eval
+    mode, without gradients, as the JVP runs it, its random numbers drawn on a fork of the RNG so that the
+    run's own draws are untouched."""
+    device = next(model.parameters()).device
+    z = torch.zeros(batch, *image_shape, device=device)
+    t = torch.full((batch,), 0.5, device=device)
+    student = Denoiser(model, None, FLOW_MAP)  # type: ignore[arg-type]  (average_velocity needs no process)
+    was_training = model.training
+    model.eval()
+    forks = [device.index or 0] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=forks), torch.no_grad(), differentiable_forward(model):
+            yield student, z, t
+    finally:
+        model.train(was_training)
+
+
+def shortcut_cost(config: RunConfig) -> StepCost:
+    """The two half steps' forwards on the self-consistency share of the batch."""
+    return StepCost(extra_forwards=2 * config.flow_map.consistency_fraction)
+
+
+@OBJECTIVES.register(
+    "meanflow",
+    declares=Declaration(
+        predictions=(FLOW_MAP,),
+        second_time=True,
+        jvp=True,
+        own_noise=True,
+        cost=meanflow_cost,
+        measured_cost=measured_meanflow_cost,
+        settings=tuple(
+            f"flow_map.{name}"
+            for name in ("equal_fraction", "time_mean", "time_std", "derivative", "adaptive_power")
+        ),
+    ),
+)
+def meanflow(context: ObjectiveContext) -> MeanFlow:
+    """MeanFlow (Geng et al. 2025): the average velocity from the MeanFlow identity, no teacher."""
+    if context.config.flow_map.derivative == "jvp":
+        check_jvp(context.model, context.image_shape)
+    return MeanFlow(context.config.flow_map)
+
+
+def check_jvp(model: nn.Module, image_shape: tuple[int, ...]) -> None:
+    """Refuse ``--derivative jvp`` for a network that forward-mode AD cannot run through (an operation
+    without a forward derivative, such as a custom autograd.Function without ``jvp``), before anything is
+    trained or written: one JVP of one image."""
+    try:
+        with probe(model, image_shape, batch=1) as (student, z, t):
+            total_derivative(student.average_velocity, z, t, t / 2, z, "jvp")
+    except (RuntimeError, NotImplementedError) as exc:
+        reason = str(exc).strip().splitlines()[0][:200]
+        raise ValueError(
+            f"MeanFlow's --derivative jvp cannot run through this network ({reason}); use --derivative "
+            "finite-difference, which takes du/dt from two more forwards"
+        ) from None
+
+
+@OBJECTIVES.register(
+    "shortcut",
+    declares=Declaration(
+        predictions=(FLOW_MAP,),
+        second_time=True,
+        own_noise=True,
+        cost=shortcut_cost,
+        settings=("flow_map.consistency_fraction", "flow_map.shortcut_steps"),
+    ),
+)
+def shortcut(context: ObjectiveContext) -> Shortcut:
+    """Shortcut models (Frans et al. 2024): flow matching plus self-consistency of two half steps."""
+    return Shortcut(context.config.flow_map)
