@@ -3,8 +3,10 @@
 ``consistency-distilled`` (CD, Song et al. 2023) learns f(y, sigma), the map from any point of a teacher's
 probability-flow ODE trajectory to its end, by making f agree at two adjacent noise levels, the lower one
 reached by one ODE step of the teacher (needs ``--teacher``); ``consistency`` is improved consistency
-training (iCT, Song & Dhariwal 2023), the same without a teacher. Both use the consistency parametrisation
-(``bench.process.denoiser.CONSISTENCY``) and are sampled in one call or a few (the ``consistency`` sampler).
+training (iCT, Song & Dhariwal 2023), the same without a teacher; ``ect`` is easy consistency tuning (Geng
+et al. 2024), consistency training in continuous time started from a diffusion run's weights (``--teacher``).
+All three use the consistency parametrisation (``bench.process.denoiser.CONSISTENCY``) and are sampled in one
+call or a few (the ``consistency`` sampler).
 
 ``reflow`` (Liu et al. 2023) is a flow trained again, on the (noise, image) pairs of a trained flow's own
 ODE (``--teacher``, a run with ``--target flow``): the path between each pair's ends is straight, so the new
@@ -61,6 +63,12 @@ def consistency_distilled(
 ) -> nn.Module:
     """Consistency distillation (CD, Song et al. 2023) of a teacher's ODE; needs --teacher; 1-4 calls."""
     return _consistency("consistency-distilled", "consistency-distillation", image_shape, sigma_data, options)
+
+
+@register("ect", presets=UNET_PRESETS)
+def ect(image_shape: tuple[int, int, int], *, sigma_data: float = SIGMA_DATA, **options: Any) -> nn.Module:
+    """Easy consistency tuning (ECT, Geng et al. 2024) from a diffusion run's weights; needs --teacher."""
+    return _consistency("ect", "consistency-tuning", image_shape, sigma_data, options)
 
 
 @register("reflow", presets=UNET_PRESETS)

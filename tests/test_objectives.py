@@ -18,7 +18,8 @@ from denoisers.unet import build_unet
 from tests.helpers import invoke, refused_run
 
 BUILT_IN = (
-    *("consistency-distillation", "consistency-training", "meanflow", "progressive-distillation"),
+    *("consistency-distillation", "consistency-training", "consistency-tuning", "meanflow"),
+    "progressive-distillation",
     *("regression", "shortcut"),
 )
 
@@ -124,6 +125,7 @@ def test_bench_list_shows_every_objective_with_what_it_trains_needs_and_costs():
         "consistency-distillation": ("trains consistency, teacher's ODE steps", "+1 forward, +2 teacher"),
         "consistency-training": ("trains consistency", "+1 forward"),
         "progressive-distillation": ("trains x0/v/edm/flow, teacher's ODE steps", "+2 teacher"),
+        "consistency-tuning": ("trains consistency, teacher's weights", "+1 forward"),
         "meanflow": ("trains flow-map, a second time input, forward-mode AD (JVP)", "+3 forwards"),
         "shortcut": ("trains flow-map, a second time input", "+0.5 forward"),
     }
@@ -231,6 +233,7 @@ def test_an_unknown_objective_is_refused_with_the_names_that_exist(tmp_path):
     [
         ("regression", "heun", 0, 0),
         ("consistency-training", "heun", 1, 0),
+        ("consistency-tuning", "heun", 1, 0),
         ("consistency-distillation", "heun", 1, 2),
         ("consistency-distillation", "ddim", 1, 1),
         ("progressive-distillation", "heun", 0, 2),

@@ -5,7 +5,8 @@ design trains with, named by its recipe (``Recipe.objective``) and built by the 
   regression   the loss on the prediction target (DDPM's L_simple, its weightings, teacher pairs, labels);
   consistency  consistency distillation (CD) and improved consistency training (iCT);
   progressive  progressive distillation (two teacher DDIM steps in one student step);
-  flow_map     flow maps from scratch: MeanFlow and shortcut models.
+  flow_map     flow maps from scratch: MeanFlow and shortcut models;
+  tuning       easy consistency tuning (ECT) from a diffusion run's weights.
 
 A new objective is a module here (or in another package, through the ``bench.objectives`` entry points)
 that registers a factory with its declaration.
@@ -15,6 +16,7 @@ from . import consistency as _consistency  # noqa: F401  (registers the consiste
 from . import flow_map as _flow_map  # noqa: F401  (registers "meanflow" and "shortcut")
 from . import progressive as _progressive  # noqa: F401  (registers "progressive-distillation")
 from . import regression as _regression  # noqa: F401  (registers "regression")
+from . import tuning as _tuning  # noqa: F401  (registers "consistency-tuning")
 from .base import (
     DESIGN_SETTINGS,
     OBJECTIVES,
