@@ -92,8 +92,8 @@ def test_a_consistency_model_is_not_fed_to_an_ode_solver(runs, method, extra):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--teacher", "{edm}"], "denoiser 'unet' does not use --teacher: --teacher is for "
-                                 "consistency-distilled, direct-distilled, progressive-distilled, reflow"),
+        (["--teacher", "{edm}"], "denoiser 'unet' does not use --teacher: --teacher is for consistency-"
+                                 "distilled, direct-distilled, ect, progressive-distilled, reflow"),
         (["--pairs", "32"], "denoiser 'unet' does not use --pairs: --pairs is for direct-distilled, reflow"),
         (["--denoiser", "consistency", "--target-ema", "0.5"],
          "denoiser 'consistency' does not use --target-ema: --target-ema is for consistency-distilled"),
