@@ -130,6 +130,12 @@ def check_guidance(scale: object, interval: object = None) -> None:
         )
 
 
+def average_velocity(net: Net, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """A flow-map network's u(z, r, t): called on (z, scale t, gap = scale (t - r)), scale
+    :data:`FLOW_TIME_SCALE`."""
+    return net(z, FLOW_TIME_SCALE * t, gap=FLOW_TIME_SCALE * (t - r))
+
+
 @dataclass(frozen=True)
 class Denoiser:
     """``net(x_t, t)`` as a denoiser of ``diffusion``: ``denoiser(x_t, t) -> (x0_hat, eps_hat)``.
@@ -283,7 +289,7 @@ class Denoiser:
         and ``r`` (one each per item, r <= t): the network called on (z, scale t, scale (t - r))."""
         if self.prediction != FLOW_MAP:
             raise ValueError(f"a {self.prediction!r} prediction is not a flow map: it takes no second time")
-        return self.net(z, FLOW_TIME_SCALE * t, gap=FLOW_TIME_SCALE * (t - r))
+        return average_velocity(self.net, z, t, r)
 
     def flow_map(self, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """Where the flow takes ``z`` from flow time ``t`` to ``r`` <= t in one call: z - (t - r) u(z, r,

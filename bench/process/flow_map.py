@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .denoiser import FLOW_MAP, Denoiser, ImpossibleDesign
 from .diffusion import Diffusion
-from .grids import alpha_bar_of
+from .grids import vp_coefficients
 from .sampler_registry import SAMPLERS, TO_THE_DATA
 
 FLOW_MAP_SAMPLER = "flow-map"
@@ -25,9 +25,9 @@ FLOW_MAP_SAMPLER = "flow-map"
 def path_point(diffusion: Diffusion, t: int | float) -> tuple[float, float]:
     """(r, t_flow) of a grid timestep: x = r x_t is on the rectified-flow path at flow time t_flow, with
     r = 1 / (sqrt(ab) + sqrt(1 - ab)) and t_flow = sqrt(1 - ab) r (1 at pure noise)."""
-    ab = alpha_bar_of(diffusion, t)
-    r = 1.0 / (ab**0.5 + (1.0 - ab) ** 0.5)
-    return r, (1.0 - ab) ** 0.5 * r
+    alpha, sigma, _ = vp_coefficients(diffusion, t)
+    r = 1.0 / (alpha + sigma)
+    return r, sigma * r
 
 
 def check_flow_map(prediction: str, method: str) -> None:

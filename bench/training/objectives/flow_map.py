@@ -29,6 +29,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 
 import torch
 from torch import nn
@@ -38,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from denoisers.kernels.group_norm import GroupNorm
 
 from ...config import FlowMapConfig, RunConfig
-from ...process.denoiser import FLOW_MAP, Denoiser
+from ...process.denoiser import FLOW_MAP, Denoiser, average_velocity
 from .base import OBJECTIVES, Batch, Declaration, ObjectiveContext, StatelessObjective, StepCost
 
 ADAPTIVE_C = 1e-3
@@ -240,31 +241,30 @@ def measured_meanflow_cost(config: RunConfig, model: nn.Module, image_shape: tup
 def jvp_forwards(model: nn.Module, image_shape: tuple[int, ...], batch: int = 2) -> float:
     """FLOPs of MeanFlow's JVP over FLOPs of a forward of the same network, both counted by PyTorch's
     FlopCounterMode on a probe batch."""
-    with probe(model, image_shape, batch=batch) as (student, z, t):
+    with probe(model, image_shape, batch=batch) as (u, z, t):
         with FlopCounterMode(display=False) as forward:
-            student.average_velocity(z, t, t / 2)
+            u(z, t, t / 2)
         with FlopCounterMode(display=False) as jvp:
-            total_derivative(student.average_velocity, z, t, t / 2, z, "jvp")
+            total_derivative(u, z, t, t / 2, z, "jvp")
     return jvp.get_total_flops() / forward.get_total_flops()
 
 
 @contextlib.contextmanager
 def probe(
     model: nn.Module, image_shape: tuple[int, ...], *, batch: int
-) -> Iterator[tuple[Denoiser, torch.Tensor, torch.Tensor]]:
-    """(the model as a flow map, zero images, t = 0.5) for a look at the network before training: in eval
+) -> Iterator[tuple[Velocity, torch.Tensor, torch.Tensor]]:
+    """(the model's u(z, t, r), zero images, t = 0.5) for a look at the network before training: in eval
     mode, without gradients, as the JVP runs it, its random numbers drawn on a fork of the RNG so that the
     run's own draws are untouched."""
     device = next(model.parameters()).device
     z = torch.zeros(batch, *image_shape, device=device)
     t = torch.full((batch,), 0.5, device=device)
-    student = Denoiser(model, None, FLOW_MAP)  # type: ignore[arg-type]  (average_velocity needs no process)
     was_training = model.training
     model.eval()
     forks = [device.index or 0] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=forks), torch.no_grad(), differentiable_forward(model):
-            yield student, z, t
+            yield partial(average_velocity, model), z, t
     finally:
         model.train(was_training)
 
@@ -301,8 +301,8 @@ def check_jvp(model: nn.Module, image_shape: tuple[int, ...]) -> None:
     without a forward derivative, such as a custom autograd.Function without ``jvp``), before anything is
     trained or written: one JVP of one image."""
     try:
-        with probe(model, image_shape, batch=1) as (student, z, t):
-            total_derivative(student.average_velocity, z, t, t / 2, z, "jvp")
+        with probe(model, image_shape, batch=1) as (u, z, t):
+            total_derivative(u, z, t, t / 2, z, "jvp")
     except (RuntimeError, NotImplementedError) as exc:
         reason = str(exc).strip().splitlines()[0][:200]
         raise ValueError(
