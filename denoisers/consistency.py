@@ -4,9 +4,11 @@
 probability-flow ODE trajectory to its end, by making f agree at two adjacent noise levels, the lower one
 reached by one ODE step of the teacher (needs ``--teacher``); ``consistency`` is improved consistency
 training (iCT, Song & Dhariwal 2023), the same without a teacher; ``ect`` is easy consistency tuning (Geng
-et al. 2024), consistency training in continuous time started from a diffusion run's weights (``--teacher``).
-All three use the consistency parametrisation (``bench.process.denoiser.CONSISTENCY``) and are sampled in one
-call or a few (the ``consistency`` sampler).
+et al. 2024), consistency training in continuous time started from a diffusion run's weights (``--teacher``);
+``sct`` is continuous-time consistency training (Lu & Song 2024), the consistency condition's derivative
+along the path taken by a JVP in TrigFlow's variables, from scratch. The first three use the consistency
+parametrisation (``bench.process.denoiser.CONSISTENCY``), sct TrigFlow's (``TRIGFLOW``, conditioned on
+TrigFlow's time); all four are sampled in one call or a few (the ``consistency`` sampler).
 
 ``reflow`` (Liu et al. 2023) is a flow trained again, on the (noise, image) pairs of a trained flow's own
 ODE (``--teacher``, a run with ``--target flow``): the path between each pair's ends is straight, so the new
@@ -26,7 +28,7 @@ from typing import Any
 
 from torch import nn
 
-from bench.process.denoiser import CONSISTENCY, SIGMA_DATA
+from bench.process.denoiser import CONSISTENCY, SIGMA_DATA, TRIGFLOW
 
 from ._base import Recipe, register
 from .common import design_recipe
@@ -42,9 +44,11 @@ def _unet(name: str, recipe: Recipe, image_shape: tuple[int, int, int], options:
         raise ValueError(f"{name}: {exc}") from None
 
 
-def _consistency(name: str, objective: str, image_shape, sigma_data: float, options: dict) -> nn.Module:
+def _consistency(
+    name: str, objective: str, image_shape, sigma_data: float, options: dict, prediction: str = CONSISTENCY
+) -> nn.Module:
     recipe = design_recipe(
-        name, CONSISTENCY, sigma_data, allowed=(CONSISTENCY,), objective=objective, sampler="consistency"
+        name, prediction, sigma_data, allowed=(prediction,), objective=objective, sampler="consistency"
     )
     return _unet(name, recipe, image_shape, options)
 
@@ -69,6 +73,12 @@ def consistency_distilled(
 def ect(image_shape: tuple[int, int, int], *, sigma_data: float = SIGMA_DATA, **options: Any) -> nn.Module:
     """Easy consistency tuning (ECT, Geng et al. 2024) from a diffusion run's weights; needs --teacher."""
     return _consistency("ect", "consistency-tuning", image_shape, sigma_data, options)
+
+
+@register("sct", presets=UNET_PRESETS)
+def sct(image_shape: tuple[int, int, int], *, sigma_data: float = SIGMA_DATA, **options: Any) -> nn.Module:
+    """Continuous-time consistency training (sCT, Lu & Song 2024), TrigFlow's tangent; 1-4 calls."""
+    return _consistency("sct", "continuous-consistency", image_shape, sigma_data, options, TRIGFLOW)
 
 
 @register("reflow", presets=UNET_PRESETS)

@@ -220,7 +220,7 @@ SETTINGS = {
     *("distill.teacher", "distill.teacher_steps", "distill.pairs", "distill.teacher_clip_x0"),
     *("consistency.levels", "consistency.levels_start", "consistency.levels_end"),
     *("consistency.teacher_solver", "consistency.target_ema", "consistency.distance", "consistency.huber_c"),
-    "consistency.student_init",
+    *("consistency.student_init", "consistency.tangent_warmup", "consistency.tangent_c"),
     *("flow_map.equal_fraction", "flow_map.time_mean", "flow_map.time_std", "flow_map.derivative"),
     *("flow_map.adaptive_power", "flow_map.consistency_fraction", "flow_map.shortcut_steps"),
 }

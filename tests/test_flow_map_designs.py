@@ -12,7 +12,8 @@ from torch import nn
 import denoisers
 from bench.process.denoiser import FLOW_MAP
 from bench.training.objectives import declaration
-from bench.training.objectives.flow_map import jvp_forwards
+from bench.training.objectives.flow_map import meanflow_probe
+from bench.training.objectives.forward_mode import jvp_forwards
 from denoisers.common import design_recipe
 from tests.helpers import invoke, stop_at_two_and_resume
 from tests.helpers import refused_run as refused
@@ -108,7 +109,7 @@ def test_the_jvp_is_counted_on_the_network(backbone, low, high):
     kernel: three forwards, for either backbone."""
     net = denoisers.get("meanflow")((1, 28, 28), backbone=backbone)
     state = torch.random.get_rng_state()
-    assert low < jvp_forwards(net, (1, 28, 28)) < high
+    assert low < jvp_forwards(net, (1, 28, 28), meanflow_probe) < high
     assert torch.equal(state, torch.random.get_rng_state())
 
 

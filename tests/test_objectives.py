@@ -18,7 +18,8 @@ from denoisers.unet import build_unet
 from tests.helpers import invoke, refused_run
 
 BUILT_IN = (
-    *("consistency-distillation", "consistency-training", "consistency-tuning", "meanflow"),
+    *("consistency-distillation", "consistency-training", "consistency-tuning", "continuous-consistency"),
+    "meanflow",
     "progressive-distillation",
     *("regression", "shortcut"),
 )
@@ -126,6 +127,7 @@ def test_bench_list_shows_every_objective_with_what_it_trains_needs_and_costs():
         "consistency-training": ("trains consistency", "+1 forward"),
         "progressive-distillation": ("trains x0/v/edm/flow, teacher's ODE steps", "+2 teacher"),
         "consistency-tuning": ("trains consistency, teacher's weights", "+1 forward"),
+        "continuous-consistency": ("trains trigflow, forward-mode AD (JVP)", "+3 forwards"),
         "meanflow": ("trains flow-map, a second time input, forward-mode AD (JVP)", "+3 forwards"),
         "shortcut": ("trains flow-map, a second time input", "+0.5 forward"),
     }

@@ -300,8 +300,9 @@ def study_one_step(
     """The seed's question with today's answers: one network call from pure noise, at one budget per
     training, each design's compute with its teachers counted. Trains an EDM U-Net teacher, direct,
     direct-distilled, consistency distillation and consistency training, a rectified flow, its reflow and the
-    reflow's one-call student; scores each at 1, 2 and 4 calls and the teacher with DDIM, DPM-Solver++(2M) and
-    Heun at 1-50; writes OUT/report/ with one_step.md and quality_vs_calls.png, and prints the table.
+    reflow's one-call student, easy and continuous-time consistency (ECT from the teacher, sCT) and the flow
+    maps MeanFlow and shortcut; scores each at 1, 2 and 4 calls and the teacher with DDIM, DPM-Solver++(2M)
+    and Heun at 1-50; writes OUT/report/ with one_step.md and quality_vs_calls.png, and prints the table.
     Finished runs and scores are kept."""
     from ..studies.one_step import run_one_step_study
 

@@ -1,8 +1,9 @@
 """The options of the objectives only some designs train with: the consistency designs' (``consistency``,
 ``consistency-distilled``: the grid of noise levels, CD's teacher step and target network, the distance and
-the student's start) and the flow maps' (``meanflow``, ``shortcut``: their draws of two times, MeanFlow's
-derivative and loss weight, shortcut's share and steps). Each fills the config field of its name; given to a
-design that does not read it, it is a usage error (:mod:`bench.runs.given_settings`)."""
+the student's start; sCT's tangent) and the flow maps' (``meanflow``, ``shortcut``: their draws of two
+times, MeanFlow's derivative, which sCT reads too, and loss weight, shortcut's share and steps). Each fills
+the config field of its name; given to a design that does not read it, it is a usage error
+(:mod:`bench.runs.given_settings`)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ def consistency_options() -> list:
             "Consistency distillation's student starts from the teacher's weights or from random ones.",
             type=click.Choice(("teacher", "random")),
         ),
+        option("--tangent-warmup", "sCT's warm-up: steps for its tangent's 2nd term to reach 1 (0: none)."),
+        option("--tangent-c", "sCT's tangent normalisation g / (||g|| + c): its c (> 0)."),
     ]
 
 
@@ -74,7 +77,7 @@ def flow_map_options() -> list:
         option("--time-std", "MeanFlow's logit-normal standard deviation of its two flow times (> 0)."),
         option(
             "--derivative",
-            "MeanFlow's du/dt: jvp (forward-mode AD) or finite-difference (two more forwards).",
+            "MeanFlow's du/dt and sCT's dF/dt: jvp (forward-mode AD) or finite-difference (2 more forwards).",
             type=click.Choice(DERIVATIVES),
         ),
         option("--adaptive-power", "MeanFlow's adaptive loss weight 1 / (error + 0.001)^p: p (0 is l2)."),

@@ -95,7 +95,10 @@ class ConsistencyConfig:
     ``target_ema`` CD's target-network rate mu, ``distance`` the metric d (LPIPS, CD's choice in the paper,
     needs ImageNet-trained VGG weights, which cannot be had offline; pseudo-Huber is iCT's replacement for
     it), ``huber_c`` its c (None: 0.00054 sqrt(d)), and ``student_init`` whether the CD student starts from
-    the teacher's weights (the paper's choice) or from a fresh initialisation."""
+    the teacher's weights (the paper's choice) or from a fresh initialisation.
+    Continuous-time consistency training (sCT, :mod:`bench.training.objectives.continuous`) raises the
+    weight of its tangent's second term from 0 to 1 over ``tangent_warmup`` steps (0: none) and normalises
+    the tangent g as g / (||g|| + ``tangent_c``)."""
 
     levels: int = ruled(18, Rule(int, low=2))
     levels_start: int = ruled(10, Rule(int, low=2))
@@ -105,6 +108,8 @@ class ConsistencyConfig:
     distance: str = "pseudo-huber"
     huber_c: float | None = ruled(None, replace(POSITIVE, optional=True))
     student_init: str = "teacher"
+    tangent_warmup: int = ruled(150, Rule(int, low=0))
+    tangent_c: float = ruled(0.1, POSITIVE)
 
     def __post_init__(self) -> None:
         check_rules(self, prefix="consistency ")
@@ -118,8 +123,9 @@ class ConsistencyConfig:
 
 
 DERIVATIVES = ("jvp", "finite-difference")
-"""How MeanFlow takes du/dt along the path: forward-mode differentiation (``torch.func.jvp``) or a central
-finite difference of two more forwards (FastGen's and TiM's option, for networks the JVP cannot run)."""
+"""How MeanFlow and sCT take their total derivative along the path: forward-mode differentiation
+(``torch.func.jvp``) or a central finite difference of two more forwards (FastGen's and TiM's option, for
+networks the JVP cannot run)."""
 UNIT = Rule(float, low=0, high=1)
 
 

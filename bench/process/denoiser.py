@@ -31,6 +31,19 @@ CONSISTENCY = "consistency"
 c_in and c_skip, c_out shifted by the schedule's smallest noise level sigma_min, so that f(y, sigma_min) = y
 exactly. It has no regression target: the consistency objectives
 (:mod:`bench.training.objectives.consistency`) train it."""
+TRIGFLOW = "trigflow"
+"""TrigFlow's consistency model (Lu & Song 2024): with s = arctan(sigma / sd) and x_s = cos s y (so x_s / sd
+is EDM's c_in y), f = cos s x_s - sd sin s F, i.e. x0_hat = c_skip y - c_out F with EDM's c_skip and c_out,
+and the network called on (x_s / sd, :data:`TRIG_TIME_SCALE` s): TrigFlow's own time, not the schedule's
+timestep, whose derivative in s grows without bound towards pure noise. f(y, 0) = y, so at the schedule's
+sigma_min f is y to within sigma_min^2 / sd^2. Like ``consistency`` it has no regression target:
+continuous-time consistency training (:mod:`bench.training.objectives.continuous`) trains it."""
+CONSISTENCY_FUNCTIONS = (CONSISTENCY, TRIGFLOW)
+"""The predictions that are consistency functions (where the ODE ends), not denoisers E[x0 | x_t]."""
+TRIG_TIME_SCALE = 1.0
+"""A TrigFlow network sees s itself (c_noise(s) = s, the paper's identity time transformation), in [0,
+pi/2): on the backbones' sinusoidal embeddings only the lowest frequencies vary, so the time signal is
+smooth in s and its derivative bounded, which the JVP of the consistency condition needs."""
 FLOW_MAP = "flow-map"
 """A flow map (MeanFlow, Geng et al. 2025; shortcut models, Frans et al. 2024): a network that takes a second
 time and predicts the average velocity u(x, r, t) of the rectified-flow path over [r, t] in flow time, so that
@@ -68,8 +81,8 @@ class ImpossibleDesign(ValueError):
 
 
 def check_prediction(prediction: str) -> str:
-    if prediction not in (*PREDICTIONS, CONSISTENCY, FLOW_MAP):
-        known = ", ".join((*PREDICTIONS, CONSISTENCY, FLOW_MAP))
+    if prediction not in (*PREDICTIONS, *CONSISTENCY_FUNCTIONS, FLOW_MAP):
+        known = ", ".join((*PREDICTIONS, *CONSISTENCY_FUNCTIONS, FLOW_MAP))
         raise ValueError(f"prediction must be one of {known}, got {prediction!r}")
     return prediction
 
@@ -218,7 +231,7 @@ class Denoiser:
 
     def net_input(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """What the network sees: x_t itself, EDM's c_in(sigma) y, or the flow path's r x_t."""
-        if self.prediction in ("edm", CONSISTENCY):
+        if self.prediction in ("edm", *CONSISTENCY_FUNCTIONS):
             c_in, _, _ = self._edm(t, x_t)
             return c_in * x_t
         if self.prediction in ("flow", FLOW_MAP):
@@ -238,10 +251,10 @@ class Denoiser:
             return self.diffusion.v_from(x0, eps, t)
         if self.prediction in ("flow", FLOW_MAP):  # a flow map's at r = t: the velocity
             return eps - x0
-        if self.prediction == CONSISTENCY:
+        if self.prediction in CONSISTENCY_FUNCTIONS:
             raise ValueError(
                 "a consistency model has no regression target: it is trained by consistency distillation or "
-                "consistency training (bench.training.objectives.consistency)"
+                "consistency training (bench.training.objectives.consistency, .continuous)"
             )
         a, b = self.diffusion.coefficients(t, x0)
         sd = self.sigma_data
@@ -265,6 +278,9 @@ class Denoiser:
         elif self.prediction == CONSISTENCY:
             c_skip_y, c_out = self._consistency(t, x_t)
             x0, eps = c_skip_y * x_t + c_out * output, None
+        elif self.prediction == TRIGFLOW:  # f = cos s x_s - sd sin s F
+            _, c_skip_y, c_out = self._edm(t, x_t)
+            x0, eps = c_skip_y * x_t - c_out * output, None
         else:
             _, c_skip_y, c_out = self._edm(t, x_t)
             x0, eps = c_skip_y * x_t + c_out * output, None
@@ -282,6 +298,10 @@ class Denoiser:
             t = torch.full((x_t.shape[0],), t, dtype=dtype, device=x_t.device)
         output = self.output(self.net_input(x_t, t), t).to(x_t.dtype)
         return self.split(output, x_t, t)
+
+    def trig_time(self, t: torch.Tensor) -> torch.Tensor:
+        """TrigFlow's time s = arctan(sigma / sd) at timesteps ``t`` (pi / 2 where sigma is infinite)."""
+        return torch.atan(self.diffusion.sigma_at(t) / self.sigma_data)
 
     # ---------------------------------------------------------------------------------- flow maps
     def average_velocity(self, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -303,12 +323,17 @@ class Denoiser:
         """The network's output at ``net_input``: unconditional without labels (the call unconditional
         networks always had), conditional with them, and with guidance where it applies ``uncond + s (cond -
         uncond)`` from one batched call of twice the batch (the null label in its second half). A flow map's
-        network sees flow time (:data:`FLOW_TIME_SCALE` t_flow) and no gap: the flow's velocity."""
+        network sees flow time (:data:`FLOW_TIME_SCALE` t_flow) and no gap: the flow's velocity; a TrigFlow
+        network TrigFlow's time (:data:`TRIG_TIME_SCALE` s)."""
         if self.prediction == FLOW_MAP:
             if self.labels is not None:
                 raise ValueError("a flow map here is unconditional: it takes no labels")
             _, t_flow = self.flow_variables(t, net_input)
             return self.net(net_input, FLOW_TIME_SCALE * t_flow.reshape(-1))
+        if self.prediction == TRIGFLOW:
+            if self.labels is not None:
+                raise ValueError("a TrigFlow consistency model here is unconditional: it takes no labels")
+            return self.net(net_input, TRIG_TIME_SCALE * self.trig_time(t))
         if self.labels is None:
             return self.net(net_input, t)
         labels = self.labels.to(net_input.device)
@@ -340,7 +365,7 @@ class Denoiser:
         velocity (x0_hat - x0 = -t_flow (u_hat - u), and 1 / t_flow = 1 + sqrt(SNR))."""
         if self.prediction in ("flow", FLOW_MAP):
             return (1.0 + snr.sqrt()).pow(2)
-        if self.prediction == CONSISTENCY:
+        if self.prediction in CONSISTENCY_FUNCTIONS:
             raise ValueError("a consistency model is not trained by regression: it has no loss weighting")
         return {
             "eps": snr,

@@ -17,7 +17,7 @@ from denoisers.kernels.group_norm import use_fused_kernels
 from .. import datasets
 from ..config import AUTO_SAMPLER, RunConfig, SampleConfig
 from ..environment import configure_allocator, configure_tf32, resolve_device
-from ..process.denoiser import CONSISTENCY, Denoiser
+from ..process.denoiser import CONSISTENCY_FUNCTIONS, Denoiser
 from ..process.diffusion import Diffusion
 from ..process.flow_map import FLOW_MAP_SAMPLER
 from ..process.sampling import check_start, check_steps, follows_the_ode, sample
@@ -168,7 +168,7 @@ def resolve_sampler(
             f"this denoiser is trained only on pure noise (t = T-1), so it can only be sampled with "
             f"method 'one_shot', not {method!r}"
         )
-    if recipe.prediction == CONSISTENCY and follows_the_ode(method, sample_cfg.eta):
+    if recipe.prediction in CONSISTENCY_FUNCTIONS and follows_the_ode(method, sample_cfg.eta):
         raise ValueError(
             f"a consistency model's f(x_t) is where its ODE ends, not the denoiser E[x0 | x_t] whose slope "
             f"{method}{' with eta 0' if method == 'ddim' else ''} follows, so its numbers would not measure "

@@ -8,7 +8,7 @@ import torch
 from ..config import DistillConfig
 from ..environment import configure_allocator, configure_tf32
 from ..evaluation.throughput import forward_flops_per_image
-from ..process.denoiser import Denoiser
+from ..process.denoiser import CONSISTENCY_FUNCTIONS, Denoiser
 from ..training.objectives import declaration
 from ..training.pairs import Teacher, TeacherError
 from .experiment import Experiment, load_run
@@ -56,7 +56,7 @@ def load_teacher(config: DistillConfig, student: Experiment) -> Teacher:
 def check_teacher(path: str, teacher: Experiment, student: Experiment) -> None:
     """Refuse a teacher that cannot teach this student (see :func:`load_teacher`)."""
     recipe = student.recipe
-    if teacher.recipe.timesteps != "all" or teacher.recipe.prediction == "consistency":
+    if teacher.recipe.timesteps != "all" or teacher.recipe.prediction in CONSISTENCY_FUNCTIONS:
         why = "trained only on pure noise" if teacher.recipe.timesteps != "all" else "a consistency model"
         raise TeacherError(
             f"--teacher {path!r} is a {teacher.config.denoiser!r} run, {why}, with no probability-flow ODE "

@@ -8,8 +8,13 @@ total compute, teachers counted:
   direct                 one call from pure noise on independent pairs (collapses to the mean image);
   direct-distilled       the same on the teacher's DDIM pairs (Luhman & Luhman 2021);
   consistency-distilled  CD (Song et al. 2023) of the teacher, 1, 2 and 4 calls;
+  ect                    easy consistency tuning (Geng et al. 2024) from the teacher's weights, 1, 2 and 4
+                         calls;
   consistency            iCT (Song & Dhariwal 2023), no teacher, 1, 2 and 4 calls;
+  sct                    continuous-time consistency training (Lu & Song 2024), no teacher, 1, 2 and 4 calls;
   flow                   a rectified flow (velocity on the rectified-flow schedule), its Euler calls;
+  meanflow, shortcut     the flow maps trained from scratch (Geng et al. 2025; Frans et al. 2024) on the
+                         flow's schedule, 1, 2 and 4 jumps of the flow-map sampler;
   reflow                 the 2-rectified flow trained on the flow's own ODE pairs (Liu et al. 2023), 1, 2
                          and 4 Euler calls (DDIM with eta 0 on the flow path);
   reflow-distilled       the one-call student of the reflow (direct-distilled with the flow target).
@@ -58,6 +63,7 @@ ODE_SCORINGS = (
 EULER = (("ddim", 0.0, "uniform", (1, 2, 4, 50)),)
 """A flow's Euler calls: DDIM with eta 0 is Euler's method on the flow path."""
 CONSISTENCY = (("consistency", 0.0, "uniform", (1, 2, 4)),)
+FLOW_MAP = (("flow-map", 0.0, "uniform", (1, 2, 4)),)
 TEACHER, FLOW = "teacher-edm", "flow"
 DESIGNS = {
     TEACHER: OneStepDesign("unet", {"target": "edm"}, scorings=ODE_SCORINGS),
@@ -66,8 +72,12 @@ DESIGNS = {
     "consistency-distilled": OneStepDesign(
         "consistency-distilled", {}, teacher=TEACHER, scorings=CONSISTENCY
     ),
+    "ect": OneStepDesign("ect", {}, teacher=TEACHER, scorings=CONSISTENCY),
     "consistency": OneStepDesign("consistency", {}, scorings=CONSISTENCY),
+    "sct": OneStepDesign("sct", {}, scorings=CONSISTENCY),
     FLOW: OneStepDesign("unet", {"target": "flow"}, schedule="rectified-flow", scorings=EULER),
+    "meanflow": OneStepDesign("meanflow", {}, schedule="rectified-flow", scorings=FLOW_MAP),
+    "shortcut": OneStepDesign("shortcut", {}, schedule="rectified-flow", scorings=FLOW_MAP),
     "reflow": OneStepDesign("reflow", {}, schedule="rectified-flow", teacher=FLOW, scorings=EULER),
     "reflow-distilled": OneStepDesign(
         "direct-distilled", {"target": "flow"}, schedule="rectified-flow", teacher="reflow"

@@ -1,11 +1,16 @@
-"""One training step of each flow-map objective beside a plain flow-matching step on the same network
-(the ``unet`` backbone with the second time, ``target=flow`` for the plain step):
+"""One training step of each teacher-free one-call objective beside a plain flow-matching step on the same
+network (the ``unet`` backbone with the second time, ``target=flow`` for the plain step; the consistency
+designs' U-Net is the same without the second time's small embedding):
 
 - ``flow``: flow matching, one forward and backward;
 - ``meanflow-jvp``: MeanFlow with du/dt by ``torch.func.jvp`` (the math attention kernel and PyTorch's
   GroupNorm inside the JVP), then the student's forward and backward;
 - ``meanflow-fd``: the same with two more forwards instead of the JVP;
-- ``shortcut``: flow matching on 3/4 of the batch, two half-step forwards on the other 1/4.
+- ``shortcut``: flow matching on 3/4 of the batch, two half-step forwards on the other 1/4;
+- ``ect``: easy consistency tuning, the target's forward under stop-gradient (started from an EDM U-Net's
+  weights);
+- ``sct-jvp`` and ``sct-fd``: continuous-time consistency training, its tangent by ``torch.func.jvp``
+  through the consistency wrapper, or by two more forwards.
 
 The aim for MeanFlow is at most 2.5x a plain step. ``extra_info`` records each case's ratio to the plain
 step's median when it ran first in the same session (``ratio_to_flow``), and the forwards each declares.
@@ -20,6 +25,7 @@ import denoisers
 import schedules
 from bench.config import FlowMapConfig, RunConfig, TrainConfig
 from bench.environment import configure_allocator, device_name
+from bench.process.denoiser import Denoiser
 from bench.process.diffusion import Diffusion
 from bench.training.objectives import ObjectiveContext, build_objective, declaration
 from bench.training.trainer import Trainer
@@ -32,6 +38,9 @@ CASES = {  # design, flow-map settings; the plain step first, for the ratios
     "meanflow-jvp": ("meanflow", {"derivative": "jvp"}),
     "meanflow-fd": ("meanflow", {"derivative": "finite-difference"}),
     "shortcut": ("shortcut", {}),
+    "ect": ("ect", {}),
+    "sct-jvp": ("sct", {"derivative": "jvp"}),
+    "sct-fd": ("sct", {"derivative": "finite-difference"}),
 }
 MEDIANS: dict[tuple[str, str], float] = {}
 
@@ -52,7 +61,11 @@ def test_flow_map_step(benchmark, preset, shape, cpu_batch, gpu_batch, case):
     net = denoisers.get(design)(shape, preset=preset, **options).to(DEVICE, memory_format=torch.channels_last)
     diffusion = Diffusion(schedules.get("rectified-flow")(1000))
     config = RunConfig(train=TrainConfig(batch_size=batch), flow_map=FlowMapConfig(**settings))
-    objective = build_objective(ObjectiveContext(config, net.recipe, net, diffusion, shape))
+    teacher = None
+    if declaration(net.recipe.objective).teacher is not None:  # ECT's initial weights: an EDM U-Net's
+        teacher = Denoiser.of(denoisers.get("unet")(shape, preset=preset, target="edm").to(DEVICE), diffusion)
+    context = ObjectiveContext(config, net.recipe, net, diffusion, shape, teacher=teacher)
+    objective = build_objective(context)
     images = torch.rand(batch * 4, *shape) * 2 - 1
     trainer = Trainer(
         net, diffusion, images, config.train, net.recipe, device=DEVICE, seed=0, objective=objective

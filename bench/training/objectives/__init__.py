@@ -6,13 +6,16 @@ design trains with, named by its recipe (``Recipe.objective``) and built by the 
   consistency  consistency distillation (CD) and improved consistency training (iCT);
   progressive  progressive distillation (two teacher DDIM steps in one student step);
   flow_map     flow maps from scratch: MeanFlow and shortcut models;
-  tuning       easy consistency tuning (ECT) from a diffusion run's weights.
+  tuning       easy consistency tuning (ECT) from a diffusion run's weights;
+  continuous   continuous-time consistency training (sCT) in TrigFlow's variables;
+  forward_mode the JVP the last two kinds of target take, routed past the fused kernels and costed.
 
 A new objective is a module here (or in another package, through the ``bench.objectives`` entry points)
 that registers a factory with its declaration.
 """
 
 from . import consistency as _consistency  # noqa: F401  (registers the consistency objectives)
+from . import continuous as _continuous  # noqa: F401  (registers "continuous-consistency")
 from . import flow_map as _flow_map  # noqa: F401  (registers "meanflow" and "shortcut")
 from . import progressive as _progressive  # noqa: F401  (registers "progressive-distillation")
 from . import regression as _regression  # noqa: F401  (registers "regression")

@@ -14,43 +14,31 @@ rectified-flow path z_t = (1 - t) x0 + t eps over [r, t], so that z_r = z_t - (t
 The target's pieces (the derivative, the identity, the two half steps) are separate functions, so the oracle
 tests can break each (a flipped sign, the stop-gradient removed) and watch the training fail.
 
-The JVP and the targets run on the bare model (the trainer's ``bind``), in float32, outside autocast and
-without gradients: under DistributedDataParallel a forward-mode pass through the wrapper would not take part
-in its gradient sync, so only the student's own forward, which the loss differentiates, goes through the
-wrapper. Forward-mode AD is not implemented for PyTorch's fused attention kernels nor for the fused CPU
-GroupNorm, so the JVP runs with SDPA's math kernel (``sdpa_kernel(MATH)``, which timm's attention uses too)
-and PyTorch's GroupNorm.
+The JVP and the targets run on the bare model, in float32, outside autocast and without gradients
+(:mod:`.forward_mode`, which says why and how the JVP is routed past the fused kernels).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
 import torch
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
-
-from denoisers.kernels.group_norm import GroupNorm
 
 from ...config import FlowMapConfig, RunConfig
 from ...process.denoiser import FLOW_MAP, Denoiser, average_velocity
 from .base import OBJECTIVES, Batch, Declaration, ObjectiveContext, StatelessObjective, StepCost
+from .forward_mode import JVP_FORWARDS, check_jvp, differentiable_forward, jvp, jvp_forwards
 
 ADAPTIVE_C = 1e-3
 """MeanFlow's adaptive loss weight 1 / (e + c)^p: its c."""
 DIFFERENCE_STEP = 1e-3
 """The finite difference's step in flow time: its truncation error is O(h^2) = 1e-6 of the curvature, its
 float32 rounding about 1e-7 / h = 1e-4 of u."""
-JVP_FORWARDS = 3
-"""A JVP's FLOPs in forwards of the network, as PyTorch's FlopCounterMode counts them (3.0 for both
-backbones and presets): what ``bench list`` shows. A run records the count measured on its own network
-(:func:`jvp_forwards`)."""
 
 Velocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """u(z, t, r): a flow map's average velocity at flow times t >= r."""
@@ -61,36 +49,13 @@ def column(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.to(like.dtype).reshape(-1, *[1] * (like.ndim - 1))
 
 
-@contextlib.contextmanager
-def differentiable_forward(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` so that forward-mode AD works: SDPA's math kernel, PyTorch's GroupNorm, float32."""
-    norms = [m for m in model.modules() if isinstance(m, GroupNorm)]
-    fused = [m.fused for m in norms]
-    for m in norms:
-        m.fused = False
-    try:
-        with sdpa_kernel([SDPBackend.MATH]), torch.autocast(_device_type(model), enabled=False):
-            yield
-    finally:
-        for m, was in zip(norms, fused, strict=True):
-            m.fused = was
-
-
-def _device_type(model: nn.Module) -> str:
-    parameter = next(model.parameters(), None)
-    return parameter.device.type if parameter is not None else "cpu"
-
-
 def total_derivative(
     u: Velocity, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor, v: torch.Tensor, method: str
 ) -> torch.Tensor:
     """du/dt along the path: the derivative of u(z, t, r) in the direction (v, 1, 0) of (z, t, r), by
     ``torch.func.jvp`` or by the central difference (u(z + h v, t + h, r) - u(z - h v, t - h, r)) / 2h."""
     if method == "jvp":
-        with warnings.catch_warnings():  # PyTorch's first JVP loads its decompositions with torch.jit.script
-            warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
-            _, dudt = torch.func.jvp(u, (z, t, r), (v, torch.ones_like(t), torch.zeros_like(r)))
-        return dudt
+        return jvp(u, (z, t, r), (v, torch.ones_like(t), torch.zeros_like(r)))
     if method == "finite-difference":
         h = DIFFERENCE_STEP
         ahead, behind = u(z + h * v, t + h, r), u(z - h * v, t - h, r)
@@ -235,38 +200,14 @@ def measured_meanflow_cost(config: RunConfig, model: nn.Module, image_shape: tup
     """The derivative's forwards on every example, the JVP's counted on the run's own network."""
     if config.flow_map.derivative != "jvp":
         return meanflow_cost(config)
-    return StepCost(extra_forwards=jvp_forwards(model, image_shape))
+    return StepCost(extra_forwards=jvp_forwards(model, image_shape, meanflow_probe))
 
 
-def jvp_forwards(model: nn.Module, image_shape: tuple[int, ...], batch: int = 2) -> float:
-    """FLOPs of MeanFlow's JVP over FLOPs of a forward of the same network, both counted by PyTorch's
-    FlopCounterMode on a probe batch."""
-    with probe(model, image_shape, batch=batch) as (u, z, t):
-        with FlopCounterMode(display=False) as forward:
-            u(z, t, t / 2)
-        with FlopCounterMode(display=False) as jvp:
-            total_derivative(u, z, t, t / 2, z, "jvp")
-    return jvp.get_total_flops() / forward.get_total_flops()
-
-
-@contextlib.contextmanager
-def probe(
-    model: nn.Module, image_shape: tuple[int, ...], *, batch: int
-) -> Iterator[tuple[Velocity, torch.Tensor, torch.Tensor]]:
-    """(the model's u(z, t, r), zero images, t = 0.5) for a look at the network before training: in eval
-    mode, without gradients, as the JVP runs it, its random numbers drawn on a fork of the RNG so that the
-    run's own draws are untouched."""
-    device = next(model.parameters()).device
-    z = torch.zeros(batch, *image_shape, device=device)
-    t = torch.full((batch,), 0.5, device=device)
-    was_training = model.training
-    model.eval()
-    forks = [device.index or 0] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=forks), torch.no_grad(), differentiable_forward(model):
-            yield partial(average_velocity, model), z, t
-    finally:
-        model.train(was_training)
+def meanflow_probe(model: nn.Module, z: torch.Tensor) -> tuple[Callable[[], object], Callable[[], object]]:
+    """MeanFlow's forward and its JVP of du/dt at t = 0.5, r = 0.25 (:data:`forward_mode.Probe`)."""
+    t = torch.full((z.shape[0],), 0.5, device=z.device)
+    u = partial(average_velocity, model)
+    return partial(u, z, t, t / 2), partial(total_derivative, u, z, t, t / 2, z, "jvp")
 
 
 def shortcut_cost(config: RunConfig) -> StepCost:
@@ -292,23 +233,8 @@ def shortcut_cost(config: RunConfig) -> StepCost:
 def meanflow(context: ObjectiveContext) -> MeanFlow:
     """MeanFlow (Geng et al. 2025): the average velocity from the MeanFlow identity, no teacher."""
     if context.config.flow_map.derivative == "jvp":
-        check_jvp(context.model, context.image_shape)
+        check_jvp(context.model, context.image_shape, meanflow_probe, "MeanFlow")
     return MeanFlow(context.config.flow_map)
-
-
-def check_jvp(model: nn.Module, image_shape: tuple[int, ...]) -> None:
-    """Refuse ``--derivative jvp`` for a network that forward-mode AD cannot run through (an operation
-    without a forward derivative, such as a custom autograd.Function without ``jvp``), before anything is
-    trained or written: one JVP of one image."""
-    try:
-        with probe(model, image_shape, batch=1) as (u, z, t):
-            total_derivative(u, z, t, t / 2, z, "jvp")
-    except (RuntimeError, NotImplementedError) as exc:
-        reason = str(exc).strip().splitlines()[0][:200]
-        raise ValueError(
-            f"MeanFlow's --derivative jvp cannot run through this network ({reason}); use --derivative "
-            "finite-difference, which takes du/dt from two more forwards"
-        ) from None
 
 
 @OBJECTIVES.register(

@@ -1,7 +1,7 @@
-"""MeanFlow under DistributedDataParallel: its JVP runs on the bare model without gradients, and only the
-student's forward goes through the DDP wrapper, so the gradient sync sees every gradient. Two gloo processes
-train three steps on different batches; every parameter must end the same on both (a loss whose gradient
-bypassed the wrapper would leave each rank with its own weights), and must differ from the start."""
+"""MeanFlow and sCT under DistributedDataParallel: their JVP runs on the bare model without gradients, and
+only the student's forward goes through the DDP wrapper, so the gradient sync sees every gradient. Two gloo
+processes train three steps on different batches; every parameter must end the same on both (a loss whose
+gradient bypassed the wrapper would leave each rank with its own weights), and must differ from the start."""
 
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ SCRIPT = textwrap.dedent(
 
     info = init_distributed("cpu")
     torch.manual_seed(0)
-    net = denoisers.get("meanflow")((1, 8, 8), base_channels=8, channel_mult=(1,), num_res_blocks=1)
+    net = denoisers.get(sys.argv[1])((1, 8, 8), base_channels=8, channel_mult=(1,), num_res_blocks=1)
     start = [p.detach().clone() for p in net.parameters()]
     diffusion = Diffusion(schedules.get("rectified-flow")(50))
-    flow_map = FlowMapConfig(derivative=sys.argv[1])
+    flow_map = FlowMapConfig(derivative=sys.argv[2])
     config = RunConfig(train=TrainConfig(batch_size=8, steps=3), flow_map=flow_map)
     objective = build_objective(ObjectiveContext(config, net.recipe, net, diffusion, (1, 8, 8)))
     images = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
@@ -51,10 +51,12 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.slow  # two torchrun launches, about 20 s
-@pytest.mark.parametrize("derivative", ["jvp", "finite-difference"])
-def test_meanflow_under_ddp_keeps_every_rank_in_sync(tmp_path, derivative):
-    script = tmp_path / "meanflow_ddp.py"
+@pytest.mark.slow  # three torchrun launches, about 30 s
+@pytest.mark.parametrize(
+    ("design", "derivative"), [("meanflow", "jvp"), ("meanflow", "finite-difference"), ("sct", "jvp")]
+)
+def test_a_jvp_objective_under_ddp_keeps_every_rank_in_sync(tmp_path, design, derivative):
+    script = tmp_path / "jvp_ddp.py"
     script.write_text(SCRIPT)
     cmd = [
         sys.executable,
@@ -65,6 +67,6 @@ def test_meanflow_under_ddp_keeps_every_rank_in_sync(tmp_path, derivative):
         "2",
         str(script),
     ]
-    proc = subprocess.run([*cmd, derivative], env=env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([*cmd, design, derivative], env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "same moved" in proc.stdout, proc.stdout + proc.stderr[-2000:]
