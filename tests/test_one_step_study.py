@@ -36,16 +36,22 @@ def metrics(out, name):
     return json.loads((out / name / "metrics.json").read_text())
 
 
-def fd_at(out, name, method, steps):
-    """The FD of the run's sampling with ``method`` and ``steps`` (its own, or a later evaluation)."""
+def fd_at(out, name, method, steps, grid="uniform", eta=0.0):
+    """The FD of the run's sampling with ``method``, ``steps`` and ``grid`` (and DDIM's ``eta``): its own, or
+    a later evaluation."""
     m = metrics(out, name)
-    if (m["sample"]["method"], m["sample"]["steps"]) == (method, steps):
+
+    def matches(sample):
+        same_eta = method != "ddim" or sample["eta"] == eta
+        return (sample["method"], sample["steps"], sample["grid"] or "uniform") == (
+            method,
+            steps,
+            grid,
+        ) and same_eta
+
+    if matches(m["sample"]):
         return m["quality"]["fd"]
-    return next(
-        e["quality"]["fd"]
-        for e in m["evaluations"]
-        if (e["sample"]["method"], e["sample"]["steps"]) == (method, steps)
-    )
+    return next(e["quality"]["fd"] for e in m["evaluations"] if matches(e["sample"]))
 
 
 def test_each_student_learns_from_its_own_teacher_in_training_order():
@@ -74,9 +80,23 @@ def test_the_study_scores_each_design_at_its_calls_and_tabulates_what_the_runs_h
     assert table.loc["consistency", "FD at 2 calls"] == f"{fd_at(out, 'consistency', 'consistency', 2):.1f}"
     assert table.loc["reflow", "FD at 4 calls"] == f"{fd_at(out, 'reflow', 'ddim', 4):.1f}"
     assert table.loc["direct", "FD at 1 call"] == f"{fd_at(out, 'direct', 'one_shot', 1):.1f}"
-    # the teacher's best at 2 calls is the better of DDIM and DPM-Solver++(2M) there
-    best = min(fd_at(out, "teacher-edm", "ddim", 2), fd_at(out, "teacher-edm", "dpmpp-2m", 2))
-    assert table.loc["teacher-edm", "FD at 2 calls"] == f"{best:.1f}"
+    # the teacher's best at 2 calls is the best of DDIM and DPM-Solver++(2M) on either grid there
+    at_2 = {
+        "ddim eta 0": fd_at(out, "teacher-edm", "ddim", 2),
+        "dpmpp-2m": fd_at(out, "teacher-edm", "dpmpp-2m", 2),
+        "dpmpp-2m, log-snr": fd_at(out, "teacher-edm", "dpmpp-2m", 2, "log-snr"),
+    }
+    assert table.loc["teacher-edm", "FD at 2 calls"] == f"{min(at_2.values()):.1f}"
+    # at about 50 calls: DDIM (eta 0 and the run's own eta 1), DPM-Solver++(2M) on both grids, Heun's 49
+    at_50 = {
+        "ddim eta 0": fd_at(out, "teacher-edm", "ddim", 50),
+        "dpmpp-2m": fd_at(out, "teacher-edm", "dpmpp-2m", 50),
+        "dpmpp-2m, log-snr": fd_at(out, "teacher-edm", "dpmpp-2m", 50, "log-snr"),
+        "heun, log-snr": fd_at(out, "teacher-edm", "heun", 25, "log-snr"),
+        "ddim": fd_at(out, "teacher-edm", "ddim", 50, eta=1.0),  # the run's own sampling
+    }
+    assert table.loc["teacher-edm", "FD at 50"] == f"{min(at_50.values()):.1f}"
+    assert table.loc["teacher-edm", "best at 50: sampler"] == min(at_50, key=at_50.get), at_50
     round_2 = metrics(out, "progressive-2")
     assert round_2["sample"]["steps"] == 9
     assert table.loc["progressive-2 (17 -> 9 calls)", "FD at 10"] == f"{round_2['quality']['fd']:.1f}"

@@ -26,6 +26,12 @@ from .options import usage_errors
 )
 @click.option("--metric", default="fd", show_default=True, help="The quality column for the plots.")
 @click.option(
+    "--paired",
+    is_flag=True,
+    help="Also set every design against the best by METRIC's paired difference over the seeds they share, "
+    "with its 95% interval; an order is stated only where the interval excludes zero.",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -38,6 +44,7 @@ def compare_cmd(
     sort_by: str | None,
     columns: str | None,
     metric: str,
+    paired: bool,
     out: Path | None,
 ) -> None:
     """Compare every run folder found below PATHS: a table in the terminal and a report folder."""
@@ -78,5 +85,30 @@ def compare_cmd(
     click.echo(compare.format_table(view, refs).to_string(index=False))
     numeric, shown = compare.numeric_table(table, refs), compare.format_table(table, refs)
     out = out or (paths[0] if paths[0].is_dir() else paths[0].parent) / "comparison"
+    view = paired_table(runs, metric) if paired else None  # a bad --metric is refused before any write
     for path in compare_report.write_report(out, runs, numeric, shown, metric):
         click.echo(f"wrote {path}")
+    if view is not None:
+        write_paired(view, metric, out)
+
+
+def paired_table(runs, metric: str):
+    from ..reports.paired import paired_view
+
+    try:
+        return paired_view(runs, metric)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def write_paired(view, metric: str, out: Path) -> None:
+    """The paired view of ``metric`` in the terminal and as ``paired.md`` and ``paired.csv`` in ``out``."""
+    from ..io import write_text_atomic
+    from ..reports import compare_report
+
+    click.echo("")
+    click.echo(f"{metric}: each design against the best, paired over the seeds they share (95% interval):")
+    click.echo(view.to_string(index=False))
+    files = {"paired.csv": view.to_csv(index=False), "paired.md": compare_report.markdown_table(view)}
+    for name, text in files.items():
+        click.echo(f"wrote {write_text_atomic(out / name, text)}")

@@ -56,10 +56,14 @@ class OneStepDesign:
 
 ODE_SCORINGS = (
     ("ddim", 0.0, "uniform", (1, 2, 4, 10, 20, 50)),
+    ("dpmpp-2m", 0.0, "uniform", (2, 4, 10, 20, 50)),
     ("dpmpp-2m", 0.0, "log-snr", (2, 4, 10, 20, 50)),
     ("heun", 0.0, "log-snr", (2, 3, 5, 10, 25)),
 )
-"""The teacher's deterministic samplers, at 1-50 network calls (Heun's N steps are 2N - 1 calls)."""
+"""The teacher's deterministic samplers, at 1-50 network calls (Heun's N steps are 2N - 1 calls): every
+sampler and grid ``bench study design`` scores its designs with (DDIM, DPM-Solver++(2M) on the uniform and
+the log-SNR grid, Heun on the log-SNR grid; the run's own DDIM with eta 1 at 50 is its own sampling), so that
+the teacher's best here is the best that study would find."""
 EULER = (("ddim", 0.0, "uniform", (1, 2, 4, 50)),)
 """A flow's Euler calls: DDIM with eta 0 is Euler's method on the flow path."""
 CONSISTENCY = (("consistency", 0.0, "uniform", (1, 2, 4)),)
@@ -202,9 +206,10 @@ def sampler_text(row: pd.Series) -> str:
 
 def one_step_table(out: Path) -> pd.DataFrame:
     """One row per design: the best FD at 1, 2 and 4 network calls (and the teacher's at about 10, 20 and
-    50), the sampler of its 1-call (or lowest-call) score, its own training compute and its total with its
-    teachers counted; the 1-call FD over the teacher's best 50-call FD; then the real-image floor and the
-    mean-image ceiling. Means over seeds ± their 95% interval when there are several."""
+    50), the sampler of its 1-call (or lowest-call) score and of its best at about 50, its own training
+    compute and its total with its teachers counted; the 1-call FD over the teacher's best 50-call FD; then
+    the real-image floor and the mean-image ceiling. Means over seeds ± their 95% interval when there are
+    several."""
     from ..reports import compare
     collection = compare.collect([out])
     runs = collection.runs
@@ -239,6 +244,8 @@ def one_step_table(out: Path) -> pd.DataFrame:
             f"{one.mean() / teacher_50_mean:.2f}x" if len(one) and teacher_50_mean > 0 else ""
         )
         row["sampler"] = first_sampler
+        best_50 = best_fd(group, ABOUT[50])  # which sampler gave each seed's best at about 50 calls
+        row["best at 50: sampler"] = ", ".join(sorted({sampler_text(r) for _, r in best_50.iterrows()}))
         own = group.groupby("run")["train_pflops"].first()
         total = group.groupby("run")["total_pflops"].first()
         row["own PFLOPs"] = f"{own.mean():.3g}"
