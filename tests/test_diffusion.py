@@ -234,7 +234,8 @@ def test_bad_shapes_and_names(diffusion):
     with pytest.raises(ValueError, match="eps must have the shape"):
         diffusion.q_sample(x, long(1, 2), torch.randn(3, 3))
     with pytest.raises(
-        ValueError, match="prediction must be one of eps, x0, v, edm, flow, consistency, flow-map, got"
+        ValueError,
+        match="prediction must be one of eps, x0, v, edm, flow, consistency, trigflow, flow-map, got",
     ):
         Denoiser(lambda xt, tt: xt, diffusion, "score")
     with pytest.raises(ValueError, match="variance must be one of beta, posterior"):

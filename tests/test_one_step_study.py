@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.config import DistillConfig, RunConfig, SampleConfig, TrainConfig
 from bench.studies.one_step import DESIGNS, one_step_table, run_one_step_study, study_configs
@@ -121,3 +122,40 @@ def test_a_second_call_trains_and_scores_nothing(study):
     before = {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")}
     run_one_step_study(TINY, out, [0], rounds=2, progress=False)
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")} == before
+
+
+@pytest.mark.slow  # two seeds of the tiny study, stopped and resumed: about a minute
+def test_a_study_stopped_in_the_second_seed_goes_on_where_it_was(tmp_path, monkeypatch):
+    """Stopped as Ctrl-C stops it halfway through a training of the second seed (ECT, step 2 of 4), the same
+    call again keeps every finished run as it is, resumes the half-done one from its checkpoint and trains
+    the rest."""
+    import bench.runs.resume as resume
+    from tests.helpers import stop_after
+
+    real = resume.run_or_resume
+
+    def stop_in_ect_of_seed_1(config, out, name, **kwargs):
+        if name == "ect-s1":
+            stop_after(monkeypatch, 2)
+        return real(config, out, name, **kwargs)
+
+    monkeypatch.setattr(resume, "run_or_resume", stop_in_ect_of_seed_1)
+    out = tmp_path / "study"
+    with pytest.raises(KeyboardInterrupt):
+        run_one_step_study(TINY, out, [0, 1], progress=False)
+    monkeypatch.undo()
+    names = [name for name, _ in study_configs(TINY, out, [0, 1])]
+    stopped = names.index("ect-s1")
+    assert all((out / name / "metrics.json").exists() for name in names[:stopped])
+    assert not any((out / name).exists() for name in names[stopped + 1 :])
+    half = torch.load(out / "ect-s1" / "checkpoint.pt", weights_only=True)
+    assert half["step"] == 2 and not (out / "ect-s1" / "metrics.json").exists()
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")}
+
+    run_one_step_study(TINY, out, [0, 1], progress=False)
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished
+    assert all((out / name / "metrics.json").exists() for name in names)
+    assert torch.load(out / "ect-s1" / "checkpoint.pt", weights_only=True)["step"] == TINY.train.steps
+    assert metrics(out, "ect-s1")["train"]["steps"] == TINY.train.steps
+    table = one_step_table(out).set_index("design")
+    assert table.loc["ect", "seeds"] == 2

@@ -44,7 +44,7 @@ from ...process.diffusion import Diffusion
 from ...process.grids import Grid
 from .base import OBJECTIVES, Batch, Declaration, ObjectiveContext, StatelessObjective, StepCost
 from .flow_map import column
-from .forward_mode import JVP_FORWARDS, check_jvp, differentiable_forward, jvp, jvp_forwards
+from .forward_mode import check_jvp, derivative_cost, differentiable_forward, jvp, measured_derivative_cost
 
 SCT_P_MEAN, SCT_P_STD = -1.0, 1.4
 """sCT's log-normal draw of sigma = sd tan s (Lu & Song 2024, CIFAR-10)."""
@@ -164,21 +164,14 @@ def sct_probe(
     )
 
 
-def sct_cost(config: RunConfig) -> StepCost:
-    """The derivative's forwards on every example: a JVP (:data:`JVP_FORWARDS`) or two forwards."""
-    return StepCost(extra_forwards=JVP_FORWARDS if config.flow_map.derivative == "jvp" else 2)
-
-
 def measured_sct_cost(config: RunConfig, model: nn.Module, image_shape: tuple[int, ...]) -> StepCost:
     """The derivative's forwards on every example, the JVP's counted on the run's own network."""
-    if config.flow_map.derivative != "jvp":
-        return sct_cost(config)
     import schedules
 
     cfg = config.diffusion
     betas = schedules.make(cfg.schedule, cfg.timesteps, zero_terminal_snr=cfg.zero_terminal_snr)
     probe = partial(sct_probe, Diffusion(betas), model.recipe.sigma_data)
-    return StepCost(extra_forwards=jvp_forwards(model, image_shape, probe))
+    return measured_derivative_cost(config, model, image_shape, probe)
 
 
 @OBJECTIVES.register(
@@ -187,7 +180,7 @@ def measured_sct_cost(config: RunConfig, model: nn.Module, image_shape: tuple[in
         predictions=(TRIGFLOW,),
         jvp=True,
         own_noise=True,
-        cost=sct_cost,
+        cost=derivative_cost,
         measured_cost=measured_sct_cost,
         settings=("consistency.tangent_warmup", "consistency.tangent_c", "flow_map.derivative"),
     ),

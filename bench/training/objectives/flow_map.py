@@ -32,7 +32,7 @@ from torch import nn
 from ...config import FlowMapConfig, RunConfig
 from ...process.denoiser import FLOW_MAP, Denoiser, average_velocity
 from .base import OBJECTIVES, Batch, Declaration, ObjectiveContext, StatelessObjective, StepCost
-from .forward_mode import JVP_FORWARDS, check_jvp, differentiable_forward, jvp, jvp_forwards
+from .forward_mode import check_jvp, derivative_cost, differentiable_forward, jvp, measured_derivative_cost
 
 ADAPTIVE_C = 1e-3
 """MeanFlow's adaptive loss weight 1 / (e + c)^p: its c."""
@@ -191,16 +191,9 @@ class Shortcut(FlowMapObjective):
         return (u.float() - target).pow(2).flatten(1).mean(1)
 
 
-def meanflow_cost(config: RunConfig) -> StepCost:
-    """The derivative's forwards on every example: a JVP (:data:`JVP_FORWARDS`) or two forwards."""
-    return StepCost(extra_forwards=JVP_FORWARDS if config.flow_map.derivative == "jvp" else 2)
-
-
 def measured_meanflow_cost(config: RunConfig, model: nn.Module, image_shape: tuple[int, ...]) -> StepCost:
     """The derivative's forwards on every example, the JVP's counted on the run's own network."""
-    if config.flow_map.derivative != "jvp":
-        return meanflow_cost(config)
-    return StepCost(extra_forwards=jvp_forwards(model, image_shape, meanflow_probe))
+    return measured_derivative_cost(config, model, image_shape, meanflow_probe)
 
 
 def meanflow_probe(model: nn.Module, z: torch.Tensor) -> tuple[Callable[[], object], Callable[[], object]]:
@@ -222,7 +215,7 @@ def shortcut_cost(config: RunConfig) -> StepCost:
         second_time=True,
         jvp=True,
         own_noise=True,
-        cost=meanflow_cost,
+        cost=derivative_cost,
         measured_cost=measured_meanflow_cost,
         settings=tuple(
             f"flow_map.{name}"

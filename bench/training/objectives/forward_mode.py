@@ -26,6 +26,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from denoisers.kernels.group_norm import GroupNorm
 
+from ...config import RunConfig
+from .base import StepCost
+
 JVP_FORWARDS = 3
 """A JVP's FLOPs in forwards of the network, as PyTorch's FlopCounterMode counts them (3.0 for both
 backbones and presets): what ``bench list`` shows. A run records the count measured on its own network
@@ -103,3 +106,18 @@ def check_jvp(model: nn.Module, image_shape: tuple[int, ...], probe: Probe, name
             f"{name}'s --derivative jvp cannot run through this network ({reason}); use --derivative "
             "finite-difference, which takes the derivative from two more forwards"
         ) from None
+
+
+def derivative_cost(config: RunConfig) -> StepCost:
+    """A derivative's forwards on every example by ``--derivative``: a JVP (:data:`JVP_FORWARDS`) or the
+    finite difference's two."""
+    return StepCost(extra_forwards=JVP_FORWARDS if config.flow_map.derivative == "jvp" else 2)
+
+
+def measured_derivative_cost(
+    config: RunConfig, model: nn.Module, image_shape: tuple[int, ...], probe: Probe
+) -> StepCost:
+    """The same, the JVP's counted on the run's own network (:func:`jvp_forwards`)."""
+    if config.flow_map.derivative != "jvp":
+        return derivative_cost(config)
+    return StepCost(extra_forwards=jvp_forwards(model, image_shape, probe))
