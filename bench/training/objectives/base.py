@@ -157,6 +157,21 @@ class StatelessObjective:
         pass
 
 
+class BareModelObjective(StatelessObjective):
+    """An objective whose targets (a JVP, the model's own steps) run on the bare model the trainer binds
+    (no DDP, no compile) without gradient: under DistributedDataParallel only the student's own forward,
+    which the loss differentiates, goes through the wrapper."""
+
+    model: nn.Module | None = None
+
+    def bind(self, model: nn.Module) -> None:
+        self.model = model
+
+    def bare(self, student: Denoiser) -> Denoiser:
+        """The student's wrapper around the bare model (the student itself before :meth:`bind`)."""
+        return student if self.model is None else dataclasses.replace(student, net=self.model)
+
+
 @dataclass(frozen=True)
 class ObjectiveContext:
     """What an objective is built from: the run's config, the student's recipe, network (before the trainer

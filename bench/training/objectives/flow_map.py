@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 
 import torch
@@ -31,7 +30,7 @@ from torch import nn
 
 from ...config import FlowMapConfig, RunConfig
 from ...process.denoiser import FLOW_MAP, Denoiser, average_velocity
-from .base import OBJECTIVES, Batch, Declaration, ObjectiveContext, StatelessObjective, StepCost
+from .base import OBJECTIVES, BareModelObjective, Batch, Declaration, ObjectiveContext, StepCost
 from .forward_mode import check_jvp, derivative_cost, differentiable_forward, jvp, measured_derivative_cost
 
 ADAPTIVE_C = 1e-3
@@ -93,19 +92,11 @@ def meanflow_times(
     return t, torch.where(equal, t, r)
 
 
-class FlowMapObjective(StatelessObjective):
+class FlowMapObjective(BareModelObjective):
     """What MeanFlow and shortcut share: the bare model for the targets, and the path's draws."""
 
     def __init__(self, config: FlowMapConfig) -> None:
         self.config = config
-        self.model: nn.Module | None = None
-
-    def bind(self, model: nn.Module) -> None:
-        self.model = model
-
-    def bare(self, student: Denoiser) -> Denoiser:
-        """The student's wrapper around the bare model (no DDP, no compile), for targets without gradient."""
-        return student if self.model is None else replace(student, net=self.model)
 
     @staticmethod
     def path(
