@@ -55,7 +55,7 @@ def test_study_command_sizes_and_lays_out_like_bench_run(monkeypatch, tmp_path):
     from bench.cli import main
 
     bases = []
-    def record(base, out, progress):
+    def record(base, out, progress, jobs=1):
         bases.append(base)
         return []
 

@@ -49,8 +49,8 @@ def executor_options(fn=None, *, sweep: bool = False):
             type=click.Choice(EXECUTORS),
             default=defaults.kind,
             show_default=True,
-            help="local: this machine; slurm: SLURM jobs submitted through submitit (pip install -e "
-            "'.[slurm]'), one job per run, a sweep as one job array.",
+            help="local: this machine; slurm: SLURM jobs submitted through submitit, one job per run, a "
+            "sweep as one job array.",
         ),
         *per_run,
         click.option("--partition", default=None, help="SLURM partition [default: the cluster's default]."),

@@ -12,9 +12,10 @@ from typing import Any
 import click
 
 from ..config import RunConfig, TrainConfig
+from ..studies.budget import PAIR_SHARE, TEACHER_SHARE
 from .cluster_options import executor_from_options, executor_options
 from .group import main
-from .options import DATASET, SCHEDULE, command_line_given, config_option, usage_errors
+from .options import DATASET, SCHEDULE, CommaList, command_line_given, config_option, usage_errors
 from .run_options import (
     DEFAULTS,
     SEEDS,
@@ -163,6 +164,34 @@ def study() -> None:
     """Preset groups of runs that answer one question."""
 
 
+class Jobs(click.ParamType):
+    """``auto`` or a whole number of at least 1."""
+
+    name = "auto|N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str | int:
+        if value == "auto" or isinstance(value, int) and value >= 1:
+            return value
+        try:
+            jobs = int(value)
+        except ValueError:
+            jobs = 0
+        if jobs < 1:
+            self.fail(f"expected auto or a whole number of at least 1, got {value!r}", param, ctx)
+        return jobs
+
+
+JOBS = Jobs()
+
+
+def study_jobs(jobs: str | int, device: str) -> int:
+    """``--jobs`` as a number: ``auto`` is :func:`bench.studies.runner.default_jobs` on the study's
+    device."""
+    from ..studies.runner import default_jobs
+
+    return default_jobs(device) if jobs == "auto" else int(jobs)
+
+
 def study_options(out: str, *, seeds: bool):
     """The options every study shares: where it goes, the data, schedule, budget and machine settings, and
     one seed (``--seed``) or several (``--seeds``)."""
@@ -195,6 +224,15 @@ def study_options(out: str, *, seeds: bool):
         fused_norm_option,
         seed_option,
         device_option,
+        click.option(
+            "--jobs",
+            type=JOBS,
+            default="auto",
+            show_default=True,
+            help="Train this many of the study's independent runs at once, as processes on this machine, "
+            "each with its share of the CPU threads or a GPU of its own (auto: one per core on the CPU, each "
+            "with one thread; one per GPU); 1 trains them one after another in this process.",
+        ),
         click.option("-q", "--quiet", is_flag=True),
     ]
 
@@ -235,21 +273,22 @@ def study_base(
 @study.command("direct")
 @study_options("results/study-direct", seeds=False)
 @usage_errors(interrupted="interrupted; run the same command again to resume")
-def study_direct(out: Path, quiet: bool, **settings: Any) -> None:
+def study_direct(out: Path, quiet: bool, jobs: str | int, **settings: Any) -> None:
     """Why not predict the image directly from pure noise? Trains unet (eps), unet (x0), direct and
     direct-distilled (the same network on the unet (eps) run's noise-to-image pairs) with one backbone and
     budget, scores that teacher with 1-50 deterministic DDIM steps (skipping finished runs, resuming
     half-done ones), then writes OUT/report/."""
     from ..studies.direct import run_direct_study
 
-    for path in run_direct_study(study_base(**settings), out, progress=not quiet):
+    jobs = study_jobs(jobs, settings["device"])
+    for path in run_direct_study(study_base(**settings), out, progress=not quiet, jobs=jobs):
         click.echo(f"wrote {path}")
 
 
 @study.command("design")
 @study_options("results/study-design", seeds=True)
 @usage_errors(interrupted="interrupted; run the same command again to resume")
-def study_design(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> None:
+def study_design(out: Path, quiet: bool, seeds: list[int], jobs: str | int, **settings: Any) -> None:
     """Which target and loss weighting, with which sampler? Trains the small U-Net predicting eps, x0, v
     and EDM's F, each with uniform and min-SNR-5 loss weighting, at one budget; scores each with DDIM (eta
     0) and DPM-Solver++(2M) at 10 network calls and with the better of DDIM (eta 1) and DPM-Solver++(2M) at
@@ -257,7 +296,9 @@ def study_design(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> N
     with design.md, and prints it. Finished runs and scores are kept."""
     from ..studies.design import run_design_study
 
-    written = run_design_study(study_base(**settings, seed=seeds[0]), out, seeds, progress=not quiet)
+    base = study_base(**settings, seed=seeds[0])
+    jobs = study_jobs(jobs, base.device)
+    written = run_design_study(base, out, seeds, progress=not quiet, jobs=jobs)
     for path in written:
         click.echo(f"wrote {path}")
     click.echo("")
@@ -267,7 +308,7 @@ def study_design(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> N
 @study.command("flow")
 @study_options("results/study-flow", seeds=True)
 @usage_errors(interrupted="interrupted; run the same command again to resume")
-def study_flow(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> None:
+def study_flow(out: Path, quiet: bool, seeds: list[int], jobs: str | int, **settings: Any) -> None:
     """DDPM or flow matching, at one budget? Trains the small U-Net as DDPM (eps on the study's schedule),
     with flow matching's velocity on that schedule (the parametrisation alone), as rectified flow (the
     rectified-flow schedule, velocity, uniform t) and with SD3's recipe (the same with logit-normal t); scores
@@ -276,7 +317,8 @@ def study_flow(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> Non
     from ..studies.design import run_design_study
 
     base = study_base(**settings, seed=seeds[0])
-    written = run_design_study(base, out, seeds, progress=not quiet, flow=True)
+    jobs = study_jobs(jobs, base.device)
+    written = run_design_study(base, out, seeds, progress=not quiet, flow=True, jobs=jobs)
     for path in written:
         click.echo(f"wrote {path}")
     click.echo("")
@@ -294,30 +336,87 @@ def study_flow(out: Path, quiet: bool, seeds: list[int], **settings: Any) -> Non
     help="Also train this many rounds of progressive distillation from the teacher's 33 DDIM steps "
     "(17, 9, 5, 3, 2, 1 calls), each a training at the study's budget.",
 )
+@click.option(
+    "--budget-pflops",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="One total budget per route, in PFLOPs: its teachers, their pairs and teacher calls included "
+    "[default: each training at --steps].",
+)
+@click.option(
+    "--teacher-share",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=TEACHER_SHARE,
+    show_default=True,
+    help="With --budget-pflops: the teacher's share of a route's budget (a chain splits the student's rest "
+    "the same way).",
+)
+@click.option(
+    "--pair-share",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=PAIR_SHARE,
+    show_default=True,
+    help="With --budget-pflops: at most this share of a stage's budget makes its teacher's pairs.",
+)
+@click.option(
+    "--routes",
+    type=CommaList(),
+    default=None,
+    help="Train only these routes (and their teachers), comma-separated [default: all].",
+)
 def study_one_step(
-    out: Path, quiet: bool, seeds: list[int], progressive_rounds: int, **settings: Any
+    out: Path,
+    quiet: bool,
+    seeds: list[int],
+    progressive_rounds: int,
+    budget_pflops: float | None,
+    teacher_share: float,
+    pair_share: float,
+    routes: list[str] | None,
+    jobs: str | int,
+    **settings: Any,
 ) -> None:
-    """The seed's question with today's answers: one network call from pure noise, at one budget per
-    training, each design's compute with its teachers counted. Trains an EDM U-Net teacher, direct,
-    direct-distilled, consistency distillation and consistency training, a rectified flow, its reflow and the
-    reflow's one-call student, easy and continuous-time consistency (ECT from the teacher, sCT) and the flow
-    maps MeanFlow and shortcut; scores each at 1, 2 and 4 calls and the teacher with DDIM, DPM-Solver++(2M)
-    and Heun at 1-50; writes OUT/report/ with one_step.md and quality_vs_calls.png, and prints the table.
-    Finished runs and scores are kept."""
+    """The seed's question with today's answers: one network call from pure noise, each route's compute
+    with its teachers counted. Trains an EDM U-Net teacher, direct, direct-distilled, consistency
+    distillation and consistency training, a rectified flow, its reflow and the reflow's one-call student,
+    easy and continuous-time consistency (ECT from the teacher, sCT) and the flow maps MeanFlow and shortcut;
+    scores each at 1, 2 and 4 calls and the teacher with DDIM, DPM-Solver++(2M) and Heun at 1-50; writes
+    OUT/report/ with one_step.md, one_step_paired.md and quality_vs_calls.png, and prints the tables.
+
+    Each training runs --steps, or with --budget-pflops X every route spends X in all: a route with a
+    teacher gives it --teacher-share of X and trains its student on the rest. Finished runs and scores are
+    kept."""
+    from ..studies.budget import TotalBudget
     from ..studies.one_step import run_one_step_study
 
+    budget = None
+    if budget_pflops is not None:
+        if command_line_given("steps"):
+            raise click.UsageError(
+                "give one budget: --budget-pflops (each route's total) or --steps (each run)"
+            )
+        budget = TotalBudget(budget_pflops * 1e15, teacher_share, pair_share)
+    else:
+        given = [f"--{n.replace('_', '-')}" for n in ("teacher_share", "pair_share") if command_line_given(n)]
+        if given:
+            raise click.UsageError(f"{' and '.join(given)} split a total budget: give --budget-pflops too")
     base = study_base(**settings, seed=seeds[0])
-    written = run_one_step_study(base, out, seeds, rounds=progressive_rounds, progress=not quiet)
+    jobs = study_jobs(jobs, base.device)
+    written = run_one_step_study(
+        base, out, seeds, rounds=progressive_rounds, budget=budget, routes=routes, progress=not quiet,
+        jobs=jobs,
+    )  # fmt: skip
     for path in written:
         click.echo(f"wrote {path}")
-    click.echo("")
-    click.echo((out / "report" / "one_step.md").read_text())
+    for table in ("one_step", "one_step_paired"):
+        click.echo("")
+        click.echo((out / "report" / f"{table}.md").read_text())
 
 
 @study.command("guidance")
 @study_options("results/study-guidance", seeds=False)
 @usage_errors(interrupted="interrupted; run the same command again to resume")
-def study_guidance(out: Path, quiet: bool, **settings: Any) -> None:
+def study_guidance(out: Path, quiet: bool, jobs: str | int, **settings: Any) -> None:
     """Classifier-free guidance, and does knowing the class rescue one-call prediction from pure noise?
     Trains the unconditional unet, the conditional unet (label dropout 0.1) and the conditional direct
     design at one budget; scores the conditional ones at guidance scales 1-4 (the unet also with guidance
@@ -325,7 +424,8 @@ def study_guidance(out: Path, quiet: bool, **settings: Any) -> None:
     prints the table. Finished runs and scores are kept."""
     from ..studies.guidance import run_guidance_study
 
-    written = run_guidance_study(study_base(**settings), out, progress=not quiet)
+    jobs = study_jobs(jobs, settings["device"])
+    written = run_guidance_study(study_base(**settings), out, progress=not quiet, jobs=jobs)
     for path in written:
         click.echo(f"wrote {path}")
     click.echo("")

@@ -82,7 +82,8 @@ def require_submitit() -> Any:
         import submitit
     except ImportError:
         raise ValueError(
-            "--executor slurm and --jobs need submitit, an optional extra: pip install -e '.[slurm]'"
+            "--executor slurm and --jobs need submitit, a dependency of ddpm-bench that this environment "
+            "lacks: pip install 'submitit>=1.5'"
         ) from None
     return submitit
 
@@ -149,11 +150,17 @@ class Submitted:
 
 
 def submit(
-    points: Sequence[tuple[str, RunConfig]], out: Path, config: ExecutorConfig, *, extend: bool = False
+    points: Sequence[tuple[str, RunConfig]],
+    out: Path,
+    config: ExecutorConfig,
+    *,
+    extend: bool = False,
+    then: Callable[[Path, RunConfig, bool], None] | None = None,
 ) -> list[Submitted]:
     """Submit every point as a job (one SLURM array for several), after checking the cluster; SLURM's own
     refusal (a --slurm option it rejects, say) is a ValueError with its words, and nothing is submitted.
-    ``extend``: the jobs may train a run further than its folder's budget (``bench run --resume --steps``)."""
+    ``extend``: the jobs may train a run further than its folder's budget (``bench run --resume --steps``);
+    ``then``: what each job does with its complete run (:class:`bench.cluster.jobs.RunJob`)."""
     submitit = require_submitit()
     folder = out / SUBMITIT_DIR
     if config.kind == "slurm":
@@ -161,13 +168,16 @@ def submit(
         executor = slurm_executor(config, folder)
         try:
             with executor.batch():
-                jobs = [executor.submit(RunJob(c, str(out), name, extend=extend)) for name, c in points]
+                jobs = [
+                    executor.submit(RunJob(c, str(out), name, extend=extend, then=then)) for name, c in points
+                ]
         except (submitit.core.utils.FailedSubmissionError, submitit.core.utils.FailedJobError) as exc:
             raise ValueError(f"SLURM refused the jobs: {slurm_words(exc)}") from None
         submitted = [Submitted(name, job) for (name, _), job in zip(points, jobs, strict=True)]
         record_jobs(out, submitted, "slurm")
         return submitted
-    return [Submitted(name, job) for name, job in local_jobs(points, out, config, folder, extend=extend)]
+    jobs = local_jobs(points, out, config, folder, extend=extend, then=then)
+    return [Submitted(name, job) for name, job in jobs]
 
 
 def local_jobs(
@@ -177,6 +187,7 @@ def local_jobs(
     folder: Path,
     *,
     extend: bool = False,
+    then: Callable[[Path, RunConfig, bool], None] | None = None,
 ):
     """Start the points as processes on this machine, ``config.jobs`` at a time: each gets a GPU of its own
     when there are GPUs, else its share of the CPU threads. Yields (name, job) as each starts."""
@@ -198,7 +209,7 @@ def local_jobs(
             visible_gpus=[gpu] if gpu is not None else [],
         )
         threads_each = None if gpu is not None else threads
-        job = executor.submit(RunJob(run_config, str(out), name, threads_each, extend=extend))
+        job = executor.submit(RunJob(run_config, str(out), name, threads_each, extend=extend, then=then))
         record_jobs(out, [Submitted(name, job)], "local")
         running.append((job, gpu))
         yield name, job

@@ -17,13 +17,14 @@ import contextlib
 import os
 import re
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
 from ..training.stopping import StopRequest
 
-try:  # an optional extra: without it, bench runs on one machine as before
+try:  # a dependency; without it, bench still runs one run at a time in this process
     from submitit.helpers import Checkpointable
 except ImportError:  # pragma: no cover - the executors refuse to start without it
 
@@ -38,11 +39,20 @@ class RunJob(Checkpointable):
     """Train ``config`` into ``out/name`` inside a submitit job (SLURM or local processes)."""
 
     def __init__(
-        self, config: RunConfig, out: str, name: str, threads: int | None = None, *, extend: bool = False
+        self,
+        config: RunConfig,
+        out: str,
+        name: str,
+        threads: int | None = None,
+        *,
+        extend: bool = False,
+        then: Callable[[Path, RunConfig, bool], None] | None = None,
     ) -> None:
         """``extend``: the config may ask a larger budget than the folder's (``bench run --resume DIR
-        --steps N`` as a job)."""
+        --steps N`` as a job). ``then(run_dir, config, progress)`` runs in the job once the run is complete
+        (a study's scoring of it)."""
         self.config, self.out, self.name, self.threads, self.extend = config, str(out), name, threads, extend
+        self.then = then
 
     def __call__(self) -> str:
         """``<name>: started``, ``resumed``, ``skipped`` (complete), or ``left to ...`` (claimed by another
@@ -87,6 +97,8 @@ class RunJob(Checkpointable):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        if self.then is not None and env.global_rank == 0:
+            self.then(Path(self.out) / self.name, self.config, False)
         return f"{self.name}: {action}"
 
 

@@ -128,13 +128,11 @@ def training_flops_per_step(config: RunConfig) -> float:
     """Forward+backward FLOPs of one optimizer step: per-image training FLOPs x the batch size."""
     import torch
 
-    import denoisers
-
     from ..evaluation.throughput import training_flops_per_image
+    from ..runs.experiment import build_model
 
     shape = image_shape(config.dataset, config.data_root, config.image_size)
-    model = denoisers.get(config.denoiser)(shape, **config.denoiser_options)
-    per_image = training_flops_per_image(model, shape, torch.device("cpu"))
+    per_image = training_flops_per_image(build_model(config, shape), shape, torch.device("cpu"))
     return per_image * config.train.batch_size
 
 

@@ -65,16 +65,23 @@ def build_experiment(config: RunConfig, *, download: bool = False) -> Experiment
         config.diffusion.timesteps,
         zero_terminal_snr=config.diffusion.zero_terminal_snr,
     )
-    factory = denoisers.get(config.denoiser)
     labels = check_conditioning(config, data)
     torch.manual_seed(config.seed)  # the initial weights
-    model = factory(data.image_shape, **config.denoiser_options, **labels)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    use_fused_kernels(model, config.fused_norm)
+    model = build_model(config, tuple(data.image_shape), labels)
     configure_tf32(device, config.tf32)
     configure_allocator(device, config.tune_malloc)
     return Experiment(config, data, Diffusion(betas), model, denoisers.recipe_of(model), device)
+
+
+def build_model(config: RunConfig, image_shape: tuple[int, ...], labels: dict | None = None) -> nn.Module:
+    """The run's network as it trains: the plugin's, in channels-last memory and with the fused norm kernels
+    where the config asks (the FLOPs a run records are counted on it, and a budget planned from them must
+    count the same network)."""
+    model = denoisers.get(config.denoiser)(image_shape, **config.denoiser_options, **(labels or {}))
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    use_fused_kernels(model, config.fused_norm)
+    return model
 
 
 def check_conditioning(config: RunConfig, data: datasets.ImageData) -> dict:

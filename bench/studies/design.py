@@ -135,7 +135,13 @@ def key(scoring: Scoring) -> tuple:
 
 
 def run_design_study(
-    base: RunConfig, out: Path, seeds: list[int], *, progress: bool = True, flow: bool = False
+    base: RunConfig,
+    out: Path,
+    seeds: list[int],
+    *,
+    progress: bool = True,
+    flow: bool = False,
+    jobs: int = 1,
 ) -> list[Path]:
     """Train (or resume, or skip) every design (the flow study's with ``flow``) into ``out``, score the
     missing samplers, then write ``out/report/`` (the comparison of every run and sampler, quality against
@@ -151,7 +157,7 @@ def run_design_study(
         score=score,
         tables=lambda out: {"flow" if flow else "design": design_table(out, best_at_few=flow)},
     )
-    return run_study(study, out, progress=progress)
+    return run_study(study, out, progress=progress, jobs=jobs)
 
 
 def design_table(out: Path, *, best_at_few: bool = False) -> pd.DataFrame:

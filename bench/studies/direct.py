@@ -180,7 +180,7 @@ def distillation_figure(out: Path, base: RunConfig, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def run_direct_study(base: RunConfig, out: Path, *, progress: bool = True) -> list[Path]:
+def run_direct_study(base: RunConfig, out: Path, *, progress: bool = True, jobs: int = 1) -> list[Path]:
     """Train (or resume, or skip when complete) the designs into ``out/<design>``, score the teacher at few
     steps, then write the comparison, the distillation figure and the recoverability curves into
     ``out/report``."""
@@ -192,7 +192,7 @@ def run_direct_study(base: RunConfig, out: Path, *, progress: bool = True) -> li
             *recoverability_report(base, report),
         ],
     )
-    return run_study(study, out, progress=progress)
+    return run_study(study, out, progress=progress, jobs=jobs)
 
 
 def recoverability_report(base: RunConfig, report_dir: Path) -> list[Path]:

@@ -107,7 +107,7 @@ def score_missing(run_dir: Path, config: RunConfig, *, progress: bool) -> None:
         )
 
 
-def run_guidance_study(base: RunConfig, out: Path, *, progress: bool = True) -> list[Path]:
+def run_guidance_study(base: RunConfig, out: Path, *, progress: bool = True, jobs: int = 1) -> list[Path]:
     """Train (or resume, or skip) the three designs into ``out``, score the missing scales, then write
     ``out/report/`` (the comparison, quality against the guidance scale) and the guidance table."""
     designs = guidance_configs(base)
@@ -116,7 +116,7 @@ def run_guidance_study(base: RunConfig, out: Path, *, progress: bool = True) -> 
         score=lambda run_dir, config, progress: score_missing(run_dir, config, progress=progress),
         tables=lambda out: {"guidance": guidance_table(out, [name for name, _ in designs])},
     )
-    return run_study(study, out, progress=progress)
+    return run_study(study, out, progress=progress, jobs=jobs)
 
 
 def guidance_table(out: Path, names: list[str]) -> pd.DataFrame:

@@ -27,7 +27,7 @@ with), and this one needs an EDM teacher and a flow chain it does not.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -38,7 +38,9 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from ..config import RunConfig, Stepping  # noqa: E402
+from ..io import read_json, write_json_atomic  # noqa: E402
 from ..reports.compare_report import save_figure  # noqa: E402
+from .budget import Stage, TotalBudget, chain, plan_routes, with_stage  # noqa: E402
 from .runner import Study, run_study  # noqa: E402
 
 
@@ -106,6 +108,30 @@ def progressive_designs(rounds: int) -> dict[str, OneStepDesign]:
 
 def all_designs(rounds: int) -> dict[str, OneStepDesign]:
     return {**DESIGNS, **progressive_designs(rounds)}
+
+
+def chosen_routes(rounds: int, routes: list[str] | None) -> list[str]:
+    """The routes a study trains: all (None), or those named, each checked."""
+    known = list(all_designs(rounds))
+    if routes is None:
+        return known
+    unknown = [r for r in routes if r not in known]
+    if unknown:
+        raise ValueError(f"unknown route {', '.join(unknown)}; the study's routes are: {', '.join(known)}")
+    if len(set(routes)) != len(routes):
+        raise ValueError(f"give each route once, got {', '.join(routes)}")
+    return [r for r in known if r in routes]
+
+
+def with_teachers(rounds: int, routes: list[str]) -> dict[str, OneStepDesign]:
+    """The designs ``routes`` train, their teachers (and theirs) included, in training order."""
+    designs = all_designs(rounds)
+    needed = set()
+    for route in routes:
+        needed.update(chain(route, {name: d.teacher for name, d in designs.items()}))
+    return {name: design for name, design in designs.items() if name in needed}
+
+
 CALLS = (1, 2, 4)
 ABOUT = {10: (9, 10), 20: (19, 20), 50: (49, 50)}
 """The teacher's columns beyond 4 calls: Heun's 2N - 1 calls count with the round number above them."""
@@ -115,31 +141,71 @@ def run_name(name: str, seed: int, seeds: list[int]) -> str:
     return name if len(seeds) == 1 else f"{name}-s{seed}"
 
 
+def design_config(
+    base: RunConfig, name: str, design: OneStepDesign, seed: int, teacher: Path | None
+) -> RunConfig:
+    """The run of design ``name`` with ``seed``, learning from the run folder ``teacher``, all else from
+    ``base``."""
+    diffusion = replace(base.diffusion, schedule=design.schedule or base.diffusion.schedule)
+    distill = base.distill
+    if teacher is not None:
+        distill = replace(distill, teacher=str(teacher))
+    if name.startswith("progressive-"):
+        distill = replace(distill, teacher_steps=PROGRESSIVE_TEACHER_STEPS[int(name.rsplit("-", 1)[1]) - 1])
+    return replace(
+        base,
+        denoiser=design.denoiser,
+        denoiser_options={**base.denoiser_options, **design.options},
+        diffusion=diffusion,
+        distill=distill,
+        seed=seed,
+    )
+
+
 def study_configs(
-    base: RunConfig, out: Path, seeds: list[int], rounds: int = 0
+    base: RunConfig,
+    out: Path,
+    seeds: list[int],
+    rounds: int = 0,
+    plans: dict[str, list[Stage]] | None = None,
+    routes: list[str] | None = None,
 ) -> list[tuple[str, RunConfig]]:
-    """Every design x seed (and ``rounds`` rounds of progressive distillation), each student taught by its
-    teacher of the same seed, all else from ``base``."""
+    """Every design x seed (and ``rounds`` rounds of progressive distillation), or those ``routes`` need,
+    each student taught by its teacher of the same seed, all else from ``base``: each trained for ``base``'s
+    steps, or under a total budget the stages its ``plans`` give each route (:func:`plan`)."""
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ValueError(f"give each seed once, got {', '.join(map(str, seeds)) or 'none'}")
+    designs = all_designs(rounds)
     configs = []
+    if plans is None:
+        for seed in seeds:
+            for name, design in with_teachers(rounds, chosen_routes(rounds, routes)).items():
+                teacher = out / run_name(design.teacher, seed, seeds) if design.teacher else None
+                config = design_config(base, name, design, seed, teacher)
+                configs.append((run_name(name, seed, seeds), config))
+        return configs
     for seed in seeds:
-        for name, design in all_designs(rounds).items():
-            diffusion = replace(base.diffusion, schedule=design.schedule or base.diffusion.schedule)
-            distill = base.distill
-            if design.teacher is not None:
-                distill = replace(distill, teacher=str(out / run_name(design.teacher, seed, seeds)))
-            if name.startswith("progressive-"):
-                steps = PROGRESSIVE_TEACHER_STEPS[int(name.rsplit("-", 1)[1]) - 1]
-                distill = replace(distill, teacher_steps=steps)
-            config = replace(
-                base,
-                denoiser=design.denoiser,
-                denoiser_options={**base.denoiser_options, **design.options},
-                diffusion=diffusion,
-                distill=distill,
-                seed=seed,
-            )
-            configs.append((run_name(name, seed, seeds), config))
+        added = set()
+        for stages in plans.values():
+            for stage in stages:
+                if stage.run in added:
+                    continue
+                added.add(stage.run)
+                teacher = out / run_name(stage.teacher, seed, seeds) if stage.teacher else None
+                config = design_config(base, stage.design, designs[stage.design], seed, teacher)
+                configs.append((run_name(stage.run, seed, seeds), with_stage(config, stage)))
     return configs
+
+
+def plan(
+    base: RunConfig, rounds: int, budget: TotalBudget, routes: list[str] | None = None
+) -> dict[str, list[Stage]]:
+    """Every route's stages (or those of ``routes``) under the total ``budget``
+    (:func:`bench.studies.budget.plan_routes`)."""
+    chosen = chosen_routes(rounds, routes)
+    designs = with_teachers(rounds, chosen)
+    configs = {name: design_config(base, name, design, base.seed, None) for name, design in designs.items()}
+    return plan_routes(chosen, configs, {name: design.teacher for name, design in designs.items()}, budget)
 
 
 def design_of(run: str) -> str:
@@ -218,6 +284,7 @@ def one_step_table(out: Path) -> pd.DataFrame:
     runs = runs.assign(design=runs["run"].map(design_of))
     teacher_50 = best_fd(runs[runs["design"] == TEACHER], ABOUT[50])["fd"]
     teacher_50_mean = teacher_50.mean() if len(teacher_50) else math.nan
+    stages = stages_text(out)
     rows = []
     for name in [*DESIGNS, *progressive_designs(len(PROGRESSIVE_TEACHER_STEPS))]:
         group = runs[runs["design"] == name]
@@ -251,6 +318,8 @@ def one_step_table(out: Path) -> pd.DataFrame:
         row["own PFLOPs"] = f"{own.mean():.3g}"
         row["total PFLOPs"] = f"{total.mean():.3g}"
         row["seeds"] = group["run"].nunique()
+        if name in stages:
+            row["stages (X: the total budget)"] = stages[name]
         rows.append(row)
     for label, values in sorted(compare.references(runs).items(), key=lambda item: item[0] != "real"):
         fd = values.get("fd", math.nan)
@@ -277,7 +346,8 @@ def quality_vs_calls(out: Path, path: Path) -> Path:
                 continue  # the run's own sampling beside the scored ones (DDIM with eta 1 at 50 calls)
             label = name if len(samplers) == 1 else f"{name}, {sampler}"
             ax.plot(curve.index, curve.values, "-o" if len(curve) > 1 else "s", label=label, ms=5)
-    rounds = runs[runs["design"].str.startswith("progressive-") & runs["fd"].notna()]
+    rounds = runs[runs["design"].isin(list(progressive_designs(len(PROGRESSIVE_TEACHER_STEPS))))]
+    rounds = rounds[rounds["fd"].notna()]  # a round's route, not a round trained as a later round's teacher
     if not rounds.empty:  # one point per round: together, the curve of progressive distillation
         curve = rounds.groupby("nfe")["fd"].mean()
         ax.plot(curve.index, curve.values, "-^", label="progressive-distilled (a round per point)", ms=5)
@@ -295,19 +365,88 @@ def quality_vs_calls(out: Path, path: Path) -> Path:
 
 
 def run_one_step_study(
-    base: RunConfig, out: Path, seeds: list[int], *, rounds: int = 0, progress: bool = True
+    base: RunConfig,
+    out: Path,
+    seeds: list[int],
+    *,
+    rounds: int = 0,
+    budget: TotalBudget | None = None,
+    routes: list[str] | None = None,
+    progress: bool = True,
+    jobs: int = 1,
 ) -> list[Path]:
-    """Train (or resume, or skip) every design x seed into ``out``, teachers first, and ``rounds`` rounds of
-    progressive distillation, score each at the calls its design asks for, then write ``out/report/`` with
-    one_step.md and quality_vs_calls.png."""
+    """Train (or resume, or skip) every design x seed into ``out`` (or what ``routes`` need), teachers
+    first, and ``rounds`` rounds of progressive distillation, each for ``base``'s steps or, with a total
+    ``budget``, every route's stages at their parts of it; score each at the calls its design asks for, then
+    write ``out/report/`` with one_step.md, one_step_paired.md (each route's one call against the best over
+    the seeds) and quality_vs_calls.png. Bad input raises ValueError before anything is written."""
+    plans = plan(base, rounds, budget, routes) if budget is not None else None
+    designs = study_configs(base, out, seeds, rounds, plans, routes)
+    record_manifest(out, budget, plans)
 
     def score(run_dir: Path, config: RunConfig, progress: bool) -> None:
         score_missing(run_dir, base, progress=progress)
 
     study = Study(
-        designs=study_configs(base, out, seeds, rounds),
+        designs=designs,
         score=score,
-        tables=lambda out: {"one_step": one_step_table(out)},
+        tables=lambda out: {"one_step": one_step_table(out), "one_step_paired": one_call_paired(out)},
         figures=lambda report: [quality_vs_calls(out, report / "quality_vs_calls.png")],
     )
-    return run_study(study, out, progress=progress)
+    return run_study(study, out, progress=progress, jobs=jobs)
+
+
+MANIFEST = "study.json"
+
+
+def record_manifest(out: Path, budget: TotalBudget | None, plans: dict[str, list[Stage]] | None) -> None:
+    """``out/study.json``: the study's budget (per run, or the total with its shares) and each route's
+    stages; refuses a folder that holds the study under another budget (its runs would mix two experiments
+    in one table)."""
+    path = out / MANIFEST
+    old = read_json(path) if path.is_file() else None
+    described = budget.to_dict() if budget is not None else "per run"
+    if old is not None and old.get("budget") != described:
+        raise ValueError(
+            f"{out} holds this study with budget {old.get('budget')}, not {described}; choose another --out"
+        )
+    routes = {**(old or {}).get("routes", {})}
+    for route, stages in (plans or {}).items():
+        routes[route] = [asdict(stage) for stage in stages]
+    manifest = {"budget": described, "routes": routes}
+    if manifest != old:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, manifest)
+
+
+def stages_text(out: Path) -> dict[str, str]:
+    """Each route's stages under a total budget, as the table shows them: ``teacher-edm-x0.5 (0.5 X: 1,500
+    steps) -> direct-distilled (0.5 X: 2,878 pairs, 750 steps)``; empty per run."""
+    path = out / MANIFEST
+    manifest = read_json(path) if path.is_file() else {}
+    texts = {}
+    for route, stages in manifest.get("routes", {}).items():
+        parts = []
+        for stage in stages:
+            pairs = f"{stage['pairs']:,} pairs, " if stage["pairs"] is not None else ""
+            parts.append(f"{stage['run']} ({stage['fraction']:.3g} X: {pairs}{stage['steps']:,} steps)")
+        texts[route] = " -> ".join(parts)
+    return texts
+
+
+def one_call_paired(out: Path) -> pd.DataFrame:
+    """Each route's best FD at one network call over the seeds: its mean with its 95% interval and its paired
+    difference to the best route's over the seeds both have, an order read only where that interval excludes
+    zero (:func:`bench.reports.paired.versus_best`)."""
+    from ..reports import compare
+    from ..reports.paired import versus_best
+
+    runs = compare.collect([out]).runs
+    runs = runs.assign(design=runs["run"].map(design_of))
+    rows = []
+    for name in all_designs(len(PROGRESSIVE_TEACHER_STEPS)):
+        best = best_fd(runs[runs["design"] == name], (1,))
+        for _, best_row in best.iterrows():
+            rows.append({"design": name, "seed": int(best_row["seed"]), "value": float(best_row["fd"])})
+    table = versus_best(pd.DataFrame(rows, columns=["design", "seed", "value"]))
+    return table.rename(columns={"design": "route", "mean": "FD at 1 call"})
