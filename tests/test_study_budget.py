@@ -197,6 +197,8 @@ def invoke(*args):
         (["--budget-pflops", "0.1", "--steps", "10"], "give one budget"),
         (["--teacher-share", "0.3"], "give --budget-pflops too"),
         (["--budget-pflops", "0.1", "--routes", "ect,warp"], "unknown route warp"),
+        (["--jobs", "0"], "expected auto or a whole number of at least 1"),
+        (["--jobs", "two"], "expected auto or a whole number of at least 1"),
     ],
 )
 def test_bad_input_is_a_usage_error_and_writes_nothing(tmp_path, args, says):
@@ -244,3 +246,11 @@ def test_jobs_train_a_studys_rounds_side_by_side_each_scoring_its_run(tmp_path):
     run_one_step_study(TINY, out, [0, 1], routes=["reflow"], progress=False, jobs=2)
     assert json.loads((out / "jobs.json").read_text()) == jobs
     assert {name: (out / name / "metrics.json").stat().st_mtime_ns for name in jobs} == before
+
+
+def test_jobs_auto_is_one_process_per_core_on_the_cpu(monkeypatch):
+    from bench.cli.grid_commands import study_jobs
+
+    monkeypatch.setattr("bench.studies.runner.available_cores", lambda: 6)
+    assert study_jobs("auto", "cpu") == 6
+    assert study_jobs(3, "cpu") == 3
