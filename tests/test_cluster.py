@@ -183,7 +183,7 @@ def test_submitit_missing_names_the_extra(monkeypatch):
         return real(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_submitit)
-    with pytest.raises(ValueError, match=r"pip install -e '\.\[slurm\]'"):
+    with pytest.raises(ValueError, match=r"pip install 'submitit>=1\.5'"):
         require_submitit()
 
 

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from ..config import RunConfig
+from ..io import read_json, write_json_atomic
 
 TEACHER_SHARE = 0.25
 """The default teacher's share, measured (docs/one-step.md, "The teacher's share"): at half the default
@@ -262,3 +264,41 @@ def with_stage(config: RunConfig, stage: Stage) -> RunConfig:
     distill = config.distill if stage.pairs is None else replace(config.distill, pairs=stage.pairs)
     train = replace(config.train, steps=stage.steps, minutes=None, budget_flops=stage.part_flops)
     return replace(config, train=train, distill=distill)
+
+
+MANIFEST = "study.json"
+
+
+def record_manifest(out: Path, budget: TotalBudget | None, plans: dict[str, list[Stage]] | None) -> None:
+    """``out/study.json``: the study's budget (per run, or the total with its shares) and each route's
+    stages; refuses a folder that holds the study under another budget (its runs would mix two experiments
+    in one table)."""
+    path = out / MANIFEST
+    old = read_json(path) if path.is_file() else None
+    described = budget.to_dict() if budget is not None else "per run"
+    if old is not None and old.get("budget") != described:
+        raise ValueError(
+            f"{out} holds this study with budget {old.get('budget')}, not {described}; choose another --out"
+        )
+    routes = {**(old or {}).get("routes", {})}
+    for route, stages in (plans or {}).items():
+        routes[route] = [asdict(stage) for stage in stages]
+    manifest = {"budget": described, "routes": routes}
+    if manifest != old:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, manifest)
+
+
+def stages_text(out: Path) -> dict[str, str]:
+    """Each route's stages under a total budget, as the table shows them: ``teacher-edm-x0.5 (0.5 X: 1,500
+    steps) -> direct-distilled (0.5 X: 2,878 pairs, 750 steps)``; empty per run."""
+    path = out / MANIFEST
+    manifest = read_json(path) if path.is_file() else {}
+    texts = {}
+    for route, stages in manifest.get("routes", {}).items():
+        parts = []
+        for stage in stages:
+            pairs = f"{stage['pairs']:,} pairs, " if stage["pairs"] is not None else ""
+            parts.append(f"{stage['run']} ({stage['fraction']:.3g} X: {pairs}{stage['steps']:,} steps)")
+        texts[route] = " -> ".join(parts)
+    return texts

@@ -27,7 +27,7 @@ with), and this one needs an EDM teacher and a flow chain it does not.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -38,9 +38,8 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from ..config import RunConfig, Stepping  # noqa: E402
-from ..io import read_json, write_json_atomic  # noqa: E402
 from ..reports.compare_report import save_figure  # noqa: E402
-from .budget import Stage, TotalBudget, chain, plan_routes, with_stage  # noqa: E402
+from .budget import Stage, TotalBudget, chain, plan_routes, record_manifest, stages_text, with_stage  # noqa: E402
 from .runner import Study, run_study  # noqa: E402
 
 
@@ -394,44 +393,6 @@ def run_one_step_study(
         figures=lambda report: [quality_vs_calls(out, report / "quality_vs_calls.png")],
     )
     return run_study(study, out, progress=progress, jobs=jobs)
-
-
-MANIFEST = "study.json"
-
-
-def record_manifest(out: Path, budget: TotalBudget | None, plans: dict[str, list[Stage]] | None) -> None:
-    """``out/study.json``: the study's budget (per run, or the total with its shares) and each route's
-    stages; refuses a folder that holds the study under another budget (its runs would mix two experiments
-    in one table)."""
-    path = out / MANIFEST
-    old = read_json(path) if path.is_file() else None
-    described = budget.to_dict() if budget is not None else "per run"
-    if old is not None and old.get("budget") != described:
-        raise ValueError(
-            f"{out} holds this study with budget {old.get('budget')}, not {described}; choose another --out"
-        )
-    routes = {**(old or {}).get("routes", {})}
-    for route, stages in (plans or {}).items():
-        routes[route] = [asdict(stage) for stage in stages]
-    manifest = {"budget": described, "routes": routes}
-    if manifest != old:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, manifest)
-
-
-def stages_text(out: Path) -> dict[str, str]:
-    """Each route's stages under a total budget, as the table shows them: ``teacher-edm-x0.5 (0.5 X: 1,500
-    steps) -> direct-distilled (0.5 X: 2,878 pairs, 750 steps)``; empty per run."""
-    path = out / MANIFEST
-    manifest = read_json(path) if path.is_file() else {}
-    texts = {}
-    for route, stages in manifest.get("routes", {}).items():
-        parts = []
-        for stage in stages:
-            pairs = f"{stage['pairs']:,} pairs, " if stage["pairs"] is not None else ""
-            parts.append(f"{stage['run']} ({stage['fraction']:.3g} X: {pairs}{stage['steps']:,} steps)")
-        texts[route] = " -> ".join(parts)
-    return texts
 
 
 def one_call_paired(out: Path) -> pd.DataFrame:
