@@ -126,14 +126,37 @@ def apply_budget(config: RunConfig, budget: Budget) -> RunConfig:
 
 def training_flops_per_step(config: RunConfig) -> float:
     """Forward+backward FLOPs of one optimizer step: per-image training FLOPs x the batch size."""
-    import torch
+    return network_flops(config)[0] * config.train.batch_size
 
-    from ..evaluation.throughput import training_flops_per_image
+
+def network(config: RunConfig):
+    """The run's network as it trains (unconditional, on the CPU) and its image shape."""
     from ..runs.experiment import build_model
 
     shape = image_shape(config.dataset, config.data_root, config.image_size)
-    per_image = training_flops_per_image(build_model(config, shape), shape, torch.device("cpu"))
-    return per_image * config.train.batch_size
+    return build_model(config, shape), shape
+
+
+_COUNTED: dict[str, tuple[float, float]] = {}
+
+
+def network_flops(config: RunConfig) -> tuple[float, float]:
+    """(training, forward) FLOPs per image of the run's network, counted once per network."""
+    import torch
+
+    from ..evaluation.throughput import forward_flops_per_image, training_flops_per_image
+
+    options = sorted(config.denoiser_options.items())
+    key = repr((config.dataset, config.data_root, config.image_size, config.denoiser, options,
+                config.channels_last, config.fused_norm))  # fmt: skip
+    if key not in _COUNTED:
+        model, shape = network(config)
+        device = torch.device("cpu")
+        _COUNTED[key] = (
+            training_flops_per_image(model, shape, device),
+            forward_flops_per_image(model, shape, device),
+        )
+    return _COUNTED[key]
 
 
 @functools.lru_cache(maxsize=8)

@@ -215,47 +215,18 @@ def counted_step_cost(config: RunConfig, teacher: RunConfig | None) -> StepCost:
     cost, and the teacher's forward FLOPs for its calls and pairs."""
     import denoisers
 
+    from ..cluster.sweep import network, network_flops
     from ..training.objectives import step_cost
 
     model, shape = network(config)
+    recipe = denoisers.recipe_of(model)
     training, forward = network_flops(config)
-    extra = step_cost(denoisers.recipe_of(model).objective, config, model, shape)
+    extra = step_cost(recipe.objective, config, model, shape)
     teacher_forward = network_flops(teacher)[1] if teacher is not None else 0.0
     per_image = training + extra.extra_forwards * forward + extra.teacher_calls * teacher_forward
-    makes_pairs = teacher is not None and denoisers.recipe_of(model).pairs == "teacher"
+    makes_pairs = teacher is not None and recipe.pairs == "teacher"
     per_pair = config.distill.teacher_steps * teacher_forward if makes_pairs else 0.0
     return StepCost(per_image * config.train.batch_size, per_pair)
-
-
-def network(config: RunConfig):
-    """The run's network as it trains (unconditional, on the CPU) and its image shape."""
-    from ..cluster.sweep import image_shape
-    from ..runs.experiment import build_model
-
-    shape = image_shape(config.dataset, config.data_root, config.image_size)
-    return build_model(config, shape), shape
-
-
-_COUNTED: dict[str, tuple[float, float]] = {}
-
-
-def network_flops(config: RunConfig) -> tuple[float, float]:
-    """(training, forward) FLOPs per image of the run's network, counted once per network."""
-    import torch
-
-    from ..evaluation.throughput import forward_flops_per_image, training_flops_per_image
-
-    options = sorted(config.denoiser_options.items())
-    key = repr((config.dataset, config.data_root, config.image_size, config.denoiser, options,
-                config.channels_last, config.fused_norm))  # fmt: skip
-    if key not in _COUNTED:
-        model, shape = network(config)
-        device = torch.device("cpu")
-        _COUNTED[key] = (
-            training_flops_per_image(model, shape, device),
-            forward_flops_per_image(model, shape, device),
-        )
-    return _COUNTED[key]
 
 
 def with_stage(config: RunConfig, stage: Stage) -> RunConfig:

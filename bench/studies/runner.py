@@ -66,8 +66,8 @@ def run_study(study: Study, out: Path, *, progress: bool = True, jobs: int = 1) 
 def default_jobs(device: str) -> int:
     """How many of a study's runs train at once unless told: on CUDA one per GPU (one for a named GPU); on
     the CPU one per core, each with one thread. On the 2-core Xeon two 1-thread processes trained the small
-    U-Net 21% faster together than one 2-thread process (docs/comparing-and-sweeps.md, "Studies side by
-    side"): its convolutions on 14x14 images are too small to keep two threads busy."""
+    U-Net 1.21-1.39x as fast together as one 2-thread process (docs/comparing-and-sweeps.md, "Studies side
+    by side"): its convolutions on 14x14 images are too small to keep two threads busy."""
     import torch
 
     from ..environment import resolve_device
